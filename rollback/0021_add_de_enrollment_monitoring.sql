@@ -1,0 +1,14 @@
+-- Undo 0021: the views and functions installed on top of it, then its tables.
+-- The run and lead-log history is dropped with them (take `deenroll backup create`
+-- or pg_dump first); no row that existed before 0021 is lost.
+SET LOCAL lock_timeout = '5s';
+
+-- views (views/*.sql that require 0021)
+DROP VIEW IF EXISTS de_enrollment_health;
+
+-- functions (functions/*.sql that require 0021)
+DROP FUNCTION IF EXISTS process_de_enrollment_batch(uuid, uuid[]);
+DROP FUNCTION IF EXISTS get_leads_for_de_enrollment(uuid, integer);
+
+DROP TABLE IF EXISTS de_enrollment_lead_log;
+DROP TABLE IF EXISTS de_enrollment_runs;
