@@ -4,4 +4,6 @@ from __future__ import annotations
 
 import click
 
-COMMANDS: list[click.Command] = []
+from . import cli_ops, cli_run
+
+COMMANDS: list[click.Command] = [*cli_run.COMMANDS, *cli_ops.COMMANDS]

