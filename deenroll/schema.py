@@ -28,7 +28,7 @@ from . import paths
 from .database import Target, connect
 from .errors import UserError
 
-BASELINE = "0000_baseline"
+BASELINE = "0018_baseline"
 DEFINITIONS_TABLE = "_deenroll_definitions"
 _MIGRATION_TABLE = "_yoyo_migration"
 

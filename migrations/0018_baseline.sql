@@ -1,4 +1,5 @@
--- Baseline: the platform's own campaigns and leads tables (SPEC §3).
+-- Baseline: the platform's own campaigns and leads tables (SPEC §3), as they stand
+-- after the platform's own migrations up to 0018; the SOP's 0019-0021 build on it.
 -- On a database that already has them this creates nothing; it only checks that
 -- every column the later migrations and functions read is there, and stops with
 -- a message naming the first one that is missing.
