@@ -105,7 +105,7 @@ def verify(obj: Context) -> None:
     for item, ok, detail in checks:
         click.echo(f"{'PASS' if ok else 'FAIL'}  {item:<42} {detail}")
     failed = sum(1 for _, ok, _ in checks if not ok)
-    click.echo(f"{len(checks) - failed} passed, {failed} failed", err=True)
+    click.echo(f"verify: {len(checks) - failed} of {len(checks)} checks passed", err=True)
     if failed:
         raise SystemExit(1)
 

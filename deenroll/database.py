@@ -60,10 +60,13 @@ def resolve(option_url: str | None) -> Target:
 
 def _checked(dsn: str) -> str:
     try:
-        conninfo.conninfo_to_dict(dsn)
+        params = conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "unparsable"
         raise UserError(f"malformed database URL {redact(dsn)!r}: {detail}") from None
+    port = str(params.get("port") or "")
+    if port and not all(p.strip().isdigit() for p in port.split(",")):
+        raise UserError(f"malformed database URL {redact(dsn)!r}: port {port!r} is not a number")
     return dsn
 
 

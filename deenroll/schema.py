@@ -123,7 +123,9 @@ def resolve_target(value: str) -> str:
             if int(stem.split("_", 1)[0]) == int(value):
                 return stem
         if int(value) < int(BASELINE.split("_", 1)[0]):
-            raise UserError(f"cannot go past the baseline {BASELINE}")
+            raise UserError(
+                f"{value} is before the baseline {BASELINE}: deenroll never rolls back the platform's own tables"
+            )
     raise UserError(f"no migration {value!r}; known: {', '.join(stems)}")
 
 
