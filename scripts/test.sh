@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Every test, on a fresh Debian machine: installs what it needs, then runs
+#   1. the whole pytest suite (pgTAP included) on the embedded PostgreSQL 18
+#      (or on DEENROLL_TEST_DATABASE_URL, or testcontainers when Docker answers), and
+#   2. the schema suite (migration round trips + pgTAP) on Debian's PostgreSQL 15.
+# Extra arguments go to both pytest runs (e.g. -k rollback).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# System packages: pgTAP and pg_prove for both servers, PostgreSQL 15 itself.
+need=()
+[ -f /usr/share/postgresql/15/extension/pgtap.control ] || need+=(postgresql-15-pgtap)
+command -v pg_prove >/dev/null || need+=(libtap-parser-sourcehandler-pgtap-perl)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
+if ((${#need[@]})); then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    echo "scripts/test.sh: installing ${need[*]}" >&2
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# The package exactly as users get it: `pip install .`, not an editable install.
+venv=.venv-test
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps .
+"$venv/bin/pip" install -q --disable-pip-version-check '.[test]'
+
+status=0
+"$venv/bin/pytest" -n 2 -p no:cacheprovider "$@" || status=$?
+
+# Debian's PostgreSQL 15, in a throwaway cluster on a private socket.
+pg15=/usr/lib/postgresql/15/bin
+if [ -z "${DEENROLL_TEST_DATABASE_URL:-}" ] && [ -x "$pg15/postgres" ]; then
+    dir=$(mktemp -d /tmp/deenroll-pg15.XXXXXX)
+    as_pg=()
+    if [ "$(id -u)" = 0 ]; then
+        chown postgres "$dir"
+        as_pg=(runuser -u postgres --)
+    fi
+    "${as_pg[@]}" "$pg15/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >/dev/null
+    "${as_pg[@]}" "$pg15/pg_ctl" -D "$dir/data" -l "$dir/log" -w \
+        -o "-c listen_addresses='' -k $dir -p 54315 -c max_connections=200 -c fsync=off" start >/dev/null
+    trap '"${as_pg[@]}" "$pg15/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1; rm -rf "$dir"' EXIT
+    echo "scripts/test.sh: schema suite on $("$pg15/postgres" --version)" >&2
+    DEENROLL_TEST_DATABASE_URL="postgresql://postgres@/postgres?host=$dir&port=54315" \
+        "$venv/bin/pytest" -m schema -p no:cacheprovider "$@" || status=$?
+fi
+exit $status
