@@ -3,6 +3,10 @@
 -- that existed before 0020 is lost.
 SET LOCAL lock_timeout = '5s';
 
+-- functions (functions/*.sql that require 0020)
+DROP FUNCTION IF EXISTS apply_campaign_stats_deltas(uuid[]);
+DROP FUNCTION IF EXISTS recalculate_campaign_stats(uuid);
+
 DROP TRIGGER IF EXISTS leads_stats_delta_on_truncate ON leads;
 DROP TRIGGER IF EXISTS leads_stats_delta_on_delete ON leads;
 DROP TRIGGER IF EXISTS leads_stats_delta_on_update ON leads;

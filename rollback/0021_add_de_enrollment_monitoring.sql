@@ -9,6 +9,11 @@ DROP VIEW IF EXISTS de_enrollment_health;
 -- functions (functions/*.sql that require 0021)
 DROP FUNCTION IF EXISTS process_de_enrollment_batch(uuid, uuid[]);
 DROP FUNCTION IF EXISTS get_leads_for_de_enrollment(uuid, integer);
+DROP FUNCTION IF EXISTS start_de_enrollment_run(uuid, integer, integer, text, integer);
+DROP FUNCTION IF EXISTS finish_de_enrollment_run(uuid, text, text);
+DROP FUNCTION IF EXISTS de_enrollment_clients();
+DROP FUNCTION IF EXISTS de_enrollment_invalid_campaigns(uuid);
+DROP FUNCTION IF EXISTS count_leads_for_de_enrollment(uuid);
 
 DROP TABLE IF EXISTS de_enrollment_lead_log;
 DROP TABLE IF EXISTS de_enrollment_runs;
