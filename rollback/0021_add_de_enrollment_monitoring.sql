@@ -5,6 +5,10 @@ SET LOCAL lock_timeout = '5s';
 
 -- views (views/*.sql that require 0021)
 DROP VIEW IF EXISTS de_enrollment_health;
+DROP VIEW IF EXISTS de_enrollment_stuck_leads;
+DROP VIEW IF EXISTS campaign_stats_drift;
+DROP VIEW IF EXISTS de_enrollment_duplicates;
+DROP VIEW IF EXISTS de_enrollment_daily_summary;
 
 -- functions (functions/*.sql that require 0021)
 DROP FUNCTION IF EXISTS process_de_enrollment_batch(uuid, uuid[]);

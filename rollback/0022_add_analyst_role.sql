@@ -1,0 +1,38 @@
+-- Undo 0022: revoke every privilege deenroll_analyst holds in this database, drop
+-- grant_analyst_select(), then drop the role if 0022 created it and nothing else
+-- on the server still uses it (grants in another database, members).
+SET LOCAL lock_timeout = '5s';
+
+-- functions (functions/*.sql that require 0022)
+DROP FUNCTION IF EXISTS grant_analyst_select(regclass);
+
+DO $revoke$
+DECLARE
+    v_rel regclass;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'deenroll_analyst') THEN
+        RETURN;
+    END IF;
+    FOR v_rel IN
+        SELECT DISTINCT c.oid::regclass
+          FROM pg_class AS c
+         CROSS JOIN LATERAL aclexplode(c.relacl) AS a
+         WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = 'deenroll_analyst')
+    LOOP
+        EXECUTE format('REVOKE ALL ON %s FROM deenroll_analyst', v_rel);
+    END LOOP;
+
+    IF coalesce(shobj_description((SELECT oid FROM pg_roles WHERE rolname = 'deenroll_analyst'), 'pg_authid'), '')
+           NOT LIKE 'deenroll:%'
+       OR EXISTS (SELECT 1 FROM pg_auth_members
+                   WHERE roleid = (SELECT oid FROM pg_roles WHERE rolname = 'deenroll_analyst')
+                     AND NOT admin_option) THEN
+        RETURN;  -- not ours, or people are members of it: keep it
+    END IF;
+    BEGIN
+        DROP ROLE deenroll_analyst;
+    EXCEPTION WHEN dependent_objects_still_exist THEN
+        RAISE NOTICE 'role deenroll_analyst kept: another database on this server still grants it privileges';
+    END;
+END
+$revoke$;
