@@ -2,6 +2,146 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import sys
+from typing import Any
+
 import click
 
+from . import runner
+
 COMMANDS: list[click.Command] = []
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "warn": logging.WARNING,
+           "error": logging.ERROR}
+
+
+def _log_level() -> int:
+    """LOG_LEVEL (debug, info, error; warning too); anything else means info."""
+    return _LEVELS.get(os.environ.get("LOG_LEVEL", "info").strip().lower(), logging.INFO)
+
+
+class _RichObserver(runner.LogObserver):
+    """A live progress display on a terminal; log lines go through rich so they do not tear it."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("de-enrolled {task.fields[done]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            transient=True,
+        )
+        self.task: Any = None
+        self.done = 0
+
+    def __enter__(self) -> _RichObserver:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def clients_found(self, count: int) -> None:
+        super().clients_found(count)
+        self.task = self.progress.add_task("clients", total=count, done=0)
+
+    def client_started(self, client_id: str) -> None:
+        super().client_started(client_id)
+        self.progress.update(self.task, description=f"client {client_id[:8]}")
+
+    def batch_done(self, result: runner.ClientResult, size: int) -> None:
+        super().batch_done(result, size)
+        self.progress.update(self.task, done=self.done + result.leads_de_enrolled)
+
+    def client_done(self, result: runner.ClientResult) -> None:
+        super().client_done(result)
+        self.done += result.leads_de_enrolled
+        self.progress.update(self.task, advance=1, done=self.done)
+
+
+def _setup_logging(tty: bool) -> logging.Handler:
+    logger = logging.getLogger("deenroll")
+    logger.setLevel(_log_level())
+    logger.propagate = False
+    handler: logging.Handler
+    if tty:
+        from rich.logging import RichHandler
+
+        handler = RichHandler(show_path=False, markup=False)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s deenroll[%(process)d] %(levelname)s %(message)s"))
+    logger.handlers[:] = [handler]
+    return handler
+
+
+@click.command("run")
+@click.option("--client-id", metavar="UUID", help="Process only this client (default: every active client).")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=100,
+    show_default=True,
+    envvar="DE_ENROLLMENT_BATCH_SIZE",
+    show_envvar=True,
+    help="Leads claimed and de-enrolled per transaction.",
+)
+@click.option(
+    "--max-runtime",
+    "max_runtime",
+    type=int,
+    default=240000,
+    show_default=True,
+    envvar="DE_ENROLLMENT_MAX_RUNTIME",
+    show_envvar=True,
+    metavar="MS",
+    help="Time budget of the whole run in milliseconds (at least 1); when it runs out the run stops "
+    "between batches and the client is recorded 'partial'.",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be de-enrolled per client; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of the summary.")
+@click.pass_obj
+def run(obj: Any, client_id: str | None, batch_size: int, max_runtime: int, dry_run: bool, as_json: bool) -> int:
+    """De-enroll finished and opted-out leads, client by client, in batches.
+
+    Each client is processed in isolation under its own runner lock (a client another
+    runner is working on is skipped and reported), with its own de_enrollment_runs row.
+    Alerts go to DE_ENROLLMENT_ALERT_WEBHOOK when a client fails or ends partial; log
+    lines on stderr follow LOG_LEVEL (debug, info, error).
+
+    Exit status: 0 every client succeeded (or was skipped), 1 some ended partial,
+    2 some failed or the input was bad.
+    """
+    options = runner.validate(client_id, batch_size, max_runtime, dry_run)
+    tty = sys.stderr.isatty()
+    _setup_logging(tty)
+    if tty:
+        with _RichObserver() as observer:
+            report = runner.run(obj.target, options, observer)
+    else:
+        report = runner.run(obj.target, options, runner.LogObserver())
+
+    if report.alert.attempted and not report.alert.delivered:
+        click.echo(f"deenroll: warning: {report.alert.describe()}", err=True)
+    elif report.alert.attempted:
+        logging.getLogger("deenroll.run").info(report.alert.describe())
+
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in runner.summary_lines(report):
+            click.echo(line)
+    return report.exit_code
+
+
+COMMANDS.append(run)

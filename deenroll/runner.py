@@ -1,0 +1,564 @@
+"""The batch runner behind `deenroll run`: orders the SQL, times it, gathers the report.
+
+Every decision about data is made by the functions in functions/ (see their
+headers); this module only calls them in order, one client after the other:
+
+  start_de_enrollment_run     takes the client's runner lock, opens its run row
+  de_enrollment_invalid_campaigns   campaigns to report (their leads are skipped)
+  process_de_enrollment_batch(get_leads_for_de_enrollment(...))   one round trip
+                              and one short transaction per batch, until a batch
+                              comes back short or the time budget is spent
+  apply_campaign_stats_deltas folds what the platform changed meanwhile
+  finish_de_enrollment_run    closes the run row, releases the lock
+
+One connection does all of it, so the runner lock (a session advisory lock)
+lives exactly as long as the runner's session: a runner that dies releases it,
+and the next runner marks the dead run failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from . import alerts, database
+from .errors import UserError
+
+log = logging.getLogger("deenroll.run")
+
+INT_MAX = 2**31 - 1
+BATCH_RETRIES = 3  # a batch that loses a deadlock or serialization race is retried this often
+
+REQUIRED_FUNCTIONS = (
+    "get_leads_for_de_enrollment(uuid,integer)",
+    "process_de_enrollment_batch(uuid,uuid[])",
+    "apply_campaign_stats_deltas(uuid[])",
+    "start_de_enrollment_run(uuid,integer,integer,text,integer)",
+    "finish_de_enrollment_run(uuid,text,text)",
+    "de_enrollment_clients()",
+    "de_enrollment_invalid_campaigns(uuid)",
+    "count_leads_for_de_enrollment(uuid)",
+)
+REQUIRED_TABLES = ("campaigns", "leads", "campaign_stats_delta", "de_enrollment_runs", "de_enrollment_lead_log")
+
+BATCH_SQL = (
+    "SELECT lead_id, campaign_id, outcome, messages_received "
+    "FROM process_de_enrollment_batch(%s, ARRAY(SELECT lead_id FROM get_leads_for_de_enrollment(%s, %s)))"
+)
+
+
+# --------------------------------------------------------------------------- options and results
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    client_id: str | None
+    batch_size: int
+    max_runtime_ms: int
+    dry_run: bool = False
+
+
+def validate(client_id: str | None, batch_size: int, max_runtime_ms: int, dry_run: bool = False) -> RunOptions:
+    """Check the user's input before anything touches the database."""
+    cid: str | None = None
+    if client_id is not None:
+        try:
+            cid = str(uuid.UUID(client_id.strip()))
+        except ValueError:
+            raise UserError(f"--client-id: {client_id!r} is not a UUID") from None
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be a positive integer, got {batch_size}")
+    if batch_size > INT_MAX:
+        raise UserError(f"--batch-size must be at most {INT_MAX}, got {batch_size}")
+    # 0 is refused too: a run with no time at all would only ever record 'partial'.
+    if max_runtime_ms < 1:
+        raise UserError(f"--max-runtime must be at least 1 millisecond, got {max_runtime_ms}")
+    if max_runtime_ms > INT_MAX:
+        raise UserError(f"--max-runtime must be at most {INT_MAX} milliseconds, got {max_runtime_ms}")
+    return RunOptions(cid, batch_size, max_runtime_ms, dry_run)
+
+
+@dataclass
+class CampaignIssue:
+    """A campaign whose messages is not a JSON array (from de_enrollment_invalid_campaigns)."""
+
+    campaign_id: str
+    campaign_name: str | None
+    messages_type: str
+    active_leads: int
+
+    def describe(self) -> str:
+        return (
+            f"campaign {self.campaign_id} ({self.campaign_name}): messages is {self.messages_type}, "
+            f"not a JSON array; its {self.active_leads} active leads were skipped"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "campaign_id": self.campaign_id,
+            "campaign_name": self.campaign_name,
+            "messages_type": self.messages_type,
+            "active_leads": self.active_leads,
+        }
+
+
+@dataclass
+class ClientResult:
+    client_id: str
+    run_id: str | None = None
+    status: str = "running"  # success | partial | failed | skipped | dry_run
+    leads_evaluated: int = 0
+    leads_de_enrolled: int = 0
+    completed: int = 0
+    opted_out: int = 0
+    batches: int = 0
+    duration_ms: int = 0
+    error: str | None = None
+    invalid_campaigns: list[CampaignIssue] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    campaigns: list[dict[str, Any]] = field(default_factory=list)  # dry run only
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "client_id": self.client_id,
+            "run_id": self.run_id,
+            "status": self.status,
+            "leads_evaluated": self.leads_evaluated,
+            "leads_de_enrolled": self.leads_de_enrolled,
+            "completed": self.completed,
+            "opted_out": self.opted_out,
+            "batches": self.batches,
+            "duration_ms": self.duration_ms,
+            "error": self.error,
+            "invalid_campaigns": [c.to_json() for c in self.invalid_campaigns],
+            "warnings": self.warnings,
+        }
+        if self.status == "dry_run":
+            out["would_de_enroll"] = self.completed + self.opted_out
+            out["campaigns"] = self.campaigns
+        return out
+
+
+@dataclass
+class RunReport:
+    options: RunOptions
+    started_at: datetime
+    clients: list[ClientResult] = field(default_factory=list)
+    duration_ms: int = 0
+    alert: alerts.AlertResult = field(default_factory=lambda: alerts.AlertResult(attempted=False))
+
+    def count(self, status: str) -> int:
+        return sum(1 for c in self.clients if c.status == status)
+
+    @property
+    def exit_code(self) -> int:
+        """2 when a client failed, 1 when one ended partial (or, dry run, would), else 0."""
+        if self.count("failed"):
+            return 2
+        if self.count("partial"):
+            return 1
+        if self.options.dry_run and any(c.invalid_campaigns for c in self.clients):
+            return 1
+        return 0
+
+    def totals(self) -> dict[str, int]:
+        return {
+            "clients": len(self.clients),
+            "success": self.count("success"),
+            "partial": self.count("partial"),
+            "failed": self.count("failed"),
+            "skipped": self.count("skipped"),
+            "leads_evaluated": sum(c.leads_evaluated for c in self.clients),
+            "leads_de_enrolled": sum(c.leads_de_enrolled for c in self.clients),
+            "completed": sum(c.completed for c in self.clients),
+            "opted_out": sum(c.opted_out for c in self.clients),
+            "batches": sum(c.batches for c in self.clients),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.options.dry_run,
+            "batch_size": self.options.batch_size,
+            "max_runtime_ms": self.options.max_runtime_ms,
+            "started_at": self.started_at.isoformat(timespec="milliseconds"),
+            "duration_ms": self.duration_ms,
+            "clients": [c.to_json() for c in self.clients],
+            "totals": self.totals(),
+            "exit_code": self.exit_code,
+            "alert": self.alert.to_json(),
+        }
+
+
+class Observer(Protocol):
+    """Progress reporting (plain log lines or a rich display); the runner calls these."""
+
+    def clients_found(self, count: int) -> None: ...
+    def client_started(self, client_id: str) -> None: ...
+    def batch_done(self, result: ClientResult, size: int) -> None: ...
+    def client_done(self, result: ClientResult) -> None: ...
+
+
+class LogObserver:
+    """Plain log lines on the `deenroll.run` logger."""
+
+    def clients_found(self, count: int) -> None:
+        log.info("%d client(s) to process", count)
+
+    def client_started(self, client_id: str) -> None:
+        log.debug("client %s: starting", client_id)
+
+    def batch_done(self, result: ClientResult, size: int) -> None:
+        log.debug(
+            "client %s: batch %d de-enrolled %d (run total %d)",
+            result.client_id, result.batches, size, result.leads_de_enrolled,
+        )
+
+    def client_done(self, result: ClientResult) -> None:
+        for warning in result.warnings:
+            log.warning("client %s: %s", result.client_id, warning)
+        level = {"failed": logging.ERROR, "partial": logging.WARNING}.get(result.status, logging.INFO)
+        log.log(level, "client %s: %s", result.client_id, describe_client(result))
+
+
+def describe_client(r: ClientResult) -> str:
+    """One human line for a client's outcome."""
+    if r.status == "skipped":
+        return f"skipped: {r.error}"
+    if r.status == "dry_run":
+        text = f"would de-enroll {r.completed + r.opted_out} (completed {r.completed}, opted out {r.opted_out})"
+    else:
+        text = (
+            f"{r.status}: de-enrolled {r.leads_de_enrolled} (completed {r.completed}, "
+            f"opted out {r.opted_out}) in {r.batches} batch{'es' if r.batches != 1 else ''}, {r.duration_ms} ms"
+        )
+    if r.invalid_campaigns:
+        text += f"; {len(r.invalid_campaigns)} campaign(s) with invalid messages"
+    if r.error and r.status != "dry_run":
+        text += f"; {r.error}"
+    return text
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _first_line(exc: BaseException) -> str:
+    if isinstance(exc, psycopg.Error):
+        msg = exc.diag.message_primary or str(exc)
+    else:
+        msg = str(exc) or type(exc).__name__
+    lines = [line.strip() for line in msg.strip().splitlines() if line.strip()]
+    return database.redact(lines[0] if lines else type(exc).__name__)
+
+
+def check_prerequisites(conn: psycopg.Connection) -> None:
+    """One clear line when the schema is not there: missing migrations or functions."""
+    missing_tables = [
+        t for (t,) in conn.execute(
+            "SELECT t FROM unnest(%s::text[]) AS t WHERE to_regclass(t) IS NULL", (list(REQUIRED_TABLES),)
+        ).fetchall()
+    ]
+    missing_functions = [
+        f for (f,) in conn.execute(
+            "SELECT f FROM unnest(%s::text[]) AS f WHERE to_regprocedure(f) IS NULL", (list(REQUIRED_FUNCTIONS),)
+        ).fetchall()
+    ]
+    conn.rollback()
+    if missing_tables or missing_functions:
+        what = [f"table {t}" for t in missing_tables] + [f"function {f}" for f in missing_functions]
+        shown = ", ".join(what[:3]) + (f" and {len(what) - 3} more" if len(what) > 3 else "")
+        raise UserError(f"the database is not ready for de-enrollment ({shown} missing): run `deenroll migrate` first")
+
+
+def _clients(conn: psycopg.Connection, only: str | None) -> list[str]:
+    if only is not None:
+        known = conn.execute("SELECT EXISTS (SELECT 1 FROM campaigns WHERE client_id = %s)", (only,)).fetchone()
+        conn.rollback()
+        if not known or not known[0]:
+            raise UserError(f"client {only} has no campaigns: nothing to de-enroll (check --client-id)")
+        return [only]
+    rows = conn.execute("SELECT client_id FROM de_enrollment_clients()").fetchall()
+    conn.rollback()
+    return [str(r[0]) for r in rows]
+
+
+def _invalid_campaigns(conn: psycopg.Connection, client_id: str) -> list[CampaignIssue]:
+    rows = conn.execute(
+        "SELECT campaign_id, campaign_name, messages_type, active_leads FROM de_enrollment_invalid_campaigns(%s)",
+        (client_id,),
+    ).fetchall()
+    return [CampaignIssue(str(r[0]), r[1], r[2], int(r[3])) for r in rows]
+
+
+class Runner:
+    """One invocation of `deenroll run`."""
+
+    def __init__(self, target: database.Target, options: RunOptions, observer: Observer | None = None) -> None:
+        self.target = target
+        self.options = options
+        self.observer: Observer = observer or LogObserver()
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self._conn: psycopg.Connection | None = None
+        self._notices: list[str] = []
+        self._unreachable: str | None = None
+
+    # -- connection ------------------------------------------------------------
+
+    def _connect(self) -> psycopg.Connection:
+        conn = database.connect(self.target, app="deenroll run")
+        conn.add_notice_handler(self._on_notice)
+        # A lock wait longer than the whole budget is a failure, not a hang.
+        conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{self.options.max_runtime_ms}ms",))
+        conn.commit()
+        return conn
+
+    def _on_notice(self, diag: psycopg.errors.Diagnostic) -> None:
+        if diag.severity_nonlocalized in ("WARNING", "NOTICE") and diag.message_primary:
+            self._notices.append(diag.message_primary)
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        """The runner's connection, reopened when it broke; once the database is unreachable, fail fast."""
+        if self._unreachable is not None:
+            raise UserError(self._unreachable)
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            try:
+                self._conn = self._connect()
+            except UserError as exc:
+                self._unreachable = str(exc)
+                raise
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -- the run ---------------------------------------------------------------
+
+    def run(self) -> RunReport:
+        report = RunReport(self.options, datetime.now(timezone.utc))
+        t0 = time.monotonic()
+        deadline = t0 + self.options.max_runtime_ms / 1000.0
+        try:
+            conn = self.conn
+            check_prerequisites(conn)
+            clients = _clients(conn, self.options.client_id)
+            self.observer.clients_found(len(clients))
+            for client_id in clients:
+                self.observer.client_started(client_id)
+                if self.options.dry_run:
+                    result = self._dry_run_client(client_id)
+                else:
+                    result = self._run_client(client_id, deadline)
+                report.clients.append(result)
+                self.observer.client_done(result)
+        finally:
+            self.close()
+        report.duration_ms = int((time.monotonic() - t0) * 1000)
+        if not self.options.dry_run and (report.count("failed") or report.count("partial")):
+            report.alert = alerts.post_alert("run", _alert_payload(report), summary=_alert_summary(report, self.host))
+        return report
+
+    def _dry_run_client(self, client_id: str) -> ClientResult:
+        t0 = time.monotonic()
+        result = ClientResult(client_id, status="dry_run")
+        rows = self.conn.execute(
+            "SELECT campaign_id, campaign_name, total_messages, completed, opted_out "
+            "FROM count_leads_for_de_enrollment(%s)",
+            (client_id,),
+        ).fetchall()
+        result.invalid_campaigns = _invalid_campaigns(self.conn, client_id)
+        self.conn.rollback()
+        for campaign_id, name, total, completed, opted_out in rows:
+            result.campaigns.append(
+                {
+                    "campaign_id": str(campaign_id),
+                    "campaign_name": name,
+                    "total_messages": total,
+                    "completed": int(completed),
+                    "opted_out": int(opted_out),
+                }
+            )
+            result.completed += int(completed)
+            result.opted_out += int(opted_out)
+        result.duration_ms = int((time.monotonic() - t0) * 1000)
+        return result
+
+    def _run_client(self, client_id: str, deadline: float) -> ClientResult:
+        t0 = time.monotonic()
+        result = ClientResult(client_id)
+        self._notices.clear()
+        try:
+            conn = self.conn
+            row = conn.execute(
+                "SELECT start_de_enrollment_run(%s, %s, %s, %s, %s)",
+                (client_id, self.options.batch_size, self.options.max_runtime_ms, self.host, self.pid),
+            ).fetchone()
+            conn.commit()
+        except (psycopg.Error, UserError) as exc:
+            self._abandon()
+            self.close()  # the runner lock may have been taken before the failure
+            result.status = "failed"
+            result.error = f"could not start a run: {_first_line(exc)}"
+            result.duration_ms = int((time.monotonic() - t0) * 1000)
+            return result
+        result.warnings.extend(self._notices)
+        run_id = row[0] if row else None
+        if run_id is None:
+            result.status = "skipped"
+            result.error = "another deenroll run is processing this client (its runner lock is held)"
+            result.duration_ms = int((time.monotonic() - t0) * 1000)
+            return result
+        result.run_id = str(run_id)
+
+        try:
+            status, details = self._process(conn, result, deadline)
+            conn.execute(
+                "SELECT apply_campaign_stats_deltas(ARRAY(SELECT id FROM campaigns WHERE client_id = %s))",
+                (client_id,),
+            )
+            self._finish(conn, result, status, details)
+            conn.commit()
+        except Exception as exc:  # noqa: BLE001 - one client's failure never stops the others
+            self._record_failure(result, exc)
+        except BaseException as exc:  # interrupted: leave a truthful row behind, then stop
+            self._record_failure(result, exc)
+            raise
+        result.duration_ms = result.duration_ms or int((time.monotonic() - t0) * 1000)
+        return result
+
+    def _process(self, conn: psycopg.Connection, result: ClientResult, deadline: float) -> tuple[str, str | None]:
+        """The batch loop; returns the status to record and the details for error_details."""
+        invalid = _invalid_campaigns(conn, result.client_id)
+        conn.commit()
+        result.invalid_campaigns = invalid
+        problems = [c.describe() for c in invalid]
+        size = self.options.batch_size
+        while True:
+            if time.monotonic() >= deadline:
+                problems.insert(
+                    0,
+                    f"runtime budget of {self.options.max_runtime_ms} ms ran out after "
+                    f"{result.batches} batch{'es' if result.batches != 1 else ''}; due leads may remain for the next run",
+                )
+                break
+            rows = self._batch(conn, result.run_id, result.client_id, size)
+            result.batches += 1
+            result.leads_de_enrolled += len(rows)
+            result.completed += sum(1 for r in rows if r[2] == "completed")
+            result.opted_out += sum(1 for r in rows if r[2] == "opted_out")
+            self.observer.batch_done(result, len(rows))
+            if len(rows) < size:
+                break
+        return ("partial" if problems else "success"), ("; ".join(problems) or None)
+
+    def _batch(self, conn: psycopg.Connection, run_id: str | None, client_id: str, size: int) -> list[tuple]:
+        """One claim-and-process round trip in its own transaction; a lost deadlock is retried."""
+        for attempt in range(1, BATCH_RETRIES + 1):
+            try:
+                rows = conn.execute(BATCH_SQL, (run_id, client_id, size)).fetchall()
+                conn.commit()
+                return rows
+            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
+                conn.rollback()
+                if attempt == BATCH_RETRIES:
+                    raise
+                log.warning("client %s: batch lost a lock race (%s), retrying", client_id, _first_line(exc))
+                time.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
+
+    def _finish(self, conn: psycopg.Connection, result: ClientResult, status: str, details: str | None) -> None:
+        row = conn.execute(
+            "SELECT status, leads_evaluated, leads_de_enrolled, leads_completed, leads_opted_out, batches, "
+            "duration_ms, error_details FROM finish_de_enrollment_run(%s, %s, %s)",
+            (result.run_id, status, details),
+        ).fetchone()
+        if row is None:
+            raise RuntimeError(f"run {result.run_id} vanished")
+        (result.status, result.leads_evaluated, result.leads_de_enrolled, result.completed,
+         result.opted_out, result.batches, duration, result.error) = row
+        result.duration_ms = duration or 0
+
+    def _abandon(self) -> None:
+        """Roll back; when the connection is unusable, drop it (the next use reconnects)."""
+        if self._conn is None:
+            return
+        try:
+            self._conn.rollback()
+        except psycopg.Error:
+            pass
+        if self._conn.broken or self._conn.closed:
+            self.close()
+
+    def _record_failure(self, result: ClientResult, exc: BaseException) -> None:
+        """Roll back the current batch and close the run as failed, on a fresh connection if need be."""
+        message = f"{type(exc).__name__}: {_first_line(exc)}" if not isinstance(exc, psycopg.Error) else _first_line(exc)
+        if isinstance(exc, KeyboardInterrupt):
+            message = "interrupted (SIGINT)"
+        self._abandon()
+        result.status = "failed"
+        result.error = message
+        try:
+            conn = self.conn
+            self._finish(conn, result, "failed", message)
+            conn.commit()
+            result.status = "failed"
+        except (psycopg.Error, UserError) as second:
+            self._abandon()
+            result.error = f"{message}; the run row could not be closed either: {_first_line(second)}"
+            result.status = "failed"
+            # A session that may still hold the runner lock must not outlive this client.
+            self.close()
+
+
+def _alert_payload(report: RunReport) -> dict[str, Any]:
+    return {
+        "command": "run",
+        "exit_code": report.exit_code,
+        "totals": report.totals(),
+        "clients": [c.to_json() for c in report.clients if c.status in ("failed", "partial")],
+    }
+
+
+def _alert_summary(report: RunReport, host: str) -> str:
+    return (
+        f"deenroll run on {host}: {report.count('failed')} failed, {report.count('partial')} partial "
+        f"of {len(report.clients)} client(s)"
+    )
+
+
+def run(target: database.Target, options: RunOptions, observer: Observer | None = None) -> RunReport:
+    """Run (or dry-run) the de-enrollment for every active client, or the one asked for."""
+    return Runner(target, options, observer).run()
+
+
+def summary_lines(report: RunReport) -> Iterable[str]:
+    """The short human summary printed on stdout."""
+    for c in report.clients:
+        yield f"{c.client_id}  {describe_client(c)}"
+    t = report.totals()
+    if report.options.dry_run:
+        yield (
+            f"dry run: {t['clients']} client(s), would de-enroll {t['completed'] + t['opted_out']} "
+            f"(completed {t['completed']}, opted out {t['opted_out']}); nothing was changed"
+        )
+    else:
+        yield (
+            f"{t['clients']} client(s): {t['success']} success, {t['partial']} partial, {t['failed']} failed, "
+            f"{t['skipped']} skipped; de-enrolled {t['leads_de_enrolled']} (completed {t['completed']}, "
+            f"opted out {t['opted_out']}) in {report.duration_ms} ms; exit {report.exit_code}"
+        )
