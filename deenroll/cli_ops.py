@@ -1,7 +1,287 @@
-"""Operations commands: health-check, stuck, stats, backup, maintenance, demo."""
+"""Operations commands: health-check, stuck, stats, backup, maintenance, demo.
+
+Thin: each command connects, calls a view or a SQL function through deenroll.health,
+.backup, .maintenance or .demo, prints data on stdout and messages on stderr, and
+returns its exit code.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
+from . import alerts, backup, database, health, maintenance
+from .errors import UserError
+
 COMMANDS: list[click.Command] = []
+
+_json_flag = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
+
+
+def _connect(obj: Any):
+    return database.connect(obj.target, autocommit=True)
+
+
+# --------------------------------------------------------------------------- health-check
+
+
+@click.command("health-check")
+@_json_flag
+@click.pass_obj
+def health_check(obj: Any, as_json: bool) -> int:
+    """Per client: OK / warning / error by the SOP's thresholds (view de_enrollment_health).
+
+    Exit status: 0 every client ok, 1 a warning, 2 an error. When
+    DE_ENROLLMENT_ALERT_WEBHOOK is set and a client is in error, a JSON alert is POSTed
+    there; a webhook that is down is reported on stderr and never changes the exit status.
+    """
+    with _connect(obj) as conn:
+        report = health.health(conn)
+    alert = alerts.AlertResult(attempted=False)
+    if report.status == "error":
+        errors = report.errors()
+        alert = alerts.post_alert(
+            "health-check",
+            {"counts": report.to_json()["counts"], "clients": errors},
+            summary=f"deenroll health check: {len(errors)} client(s) in error: "
+            + "; ".join(f"{c['client_id']}: {', '.join(c['status_reasons'])}" for c in errors[:5]),
+        )
+        if alert.attempted:
+            level = "" if alert.delivered else "warning: "
+            click.echo(f"deenroll: {level}{alert.describe()}", err=True)
+    if as_json:
+        doc = report.to_json()
+        doc["exit_code"] = report.exit_code
+        doc["alert"] = alert.to_json()
+        click.echo(health.dumps(doc))
+    else:
+        for line in report.lines():
+            click.echo(line)
+    return report.exit_code
+
+
+COMMANDS.append(health_check)
+
+
+# --------------------------------------------------------------------------- stuck
+
+
+@click.command("stuck")
+@click.option("--client-id", metavar="UUID", help="Only this client.")
+@click.option("--limit", type=int, default=50, show_default=True, help="Leads listed (the count is always complete).")
+@_json_flag
+@click.pass_obj
+def stuck(obj: Any, client_id: str | None, limit: int, as_json: bool) -> int:
+    """Leads that should have been de-enrolled and were not (view de_enrollment_stuck_leads)."""
+    cid = health.parse_uuid(client_id)
+    if limit < 0:
+        raise UserError(f"--limit must be 0 or more, got {limit}")
+    with _connect(obj) as conn:
+        found = health.stuck(conn, limit, cid)
+    if as_json:
+        click.echo(health.dumps(found))
+        return 0
+    reasons = ", ".join(f"{n} {r}" for r, n in found["by_reason"].items()) or "none"
+    click.echo(f"stuck leads: {found['count']} ({reasons})")
+    for lead in found["leads"]:
+        click.echo(
+            f"  {lead['lead_id']}  client {lead['client_id']}  campaign {lead['campaign_name']!r}  "
+            f"{lead['reason']}  {lead['messages_received']}/{lead['total_messages']} messages"
+        )
+    if found["count"] > len(found["leads"]):
+        click.echo(f"  ... {found['count'] - len(found['leads'])} more (--limit)")
+    if found["count"]:
+        click.echo("the next `deenroll run` de-enrolls them; if they stay, see docs/runbook.md", err=True)
+    return 0
+
+
+COMMANDS.append(stuck)
+
+
+# --------------------------------------------------------------------------- stats
+
+
+@click.group("stats")
+def stats() -> None:
+    """Campaign counters: the SOP's stats repair and drift report."""
+
+
+@stats.command("recalculate")
+@click.option("--client-id", metavar="UUID", help="Only this client's campaigns (default: all).")
+@_json_flag
+@click.pass_obj
+def stats_recalculate(obj: Any, client_id: str | None, as_json: bool) -> int:
+    """Recount every counter from the leads (recalculate_campaign_stats); list what changed."""
+    cid = health.parse_uuid(client_id)
+    with _connect(obj) as conn:
+        with conn.transaction():
+            changed = health.recalculate(conn, cid)
+    if as_json:
+        click.echo(health.dumps({"client_id": cid, "changed": changed}))
+        return 0
+    for row in changed:
+        click.echo(health.recalculated_line(row))
+    scope = f"client {cid}" if cid else "all clients"
+    click.echo(f"{len(changed)} campaign(s) corrected ({scope}); every counter now matches its leads")
+    return 0
+
+
+@stats.command("drift")
+@_json_flag
+@click.pass_obj
+def stats_drift(obj: Any, as_json: bool) -> int:
+    """Campaigns whose stored counters differ from their leads (view campaign_stats_drift). Exit 1 if any."""
+    with _connect(obj) as conn:
+        rows = health.drift(conn)
+    if as_json:
+        click.echo(health.dumps({"campaigns": rows, "count": len(rows)}))
+    else:
+        for row in rows:
+            click.echo(health.drift_line(row))
+        if rows:
+            click.echo(f"{len(rows)} campaign(s) drifted; `deenroll stats recalculate` corrects them")
+        else:
+            click.echo("no drift: every campaign's counters match its leads")
+    return 1 if rows else 0
+
+
+COMMANDS.append(stats)
+
+
+# --------------------------------------------------------------------------- backup
+
+
+@click.group("backup")
+def backup_group() -> None:
+    """The SOP's table backups (leads_backup_YYYYMMDD, campaigns_backup_YYYYMMDD)."""
+
+
+@backup_group.command("create")
+@click.option("--date", "day", metavar="YYYYMMDD", help="Suffix of the backup tables (default: today).")
+@click.pass_obj
+def backup_create(obj: Any, day: str | None) -> int:
+    """Copy leads and campaigns, verify the row counts; refuse if that date exists."""
+    d = backup.parse_date(day)
+    with _connect(obj) as conn:
+        made = backup.create(conn, d)
+    for t in made:
+        click.echo(f"{t.backup}: {t.rows} rows (= {t.table}, verified)")
+    click.echo(f"backup {d} created", err=True)
+    return 0
+
+
+@backup_group.command("list")
+@_json_flag
+@click.pass_obj
+def backup_list(obj: Any, as_json: bool) -> int:
+    """Backup dates, newest first, with exact row counts."""
+    with _connect(obj) as conn:
+        found = backup.list_backups(conn)
+    if as_json:
+        click.echo(health.dumps({"backups": found}))
+        return 0
+    if not found:
+        click.echo("no backups (create one with `deenroll backup create`)", err=True)
+    for b in found:
+        parts = []
+        for t in backup.TABLES:
+            parts.append(f"{t} {b[t]['rows']} rows" if b[t] else f"{t} MISSING")
+        flag = "" if b["complete"] else "  (incomplete: cannot be restored)"
+        click.echo(f"{b['date']}  " + ", ".join(parts) + flag)
+    return 0
+
+
+@backup_group.command("restore")
+@click.option("--date", "day", metavar="YYYYMMDD", required=True, help="The backup to restore.")
+@click.pass_obj
+def backup_restore(obj: Any, day: str) -> int:
+    """The SOP's Step 4 in one transaction: restore the de-enrollment columns from the backup.
+
+    leads: is_active, completed_at, campaign_history; campaigns: is_active and the
+    counters; only the columns both the table and the backup have (after a rollback
+    some are gone). Then the counters are recounted exactly when they exist.
+    """
+    d = backup.parse_date(day)
+    with _connect(obj) as conn:
+        result = backup.restore(conn, d)
+    for t in result.tables:
+        cols = ", ".join(t.columns) or "no common column"
+        click.echo(
+            f"{t.table} <- {t.backup}: {t.changed} rows changed, {t.matched} of {t.backup_rows} backup rows matched"
+            f" ({t.missing} no longer exist); columns: {cols}; verified"
+        )
+    if result.recounted is not None:
+        click.echo(f"counters recounted from the leads: {len(result.recounted)} campaign(s) differed from the backup's")
+    click.echo(f"restored from backup {d}", err=True)
+    return 0
+
+
+COMMANDS.append(backup_group)
+
+
+# --------------------------------------------------------------------------- maintenance
+
+
+@click.group("maintenance")
+def maintenance_group() -> None:
+    """The SOP's monthly maintenance."""
+
+
+@maintenance_group.command("cleanup")
+@click.option("--runs-days", type=int, default=90, show_default=True, help="Keep runs this many days; archive older.")
+@click.option("--logs-days", type=int, default=30, show_default=True, help="Keep lead logs this many days; delete older.")
+@click.option("--dry-run", is_flag=True, help="Count what would be archived and deleted; change nothing.")
+@_json_flag
+@click.pass_obj
+def maintenance_cleanup(obj: Any, runs_days: int, logs_days: int, dry_run: bool, as_json: bool) -> int:
+    """Archive old runs into de_enrollment_runs_archive, delete old lead logs (one
+    transaction), then VACUUM ANALYZE both tables."""
+    maintenance.check_days(runs_days, logs_days)
+    with _connect(obj) as conn:
+        r = maintenance.cleanup(conn, runs_days, logs_days, dry_run)
+    if as_json:
+        click.echo(health.dumps(r.to_json()))
+        return 0
+    verb = "would" if dry_run else "did"
+    click.echo(
+        f"{verb} archive {r.runs_archived} run(s) started before {r.runs_cutoff:%Y-%m-%d %H:%M %Z} "
+        f"into de_enrollment_runs_archive{' (created)' if r.archive_created and not dry_run else ''}"
+    )
+    click.echo(
+        f"{verb} delete {r.lead_logs_deleted} lead log(s) processed before {r.logs_cutoff:%Y-%m-%d %H:%M %Z}"
+        f" and {r.lead_logs_of_archived_runs} younger one(s) of the archived runs"
+    )
+    if r.vacuumed:
+        click.echo(f"VACUUM ANALYZE {', '.join(r.vacuumed)}")
+    return 0
+
+
+COMMANDS.append(maintenance_group)
+
+
+# --------------------------------------------------------------------------- demo
+
+
+@click.command("demo")
+@click.option("--clients", type=int, default=5, show_default=True, help="Synthetic clients.")
+@click.option("--leads", type=int, default=20000, show_default=True, help="Synthetic leads.")
+@click.option("--seed", default="deenroll", show_default=True, help="Same seed, same data set.")
+@click.option("--force", is_flag=True, help="Allow a database other than the embedded one.")
+@click.pass_obj
+def demo(obj: Any, clients: int, leads: int, seed: str, force: bool) -> int:
+    """Migrate, (re)load a synthetic multi-client data set, run, report health.
+
+    Uses the embedded database unless --database-url/DATABASE_URL/PG* name another,
+    which needs --force. Only the demo's own rows (campaigns named "[demo] ...", their
+    clients' leads and runs) are replaced; a second demo gives the same result.
+    """
+    from . import demo as demo_mod
+
+    result = demo_mod.run_demo(obj.target, clients=clients, leads=leads, seed=seed, force=force)
+    for line in result.lines():
+        click.echo(line)
+    return result.exit_code
+
+
+COMMANDS.append(demo)

@@ -18,6 +18,9 @@ DROP FUNCTION IF EXISTS finish_de_enrollment_run(uuid, text, text);
 DROP FUNCTION IF EXISTS de_enrollment_clients();
 DROP FUNCTION IF EXISTS de_enrollment_invalid_campaigns(uuid);
 DROP FUNCTION IF EXISTS count_leads_for_de_enrollment(uuid);
+DROP FUNCTION IF EXISTS archive_de_enrollment_history(integer, integer, boolean);
 
+-- created on first use by archive_de_enrollment_history() (`deenroll maintenance cleanup`)
+DROP TABLE IF EXISTS de_enrollment_runs_archive;
 DROP TABLE IF EXISTS de_enrollment_lead_log;
 DROP TABLE IF EXISTS de_enrollment_runs;

@@ -31,8 +31,8 @@ SELECT 'campaign_history'::text,
                e ->> 'campaign_id' AS campaign_key,
                CASE WHEN e ->> 'run_id' ~* '^[0-9a-f]{8}-?([0-9a-f]{4}-?){3}[0-9a-f]{12}$'
                     THEN (e ->> 'run_id')::uuid END AS run_id,
-               CASE WHEN e ->> 'completed_at' ~ '^\d{4}-\d{2}-\d{2}'
-                    THEN (e ->> 'completed_at')::timestamptz END AS at
+               CASE WHEN coalesce(e ->> 'de_enrolled_at', e ->> 'completed_at') ~ '^\d{4}-\d{2}-\d{2}'
+                    THEN coalesce(e ->> 'de_enrolled_at', e ->> 'completed_at')::timestamptz END AS at
           FROM leads AS l
          CROSS JOIN LATERAL jsonb_array_elements(l.campaign_history) AS e
          WHERE jsonb_typeof(l.campaign_history) = 'array'
@@ -48,7 +48,7 @@ COMMENT ON COLUMN de_enrollment_duplicates.lead_id IS 'The lead.';
 COMMENT ON COLUMN de_enrollment_duplicates.campaign_id IS 'The campaign it was de-enrolled from more than once (null if a history entry holds no valid uuid).';
 COMMENT ON COLUMN de_enrollment_duplicates.occurrences IS 'How many log rows or history entries there are for this lead and campaign.';
 COMMENT ON COLUMN de_enrollment_duplicates.run_ids IS 'The runs that wrote them, oldest first.';
-COMMENT ON COLUMN de_enrollment_duplicates.first_at IS 'When the first was written (processed_at, or the history entry''s completed_at).';
+COMMENT ON COLUMN de_enrollment_duplicates.first_at IS 'When the first was written (processed_at, or the history entry''s de_enrolled_at).';
 COMMENT ON COLUMN de_enrollment_duplicates.last_at IS 'When the last was written.';
 
 -- Read access for the analyst role of migration 0022, restored whenever this view is re-created.

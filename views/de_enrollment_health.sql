@@ -4,7 +4,8 @@
 --
 -- Clients: every client_id of campaigns and of de_enrollment_runs.
 -- Thresholds (the SOP's "Key Metrics" table):
---   error:   hours_since_success > 2 (clients with an active campaign only)
+--   error:   hours_since_success > 2 (clients a run processes: an active campaign,
+--            or stuck leads, as de_enrollment_clients() decides)
 --            stuck_leads > 500
 --   warning: success_rate_24h < 95, failed_runs_24h > 5, stuck_leads > 100,
 --            avg_duration_ms_24h > 240000 (4 min)
@@ -80,7 +81,7 @@ metrics AS (
 judged AS (
     SELECT m.*,
            array_remove(ARRAY[
-               CASE WHEN m.has_active_campaign AND m.hours_since_success > 2 THEN
+               CASE WHEN (m.has_active_campaign OR m.stuck_leads > 0) AND m.hours_since_success > 2 THEN
                     CASE WHEN m.last_success_at IS NULL
                          THEN format('no successful run ever (client seen %s h ago; limit 2 h)', round(m.hours_since_success, 1))
                          ELSE format('no successful run for %s h (limit 2 h)', round(m.hours_since_success, 1)) END
@@ -114,7 +115,7 @@ SELECT client_id,
   FROM judged;
 
 COMMENT ON VIEW de_enrollment_health IS
-    'One row per client (from campaigns and runs): runs of the last 24 hours, stuck leads, and status ok/warning/error by the SOP''s thresholds. Error: no successful run for more than 2 hours (clients with an active campaign; a client that never succeeded counts from when it was first seen), or more than 500 stuck leads. Warning: success rate under 95%, more than 5 failed runs, more than 100 stuck leads, or an average run over 4 minutes. A run still running after twice its budget counts as failed.';
+    'One row per client (from campaigns and runs): runs of the last 24 hours, stuck leads, and status ok/warning/error by the SOP''s thresholds. Error: no successful run for more than 2 hours (clients with an active campaign or stuck leads; a client that never succeeded counts from when it was first seen), or more than 500 stuck leads. Warning: success rate under 95%, more than 5 failed runs, more than 100 stuck leads, or an average run over 4 minutes. A run still running after twice its budget counts as failed.';
 COMMENT ON COLUMN de_enrollment_health.client_id IS 'The client.';
 COMMENT ON COLUMN de_enrollment_health.runs_24h IS 'Runs started in the last 24 hours, whatever their status.';
 COMMENT ON COLUMN de_enrollment_health.successful_runs_24h IS 'Of those, runs with status success.';

@@ -1,0 +1,210 @@
+"""The SOP's table backups: leads_backup_YYYYMMDD and campaigns_backup_YYYYMMDD.
+
+Plain SQL sent from here rather than stored functions, on purpose: the SOP takes the
+backup before the first migration (Step 1.2, T-24 h) and restores it after a rollback
+(Step 4), when none of our functions exist.
+
+create:  CREATE TABLE ... AS SELECT * FROM ... for both tables, in one REPEATABLE READ
+         transaction, so the backup and the count it is checked against are of the
+         same instant; refuses a date whose tables exist.
+restore: the SOP's Step 4 in one transaction: the columns it names that both the live
+         table and the backup have, matched on id; then, when the counters exist, an
+         exact recount (the backup's counters ignore leads created since). Writes to
+         leads and campaigns wait while it runs (SHARE ROW EXCLUSIVE lock).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from .errors import UserError
+
+TABLES = ("leads", "campaigns")
+# The columns the SOP's Step 4 restores, per table.
+RESTORED_COLUMNS = {
+    "leads": ("is_active", "completed_at", "campaign_history"),
+    "campaigns": ("is_active", "active_leads_count", "completed_leads_count", "opted_out_count", "booked_count"),
+}
+_NAME = re.compile(r"^(leads|campaigns)_backup_(\d{8})$")
+
+
+def parse_date(value: str | None) -> str:
+    """YYYYMMDD (default: today's local date), checked to be a real date."""
+    if value is None:
+        return date.today().strftime("%Y%m%d")
+    if not re.fullmatch(r"\d{8}", value):
+        raise UserError(f"malformed backup date {value!r}: expected YYYYMMDD, e.g. 20241104")
+    try:
+        datetime.strptime(value, "%Y%m%d")
+    except ValueError:
+        raise UserError(f"malformed backup date {value!r}: no such day") from None
+    return value
+
+
+def table_name(table: str, day: str) -> str:
+    return f"{table}_backup_{day}"
+
+
+def _exists(conn: psycopg.Connection, name: str) -> bool:
+    return conn.execute(
+        "SELECT to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%s)) IS NOT NULL", (name,)
+    ).fetchone()[0]
+
+
+def _count(conn: psycopg.Connection, name: str) -> int:
+    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name))).fetchone()[0]
+
+
+@dataclass
+class BackupTable:
+    table: str
+    backup: str
+    rows: int
+
+
+def create(conn: psycopg.Connection, day: str) -> list[BackupTable]:
+    """Both backup tables, counts verified, or nothing at all. Commits."""
+    for table in TABLES:
+        if not _exists(conn, table):
+            raise UserError(f"table {table} does not exist in this database")
+    existing = [table_name(t, day) for t in TABLES if _exists(conn, table_name(t, day))]
+    if existing:
+        raise UserError(
+            f"backup {day} already exists ({', '.join(existing)}); pick another --date or drop it first"
+        )
+    conn.rollback()
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    made: list[BackupTable] = []
+    try:
+        with conn.transaction():
+            for table in TABLES:
+                name = table_name(table, day)
+                conn.execute(
+                    sql.SQL("CREATE TABLE {} AS SELECT * FROM {}").format(sql.Identifier(name), sql.Identifier(table))
+                )
+                source_rows, backup_rows = _count(conn, table), _count(conn, name)
+                if source_rows != backup_rows:  # same snapshot: can only mean a broken copy
+                    raise UserError(f"backup {name} has {backup_rows} rows, {table} has {source_rows}: nothing kept")
+                conn.execute(
+                    sql.SQL("COMMENT ON TABLE {} IS {}").format(
+                        sql.Identifier(name), sql.Literal(f"deenroll backup create: copy of {table}, {source_rows} rows")
+                    )
+                )
+                made.append(BackupTable(table, name, backup_rows))
+    except psycopg.errors.DuplicateTable:
+        raise UserError(f"backup {day} was created meanwhile by another session; nothing changed") from None
+    finally:
+        conn.isolation_level = None
+    return made
+
+
+def list_backups(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Every backup date, with each table's exact row count and size (None when missing)."""
+    rows = conn.execute(
+        r"""SELECT c.relname, pg_total_relation_size(c.oid)
+              FROM pg_class AS c
+             WHERE c.relnamespace = current_schema()::regnamespace
+               AND c.relkind = 'r'
+               AND c.relname ~ '^(leads|campaigns)_backup_[0-9]{8}$'
+             ORDER BY c.relname"""
+    ).fetchall()
+    by_day: dict[str, dict[str, Any]] = {}
+    for name, size in rows:
+        m = _NAME.match(name)
+        if not m:
+            continue
+        table, day = m.groups()
+        entry = by_day.setdefault(day, {"date": day, "complete": False, **{t: None for t in TABLES}})
+        entry[table] = {"table": name, "rows": _count(conn, name), "bytes": size}
+    for entry in by_day.values():
+        entry["complete"] = all(entry[t] is not None for t in TABLES)
+    return [by_day[d] for d in sorted(by_day, reverse=True)]
+
+
+def _common_columns(conn: psycopg.Connection, table: str, backup: str) -> list[str]:
+    wanted = list(RESTORED_COLUMNS[table])
+    rows = conn.execute(
+        """SELECT a.attname
+             FROM pg_attribute AS a
+            WHERE a.attrelid = to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%s))
+              AND a.attnum > 0 AND NOT a.attisdropped
+              AND a.attname = ANY (%s)
+              AND EXISTS (SELECT 1 FROM pg_attribute AS b
+                           WHERE b.attrelid = to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%s))
+                             AND b.attname = a.attname AND b.attnum > 0 AND NOT b.attisdropped)""",
+        (table, wanted, backup),
+    ).fetchall()
+    present = {r[0] for r in rows}
+    return [c for c in wanted if c in present]
+
+
+@dataclass
+class RestoredTable:
+    table: str
+    backup: str
+    columns: list[str]
+    backup_rows: int
+    matched: int  # backup rows whose id is in the live table
+    changed: int  # live rows the restore changed
+    missing: int  # backup rows whose id is no longer in the live table
+
+
+@dataclass
+class RestoreResult:
+    tables: list[RestoredTable]
+    recounted: list[dict[str, Any]] | None  # campaigns whose counters the recount changed; None: no counters
+
+
+def restore(conn: psycopg.Connection, day: str, lock_timeout_s: int = 10) -> RestoreResult:
+    """The SOP's Step 4, in one transaction, verified; commits, or changes nothing."""
+    for table in TABLES:
+        name = table_name(table, day)
+        if not _exists(conn, name):
+            raise UserError(f"no backup {day}: table {name} does not exist (see `deenroll backup list`)")
+    conn.rollback()
+    tables: list[RestoredTable] = []
+    recounted: list[dict[str, Any]] | None = None
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_s}s")))
+        conn.execute("LOCK TABLE leads, campaigns IN SHARE ROW EXCLUSIVE MODE")
+        for table in TABLES:
+            backup = table_name(table, day)
+            cols = _common_columns(conn, table, backup)
+            t, b = sql.Identifier(table), sql.Identifier(backup)
+            backup_rows = _count(conn, backup)
+            matched = conn.execute(
+                sql.SQL("SELECT count(*) FROM {b} AS b WHERE EXISTS (SELECT 1 FROM {t} AS l WHERE l.id = b.id)").format(
+                    t=t, b=b
+                )
+            ).fetchone()[0]
+            changed = 0
+            if cols:
+                live = sql.SQL(", ").join(sql.SQL("l.{}").format(sql.Identifier(c)) for c in cols)
+                saved = sql.SQL(", ").join(sql.SQL("b.{}").format(sql.Identifier(c)) for c in cols)
+                targets = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
+                changed = conn.execute(
+                    sql.SQL(
+                        "UPDATE {t} AS l SET ({targets}) = ROW({saved}) FROM {b} AS b "
+                        "WHERE l.id = b.id AND ROW({live}) IS DISTINCT FROM ROW({saved})"
+                    ).format(t=t, b=b, targets=targets, saved=saved, live=live)
+                ).rowcount
+                left = conn.execute(
+                    sql.SQL(
+                        "SELECT count(*) FROM {t} AS l JOIN {b} AS b ON b.id = l.id "
+                        "WHERE ROW({live}) IS DISTINCT FROM ROW({saved})"
+                    ).format(t=t, b=b, live=live, saved=saved)
+                ).fetchone()[0]
+                if left:
+                    raise UserError(f"restore of {table} from {backup} left {left} rows different; nothing changed")
+            tables.append(RestoredTable(table, backup, cols, backup_rows, matched, changed, backup_rows - matched))
+        if conn.execute("SELECT to_regprocedure('recalculate_campaign_stats(uuid)')").fetchone()[0] is not None:
+            cur = conn.execute("SELECT * FROM recalculate_campaign_stats(NULL)")
+            names = [d.name for d in cur.description]
+            recounted = [dict(zip(names, row)) for row in cur.fetchall()]
+    return RestoreResult(tables, recounted)
