@@ -97,15 +97,17 @@ def post_alert(
     if not url:
         return AlertResult(attempted=False)
     target = _display(url)
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+        return AlertResult(True, False, target, None, f"{WEBHOOK_ENV} must be an http:// or https:// URL")
     body = json.dumps(document(kind, payload, summary), default=str).encode()
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", "User-Agent": f"deenroll/{__version__}"},
-    )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - the operator's URL
+        request = urllib.request.Request(
+            url,
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "User-Agent": f"deenroll/{__version__}"},
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only, checked above
             status = response.status
     except urllib.error.HTTPError as exc:
         return AlertResult(True, False, target, exc.code, f"HTTP {exc.code} {exc.reason}")
