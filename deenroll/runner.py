@@ -156,14 +156,16 @@ class RunReport:
     clients: list[ClientResult] = field(default_factory=list)
     duration_ms: int = 0
     alert: alerts.AlertResult = field(default_factory=lambda: alerts.AlertResult(attempted=False))
+    deltas_folded: int = 0  # after the clients: pending counter deltas of every other campaign
+    fold_error: str | None = None
 
     def count(self, status: str) -> int:
         return sum(1 for c in self.clients if c.status == status)
 
     @property
     def exit_code(self) -> int:
-        """2 when a client failed, 1 when one ended partial (or, dry run, would), else 0."""
-        if self.count("failed"):
+        """2 when a client (or the final fold) failed, 1 when one ended partial (or, dry run, would), else 0."""
+        if self.count("failed") or self.fold_error:
             return 2
         if self.count("partial"):
             return 1
@@ -194,6 +196,8 @@ class RunReport:
             "duration_ms": self.duration_ms,
             "clients": [c.to_json() for c in self.clients],
             "totals": self.totals(),
+            "deltas_folded": self.deltas_folded,
+            "fold_error": self.fold_error,
             "exit_code": self.exit_code,
             "alert": self.alert.to_json(),
         }
@@ -366,12 +370,25 @@ class Runner:
                     result = self._run_client(client_id, deadline)
                 report.clients.append(result)
                 self.observer.client_done(result)
+            if not self.options.dry_run and self.options.client_id is None:
+                self._fold_everything(report)
         finally:
             self.close()
         report.duration_ms = int((time.monotonic() - t0) * 1000)
-        if not self.options.dry_run and (report.count("failed") or report.count("partial")):
+        if not self.options.dry_run and report.exit_code:
             report.alert = alerts.post_alert("run", _alert_payload(report), summary=_alert_summary(report, self.host))
         return report
+
+    def _fold_everything(self, report: RunReport) -> None:
+        """Fold the deltas of campaigns no client run touched (clients without an active campaign)."""
+        try:
+            conn = self.conn
+            report.deltas_folded = conn.execute("SELECT apply_campaign_stats_deltas()").fetchone()[0]
+            conn.commit()
+        except (psycopg.Error, UserError) as exc:
+            self._abandon()
+            report.fold_error = f"folding the remaining counter deltas failed: {_first_line(exc)}"
+            log.error(report.fold_error)
 
     def _dry_run_client(self, client_id: str) -> ClientResult:
         t0 = time.monotonic()
@@ -531,6 +548,7 @@ def _alert_payload(report: RunReport) -> dict[str, Any]:
         "exit_code": report.exit_code,
         "totals": report.totals(),
         "clients": [c.to_json() for c in report.clients if c.status in ("failed", "partial")],
+        "fold_error": report.fold_error,
     }
 
 

@@ -1,0 +1,305 @@
+"""`deenroll run` end to end: the real console script in a subprocess, on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import psycopg
+import pytest
+
+from test_alerts import Webhook, closed_port_url, webhook  # noqa: F401 - the fixture is used by name
+from test_engine_sql import (
+    CLIENT_A,
+    CLIENT_B,
+    CLIENT_C,
+    CLIENT_D,
+    assert_exactly_once,
+    build_dataset,
+    de_enrolled,
+    recount,
+    stored,
+)
+
+CLIENT_KEYS = {
+    "client_id", "run_id", "status", "leads_evaluated", "leads_de_enrolled", "completed", "opted_out",
+    "batches", "duration_ms", "error", "invalid_campaigns", "warnings",
+}
+TOTAL_KEYS = {
+    "clients", "success", "partial", "failed", "skipped", "leads_evaluated", "leads_de_enrolled",
+    "completed", "opted_out", "batches",
+}
+
+
+def run_json(cli, db_url: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict, str]:
+    res = cli("run", "--json", *args, db=db_url, env=env)
+    assert res.stdout.strip(), res.stderr
+    return res.code, json.loads(res.stdout), res.stderr
+
+
+def by_client(doc: dict) -> dict[str, dict]:
+    return {c["client_id"]: c for c in doc["clients"]}
+
+
+def run_rows(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM de_enrollment_runs").fetchone()[0]
+
+
+def add_invalid_campaign(conn: psycopg.Connection, client: str) -> str:
+    bad = str(uuid.uuid4())
+    conn.execute(
+        "INSERT INTO campaigns (id, client_id, name, messages) VALUES (%s, %s, 'broken one', '\"three steps\"')",
+        (bad, client),
+    )
+    conn.execute(
+        "INSERT INTO leads (client_id, campaign_link_id, current_message_position, opted_out) VALUES (%s, %s, 7, false), (%s, %s, 0, true)",
+        (client, bad, client, bad),
+    )
+    return bad
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def test_run_de_enrolls_exactly_the_expected_leads_then_nothing(cli, db_url: str, conn: psycopg.Connection) -> None:
+    ds = build_dataset(conn, extra_leads_per_campaign=30)
+    code, doc, _ = run_json(cli, db_url, "--batch-size", "2")
+    assert code == 0 and doc["exit_code"] == 0
+    assert de_enrolled(conn) == ds.expected
+    assert_exactly_once(conn)
+
+    assert set(doc) == {"dry_run", "batch_size", "max_runtime_ms", "started_at", "duration_ms", "clients", "totals",
+                        "deltas_folded", "fold_error", "exit_code", "alert"}
+    assert doc["deltas_folded"] >= 1 and doc["fold_error"] is None  # D1's pending insert delta
+    assert (doc["dry_run"], doc["batch_size"], doc["max_runtime_ms"]) == (False, 2, 240000)
+    assert set(doc["totals"]) == TOTAL_KEYS
+    clients = by_client(doc)
+    assert set(clients) == {CLIENT_A, CLIENT_B, CLIENT_C}  # D has nothing active
+    for client, c in clients.items():
+        assert set(c) == CLIENT_KEYS
+        exp = ds.expected_for(client)
+        assert c["status"] == "success" and c["error"] is None
+        assert c["leads_de_enrolled"] == c["leads_evaluated"] == len(exp)
+        assert c["completed"] == sum(1 for v in exp.values() if v == "completed")
+        assert c["opted_out"] == sum(1 for v in exp.values() if v == "opted_out")
+        row = conn.execute(
+            "SELECT status, leads_de_enrolled, batches, batch_size, max_runtime_ms, runner_pid IS NOT NULL "
+            "FROM de_enrollment_runs WHERE id = %s",
+            (c["run_id"],),
+        ).fetchone()
+        assert row == ("success", len(exp), c["batches"], 2, 240000, True)
+    assert doc["totals"]["leads_de_enrolled"] == len(ds.expected)
+    assert doc["alert"]["attempted"] is False
+    assert stored(conn) == recount(conn)  # every counter exact, not only those of touched campaigns
+
+    code, doc, _ = run_json(cli, db_url)
+    assert code == 0
+    assert doc["totals"]["leads_de_enrolled"] == 0
+    assert set(by_client(doc)) == {CLIENT_A, CLIENT_B}  # C's deactivated campaign has nothing due any more
+    assert all(c["status"] == "success" for c in doc["clients"])
+    assert de_enrolled(conn) == ds.expected
+    assert_exactly_once(conn)
+
+
+def test_human_summary_on_stdout_log_lines_on_stderr(cli, db_url: str, conn: psycopg.Connection) -> None:
+    ds = build_dataset(conn)
+    res = cli("run", "--client-id", CLIENT_B, "--batch-size", "1", db=db_url, env={"LOG_LEVEL": "debug"})
+    assert res.code == 0, res.stderr
+    lines = res.stdout.strip().splitlines()
+    assert lines[0].startswith(CLIENT_B) and "success" in lines[0]
+    assert f"de-enrolled {len(ds.expected_for(CLIENT_B))}" in lines[-1] and "exit 0" in lines[-1]
+    assert "DEBUG" in res.stderr and "batch" in res.stderr  # one line per batch at debug
+    assert "Traceback" not in res.stderr
+
+    res = cli("run", db=db_url, env={"LOG_LEVEL": "error"})
+    assert res.code == 0
+    assert "INFO" not in res.stderr and "DEBUG" not in res.stderr
+
+
+def test_counters_exact_after_platform_writes_between_runs(cli, db_url: str, conn: psycopg.Connection) -> None:
+    build_dataset(conn, extra_leads_per_campaign=5)
+    assert cli("run", db=db_url).code == 0
+    # the platform writes leads behind our back: every kind of change
+    a1, b1 = (str(conn.execute("SELECT id FROM campaigns WHERE name = %s", (n,)).fetchone()[0]) for n in ("campaign A1", "campaign B1"))
+    conn.execute("INSERT INTO leads (client_id, campaign_link_id, current_message_position) SELECT %s, %s, 3 FROM generate_series(1, 4)", (CLIENT_A, a1))
+    conn.execute("INSERT INTO leads (client_id, campaign_link_id, booked, opted_out) VALUES (%s, %s, true, true)", (CLIENT_B, b1))
+    conn.execute("UPDATE leads SET booked = true WHERE campaign_link_id = %s AND current_message_position = 0", (a1,))
+    conn.execute("UPDATE leads SET current_message_position = 2 WHERE campaign_link_id = %s AND is_active AND current_message_position = 1", (b1,))
+    conn.execute("DELETE FROM leads WHERE campaign_link_id = %s AND NOT is_active AND completed_at IS NULL", (a1,))
+    conn.execute("UPDATE leads SET campaign_link_id = %s, client_id = %s WHERE id IN (SELECT id FROM leads WHERE campaign_link_id = %s AND is_active LIMIT 2)", (a1, CLIENT_A, b1))
+    assert stored(conn) != recount(conn)
+    code, doc, _ = run_json(cli, db_url)
+    assert code == 0
+    assert doc["totals"]["leads_de_enrolled"] >= 5  # the 4 finished inserts and the opted-out one at least
+    assert stored(conn) == recount(conn)
+    assert conn.execute("SELECT count(*) FROM campaign_stats_delta").fetchone()[0] == 0
+    assert_exactly_once(conn)
+
+
+def test_invalid_messages_campaign_gives_partial_and_the_rest_is_done(cli, db_url: str, conn: psycopg.Connection) -> None:
+    ds = build_dataset(conn)
+    bad = add_invalid_campaign(conn, CLIENT_A)
+    code, doc, _ = run_json(cli, db_url)
+    assert code == 1 and doc["exit_code"] == 1
+    clients = by_client(doc)
+    a = clients[CLIENT_A]
+    assert a["status"] == "partial"
+    assert bad in a["error"] and "not a JSON array" in a["error"]
+    assert a["invalid_campaigns"] == [
+        {"campaign_id": bad, "campaign_name": "broken one", "messages_type": "string", "active_leads": 2}
+    ]
+    assert clients[CLIENT_B]["status"] == clients[CLIENT_C]["status"] == "success"
+    assert de_enrolled(conn) == ds.expected  # A's other campaigns proceeded; the broken one's leads untouched
+    status, details = conn.execute("SELECT status, error_details FROM de_enrollment_runs WHERE id = %s", (a["run_id"],)).fetchone()
+    assert status == "partial" and bad in details
+    assert conn.execute("SELECT count(*) FROM leads WHERE campaign_link_id = %s AND is_active", (bad,)).fetchone()[0] == 2
+
+
+def test_dry_run_counts_and_changes_nothing(cli, db_url: str, conn: psycopg.Connection) -> None:
+    ds = build_dataset(conn)
+    add_invalid_campaign(conn, CLIENT_B)
+    tables = ("leads", "campaigns", "campaign_stats_delta", "de_enrollment_runs", "de_enrollment_lead_log")
+
+    def fingerprint() -> list:
+        return [conn.execute(f"SELECT md5(coalesce(string_agg(t::text, ',' ORDER BY t::text), '')) FROM {t} t").fetchone()[0] for t in tables]
+
+    before = fingerprint()
+    code, doc, _ = run_json(cli, db_url, "--dry-run")
+    assert fingerprint() == before
+    assert doc["dry_run"] is True
+    assert code == doc["exit_code"] == 1  # B's invalid campaign would make the real run partial
+    for client, c in by_client(doc).items():
+        exp = ds.expected_for(client)
+        assert c["status"] == "dry_run" and c["run_id"] is None
+        assert c["would_de_enroll"] == len(exp)
+        assert c["completed"] == sum(1 for v in exp.values() if v == "completed")
+        assert c["opted_out"] == sum(1 for v in exp.values() if v == "opted_out")
+        assert sum(x["completed"] + x["opted_out"] for x in c["campaigns"]) == len(exp)
+    assert len(by_client(doc)[CLIENT_B]["invalid_campaigns"]) == 1
+    res = cli("run", "--dry-run", "--client-id", CLIENT_C, db=db_url)
+    assert res.code == 0 and "would de-enroll 1" in res.stdout and "nothing was changed" in res.stdout
+    assert fingerprint() == before
+
+
+def test_budget_exhaustion_gives_partial_and_the_next_run_finishes(cli, db_url: str, conn: psycopg.Connection) -> None:
+    ds = build_dataset(conn)
+    code, doc, _ = run_json(cli, db_url, "--max-runtime", "1", "--batch-size", "1")
+    assert code == 1
+    for c in doc["clients"]:
+        assert c["status"] == "partial"
+        assert "runtime budget of 1 ms ran out" in c["error"]
+    assert conn.execute("SELECT count(*) FROM de_enrollment_runs WHERE status <> 'partial'").fetchone()[0] == 0
+    assert_exactly_once(conn)
+    code, doc, _ = run_json(cli, db_url, "--batch-size", "1")
+    assert code == 0
+    assert de_enrolled(conn) == ds.expected
+    assert stored(conn) == recount(conn)
+
+
+def test_a_failing_client_is_recorded_failed_and_the_others_proceed(cli, db_url: str, conn: psycopg.Connection, webhook: Webhook) -> None:
+    ds = build_dataset(conn)
+    victim = next(iter(ds.expected_for(CLIENT_B)))
+    # the platform's own trigger refuses to let this lead change (a stand-in for any database error)
+    conn.execute(
+        f"""CREATE FUNCTION zz_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN IF OLD.id = '{victim}' THEN RAISE EXCEPTION 'lead % is frozen by the platform', OLD.id; END IF;
+                  RETURN NEW; END $$;
+            CREATE TRIGGER zz_refuse BEFORE UPDATE ON leads FOR EACH ROW EXECUTE FUNCTION zz_refuse();"""
+    )
+    code, doc, stderr = run_json(cli, db_url, env={"DE_ENROLLMENT_ALERT_WEBHOOK": webhook.url})
+    assert code == 2 and doc["exit_code"] == 2
+    clients = by_client(doc)
+    b = clients[CLIENT_B]
+    assert b["status"] == "failed" and "frozen by the platform" in b["error"]
+    assert clients[CLIENT_A]["status"] == clients[CLIENT_C]["status"] == "success"
+    row = conn.execute("SELECT status, error_details, finished_at IS NOT NULL FROM de_enrollment_runs WHERE id = %s", (b["run_id"],)).fetchone()
+    assert row[0] == "failed" and "frozen" in row[1] and row[2]
+    done = de_enrolled(conn)
+    assert {k: v for k, v in done.items() if ds.client_of[k] != CLIENT_B} == {
+        k: v for k, v in ds.expected.items() if ds.client_of[k] != CLIENT_B
+    }
+    assert victim not in done
+    assert_exactly_once(conn)
+    # one alert, naming the failed client
+    assert doc["alert"]["attempted"] and doc["alert"]["delivered"]
+    assert len(webhook.received) == 1
+    sent = webhook.received[0]["body"]
+    assert sent["kind"] == "run" and sent["details"]["exit_code"] == 2
+    assert [c["client_id"] for c in sent["details"]["clients"]] == [CLIENT_B]
+    assert "Traceback" not in stderr
+
+
+def test_alert_on_partial_and_a_webhook_that_is_down(cli, db_url: str, conn: psycopg.Connection, webhook: Webhook) -> None:
+    build_dataset(conn)
+    add_invalid_campaign(conn, CLIENT_C)
+    code, doc, _ = run_json(cli, db_url, env={"DE_ENROLLMENT_ALERT_WEBHOOK": webhook.url})
+    assert code == 1 and doc["alert"]["delivered"] is True
+    assert [c["status"] for c in webhook.received[0]["body"]["details"]["clients"]] == ["partial"]
+    # webhook down: reported on stderr and in the JSON, the run's outcome unchanged
+    code, doc, stderr = run_json(cli, db_url, env={"DE_ENROLLMENT_ALERT_WEBHOOK": closed_port_url()})
+    assert code == 1
+    assert doc["alert"]["attempted"] is True and doc["alert"]["delivered"] is False and doc["alert"]["error"]
+    assert "alert NOT delivered" in stderr
+    # a clean run sends nothing
+    conn.execute("UPDATE campaigns SET messages = '[1]' WHERE name = 'broken one'")
+    received = len(webhook.received)
+    code, doc, _ = run_json(cli, db_url, env={"DE_ENROLLMENT_ALERT_WEBHOOK": webhook.url})
+    assert code == 0 and doc["alert"]["attempted"] is False and len(webhook.received) == received
+
+
+def test_client_id_limits_the_run_to_that_client(cli, db_url: str, conn: psycopg.Connection) -> None:
+    ds = build_dataset(conn)
+    code, doc, _ = run_json(cli, db_url, "--client-id", CLIENT_A.upper())
+    assert code == 0 and list(by_client(doc)) == [CLIENT_A]
+    assert de_enrolled(conn) == ds.expected_for(CLIENT_A)
+    # a client whose campaigns are all deactivated still runs when asked for by name
+    code, doc, _ = run_json(cli, db_url, "--client-id", CLIENT_D)
+    assert code == 0 and doc["clients"][0]["status"] == "success" and doc["clients"][0]["leads_de_enrolled"] == 0
+
+
+def test_batch_size_and_budget_come_from_the_environment(cli, db_url: str, conn: psycopg.Connection) -> None:
+    build_dataset(conn)
+    code, doc, _ = run_json(cli, db_url, env={"DE_ENROLLMENT_BATCH_SIZE": "3", "DE_ENROLLMENT_MAX_RUNTIME": "60000"})
+    assert code == 0 and (doc["batch_size"], doc["max_runtime_ms"]) == (3, 60000)
+    res = cli("run", "--help")
+    assert "DE_ENROLLMENT_BATCH_SIZE" in res.stdout and "DE_ENROLLMENT_MAX_RUNTIME" in res.stdout
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--client-id", "not-a-uuid"], {}, "is not a UUID"),
+        (["--client-id", str(uuid.UUID(int=7))], {}, "has no campaigns"),
+        (["--batch-size", "0"], {}, "--batch-size must be a positive integer"),
+        (["--batch-size", "-5"], {}, "--batch-size must be a positive integer"),
+        (["--max-runtime", "-1"], {}, "--max-runtime must be at least 1"),
+        (["--max-runtime", "0"], {}, "--max-runtime must be at least 1"),
+        ([], {"DE_ENROLLMENT_BATCH_SIZE": "0"}, "--batch-size must be a positive integer"),
+        (["--batch-size", "ten"], {}, "not a valid integer"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(cli, db_url: str, conn: psycopg.Connection, args, env, message) -> None:
+    build_dataset(conn)
+    res = cli("run", *args, db=db_url, env=env)
+    assert res.code == 2
+    first = res.stderr.strip().splitlines()[0]
+    assert first.startswith("deenroll: error:") and message in first
+    assert "Traceback" not in res.stderr
+    assert res.stdout == ""
+    assert run_rows(conn) == 0 and de_enrolled(conn) == {}
+
+
+def test_unreachable_database_is_one_line(cli) -> None:
+    res = cli("run", db="postgresql://deenroll@127.0.0.1:1/nowhere", env={"DEENROLL_CONNECT_TIMEOUT": "3"})
+    assert res.code == 2
+    assert res.stderr.strip().count("\n") == 0 and "cannot connect to the database" in res.stderr
+
+
+def test_missing_prerequisites_say_run_migrate(cli, empty_db_url: str) -> None:
+    res = cli("run", db=empty_db_url)
+    assert res.code == 2
+    line = res.stderr.strip()
+    assert line.count("\n") == 0 and "deenroll migrate" in line and "missing" in line
