@@ -1,0 +1,196 @@
+"""Runners at once, runners killed, runners out of time: real processes, real locks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import psycopg
+import pytest
+
+from conftest import deenroll_exe
+from test_engine_sql import CLIENT_A, CLIENT_B, CLIENT_C, assert_exactly_once, build_dataset, de_enrolled, recount, stored
+
+pytestmark = pytest.mark.slow
+
+
+def spawn(db_url: str, *args: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DE_ENROLLMENT_")}
+    env.pop("DATABASE_URL", None)
+    return subprocess.Popen(
+        [deenroll_exe(), "--database-url", db_url, "run", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def due_now(conn: psycopg.Connection) -> dict[str, str]:
+    """What a run must de-enroll, by SPEC §4, computed here independently of our functions."""
+    rows = conn.execute(
+        """SELECT l.id, CASE WHEN l.completed_at IS NULL AND l.current_message_position >= jsonb_array_length(c.messages)
+                             THEN 'completed' ELSE 'opted_out' END
+             FROM leads l JOIN campaigns c ON c.id = l.campaign_link_id
+            WHERE l.is_active
+              AND ((l.completed_at IS NULL AND l.current_message_position >= jsonb_array_length(c.messages)) OR l.opted_out)"""
+    ).fetchall()
+    return {str(r[0]): r[1] for r in rows}
+
+
+def make_clients(conn: psycopg.Connection, clients: int, campaigns: int, leads: int) -> list[str]:
+    """Clients with `campaigns` campaigns of 3 messages and `leads` leads each, about a third of them due."""
+    ids = [str(uuid.uuid4()) for _ in range(clients)]
+    conn.execute(
+        """INSERT INTO campaigns (client_id, name, messages)
+           SELECT cl, 'camp ' || k, '["a", "b", "c"]'::jsonb FROM unnest(%s::uuid[]) cl, generate_series(1, %s) k""",
+        (ids, campaigns),
+    )
+    conn.execute(
+        """INSERT INTO leads (client_id, campaign_link_id, current_message_position, opted_out, booked)
+           SELECT c.client_id, c.id, g %% 5, g %% 11 = 0, g %% 4 = 0
+             FROM campaigns c, generate_series(1, %s) g WHERE c.client_id = ANY (%s::uuid[])""",
+        (leads, ids),
+    )
+    return ids
+
+
+def slow_batches(conn: psycopg.Connection, seconds: float) -> None:
+    """A platform-side trigger that makes every UPDATE of leads take `seconds` longer (after the rows changed)."""
+    conn.execute(
+        f"""CREATE FUNCTION zz_slow() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$;
+            CREATE TRIGGER zz_slow AFTER UPDATE ON leads FOR EACH STATEMENT EXECUTE FUNCTION zz_slow();"""
+    )
+
+
+def wait_until(predicate, timeout: float = 30.0, every: float = 0.02) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached in time")
+        time.sleep(every)
+
+
+def test_four_runs_at_once_de_enroll_each_lead_exactly_once(db_url: str, conn: psycopg.Connection) -> None:
+    make_clients(conn, clients=8, campaigns=3, leads=120)
+    expected = due_now(conn)
+    assert len(expected) > 800
+    procs = [spawn(db_url, "--json", "--batch-size", "5") for _ in range(4)]
+    docs = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        docs.append(json.loads(out))
+    assert de_enrolled(conn) == expected
+    assert_exactly_once(conn)
+    assert stored(conn) == recount(conn)
+    # each client was processed by one runner at a time: the others skipped it or found nothing left
+    worked = [c for d in docs for c in d["clients"] if c["status"] == "success"]
+    assert sum(c["leads_de_enrolled"] for c in worked) == len(expected)
+    assert {c["status"] for d in docs for c in d["clients"]} <= {"success", "skipped"}
+    assert conn.execute("SELECT count(*) FROM de_enrollment_runs WHERE status <> 'success'").fetchone()[0] == 0
+    assert conn.execute("SELECT sum(leads_de_enrolled) FROM de_enrollment_runs").fetchone()[0] == len(expected)
+
+
+def test_a_runner_killed_mid_run_leaves_no_half_processed_lead(db_url: str, conn: psycopg.Connection) -> None:
+    [client] = make_clients(conn, clients=1, campaigns=2, leads=60)
+    expected = due_now(conn)
+    before = {r[0]: r[1:] for r in conn.execute("SELECT id::text, is_active, completed_at, campaign_history, updated_at FROM leads")}
+    slow_batches(conn, 0.3)
+    proc = spawn(db_url, "--batch-size", "4")
+
+    def one_batch_committed() -> bool:
+        row = conn.execute("SELECT batches FROM de_enrollment_runs WHERE status = 'running'").fetchone()
+        return bool(row and row[0] >= 1)
+
+    wait_until(one_batch_committed)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    # the server notices the dead client after its statement ends, rolls back, releases the runner lock
+    wait_until(
+        lambda: conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'deenroll run'").fetchone()[0] == 0
+    )
+
+    dead_id, status, batches, done = conn.execute(
+        "SELECT id, status, batches, leads_de_enrolled FROM de_enrollment_runs"
+    ).fetchone()
+    assert status == "running" and batches >= 1
+    assert 0 < done < len(expected)
+    logged = de_enrolled(conn)
+    assert len(logged) == done  # committed batches only; the batch in flight rolled back
+    for lead, *now in conn.execute("SELECT id::text, is_active, completed_at, campaign_history, updated_at FROM leads"):
+        active, completed_at, history, _ = now
+        if lead in logged:  # fully de-enrolled
+            assert not active and len(history) == 1 and history[0]["outcome"] == logged[lead]
+            assert (completed_at is not None) == (logged[lead] == "completed")
+        else:  # untouched, to the last column
+            assert tuple(now) == before[lead]
+    assert {k for k, in conn.execute("SELECT id::text FROM leads WHERE NOT is_active AND campaign_history <> '[]'")} == set(logged)
+    assert_exactly_once(conn)
+
+    conn.execute("DROP TRIGGER zz_slow ON leads")
+    res = subprocess.run(
+        [deenroll_exe(), "--database-url", db_url, "run", "--json"], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    [c] = doc["clients"]
+    assert c["client_id"] == client and c["status"] == "success"
+    assert any(str(dead_id) in w for w in c["warnings"])
+    status, details = conn.execute("SELECT status, error_details FROM de_enrollment_runs WHERE id = %s", (dead_id,)).fetchone()
+    assert status == "failed" and f"pid {proc.pid}" in details and "stopped before finishing" in details
+    assert de_enrolled(conn) == expected
+    assert_exactly_once(conn)
+    assert stored(conn) == recount(conn)
+
+
+def test_a_client_another_runner_holds_is_skipped_not_waited_for(db_url: str, conn: psycopg.Connection) -> None:
+    ds = build_dataset(conn)
+    with psycopg.connect(db_url, autocommit=True) as other:
+        other_run = other.execute("SELECT start_de_enrollment_run(%s, 100, 60000, 'elsewhere', 1)", (CLIENT_A,)).fetchone()[0]
+        res = subprocess.run(
+            [deenroll_exe(), "--database-url", db_url, "run", "--json", "--max-runtime", "20000"],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert res.returncode == 0, res.stderr
+        clients = {c["client_id"]: c for c in json.loads(res.stdout)["clients"]}
+        assert clients[CLIENT_A]["status"] == "skipped" and clients[CLIENT_A]["run_id"] is None
+        assert "runner lock" in clients[CLIENT_A]["error"]
+        assert clients[CLIENT_B]["status"] == clients[CLIENT_C]["status"] == "success"
+        assert not set(de_enrolled(conn)) & set(ds.expected_for(CLIENT_A))
+        # the holder is alive: its run is not taken for dead
+        assert conn.execute("SELECT status FROM de_enrollment_runs WHERE id = %s", (other_run,)).fetchone()[0] == "running"
+        assert conn.execute("SELECT count(*) FROM de_enrollment_runs WHERE client_id = %s", (CLIENT_A,)).fetchone()[0] == 1
+        other.execute("SELECT finish_de_enrollment_run(%s, 'success')", (other_run,))
+    res = subprocess.run([deenroll_exe(), "--database-url", db_url, "run", "--json"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0
+    assert de_enrolled(conn) == ds.expected
+
+
+def test_the_budget_runs_out_between_batches(db_url: str, conn: psycopg.Connection) -> None:
+    [client] = make_clients(conn, clients=1, campaigns=1, leads=60)
+    expected = due_now(conn)
+    assert len(expected) >= 24
+    slow_batches(conn, 0.3)
+    res = subprocess.run(
+        [deenroll_exe(), "--database-url", db_url, "run", "--json", "--batch-size", "4", "--max-runtime", "700"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert res.returncode == 1, res.stderr
+    [c] = json.loads(res.stdout)["clients"]
+    assert c["status"] == "partial" and "runtime budget of 700 ms ran out" in c["error"]
+    assert 1 <= c["batches"] < len(expected) / 4
+    assert c["leads_de_enrolled"] == 4 * c["batches"]
+    assert len(de_enrolled(conn)) == c["leads_de_enrolled"]
+    assert conn.execute("SELECT status FROM de_enrollment_runs WHERE id = %s", (c["run_id"],)).fetchone()[0] == "partial"
+    assert_exactly_once(conn)
+    assert stored(conn) == recount(conn)  # counters exact after a partial run too
+    conn.execute("DROP TRIGGER zz_slow ON leads")
+    res = subprocess.run([deenroll_exe(), "--database-url", db_url, "run", "--json"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0
+    assert de_enrolled(conn) == expected
