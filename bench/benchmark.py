@@ -110,6 +110,7 @@ def machine_info() -> dict[str, Any]:
         "kernel": platform.release(),
         "os": platform.platform(terse=True),
         "python": platform.python_version(),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -248,12 +249,26 @@ def build_template(server: Server, label: str, leads: int, clients: int, campaig
 # --------------------------------------------------------------------------- (a) the lower bound
 
 # Every write process_de_enrollment_batch makes, for every due lead of every client at once.
+# The due leads are found the way get_leads_for_de_enrollment finds them, through the
+# partial indexes of 0019 per campaign (a plain join lets the planner scan the whole
+# candidates index once per campaign: twice as slow), and the UPDATE re-checks them.
 LOWER_BOUND_SQL = """
 WITH c AS MATERIALIZED (
     SELECT cc.id, cc.name, cc.client_id, r.id AS run_id, jsonb_array_length(cc.messages) AS total
       FROM campaigns AS cc
       JOIN de_enrollment_runs AS r ON r.client_id = cc.client_id AND r.id = ANY (%(runs)s)
      WHERE jsonb_typeof(cc.messages) = 'array'
+), due AS MATERIALIZED (
+    SELECT x.id AS lead_id, c.*
+      FROM c
+     CROSS JOIN LATERAL (
+           SELECT ll.id FROM leads AS ll
+            WHERE ll.campaign_link_id = c.id AND ll.is_active AND ll.completed_at IS NULL
+              AND ll.current_message_position >= c.total
+           UNION ALL
+           SELECT ll.id FROM leads AS ll
+            WHERE ll.campaign_link_id = c.id AND ll.is_active AND ll.opted_out
+              AND NOT (ll.completed_at IS NULL AND ll.current_message_position >= c.total)) AS x
 ), done AS (
     UPDATE leads AS l
        SET is_active        = false,
@@ -271,8 +286,9 @@ WITH c AS MATERIALIZED (
                'messages_received', l.current_message_position,
                'total_messages',    c.total,
                'run_id',            c.run_id))
-      FROM c
-     WHERE l.campaign_link_id = c.id
+      FROM due AS c
+     WHERE l.id = c.lead_id
+       AND l.campaign_link_id = c.id
        AND l.is_active
        AND ((l.completed_at IS NULL AND l.current_message_position >= c.total) OR l.opted_out)
        AND NOT l.campaign_history @> jsonb_build_array(jsonb_build_object('campaign_id', c.id))
@@ -391,18 +407,38 @@ def run_child(dsn: str, *args: str) -> ChildRun:
     return ChildRun(proc.returncode, wall, usage.ru_maxrss / 1024.0, report, stderr)  # ru_maxrss is in KiB
 
 
-def runner(dsn: str, batch_size: int, lower: Measurement | None) -> Measurement:
+def runner(dsn: str, batch_size: int) -> Measurement:
     child = run_child(dsn, "--batch-size", str(batch_size))
     totals = child.report["totals"]
     if child.code != 0 or totals["failed"] or totals["partial"]:
         raise click.ClickException(
             f"`deenroll run --batch-size {batch_size}` exited {child.code} ({totals}); stderr: {child.stderr.strip()[-500:]}")
     n = totals["leads_de_enrolled"]
-    ratio = round(child.wall_s / lower.wall_s, 2) if lower and lower.wall_s else None
     return Measurement(f"deenroll run --batch-size {batch_size}", n, round(child.wall_s, 3),
-                       round(n / child.wall_s) if child.wall_s else 0.0, ratio=ratio,
+                       round(n / child.wall_s) if child.wall_s else 0.0,
                        runner_ms=child.report["duration_ms"], peak_rss_mb=round(child.peak_rss_mb, 1),
                        detail={"batches": totals["batches"], "clients": totals["clients"]})
+
+
+def summarize(attempts: list[Measurement], lower_wall: float | None) -> dict[str, Any]:
+    """One row of the table: the median of the attempts (each on a fresh clone)."""
+    walls = [m.wall_s for m in attempts]
+    wall = statistics.median(walls)
+    leads = attempts[0].leads
+    runner_ms = [m.runner_ms for m in attempts if m.runner_ms is not None]
+    rss = [m.peak_rss_mb for m in attempts if m.peak_rss_mb is not None]
+    return {
+        "name": attempts[0].name,
+        "leads": leads,
+        "wall_s": round(wall, 3),
+        "walls_s": walls,
+        "leads_per_s": round(leads / wall) if wall else 0,
+        "ratio": round(wall / lower_wall, 2) if lower_wall else 1.0,
+        "runner_ms": int(statistics.median(runner_ms)) if runner_ms else None,
+        "peak_rss_mb": max(rss) if rss else None,
+        "detail": attempts[-1].detail,
+        "attempts": [asdict(m) for m in attempts],
+    }
 
 
 # --------------------------------------------------------------------------- checks and end state
@@ -595,7 +631,8 @@ def render(r: dict[str, Any]) -> str:
     m, s = r["machine"], r["server"]
     lines = [
         "deenroll benchmark (issue 3, item 7)",
-        f"machine:  {m['nproc']} CPU(s), {m['cpu_model']}, {m['ram_gb']} GB RAM, Linux {m['kernel']}, Python {m['python']}",
+        f"machine:  {m['nproc']} CPU(s), {m['cpu_model']}, {m['ram_gb']} GB RAM, Linux {m['kernel']}, Python {m['python']}; "
+        f"load average {m['loadavg_start'][0]} at the start, {m.get('loadavg_end', ['?'])[0]} at the end",
         f"server:   PostgreSQL {s['version']} ({r['server_kind']}); "
         + ", ".join(f"{k}={v}" for k, v in s["settings"].items()),
     ]
@@ -605,25 +642,32 @@ def render(r: dict[str, Any]) -> str:
         f"({d['eligible_completed']:,} finished, {d['eligible_opted_out']:,} opted out); seed {r['options']['seed']!r}; "
         f"built in {d['build_s']} s, VACUUM ANALYZE {d['vacuum_s']} s, {d['size_mb']:,} MB")
     lines.append("")
-    head = f"{'measurement':<34}{'leads':>10}{'wall s':>10}{'leads/s':>11}{'ratio':>8}{'runner ms':>11}{'peak RSS MB':>13}"
+    reps = r["options"]["repeats"]
+    lines.append(f"(a) and (b): median of {reps} round(s), each on a fresh clone of the data set after a CHECKPOINT; "
+                 "ratio = wall / lower-bound wall")
+    head = f"{'measurement':<32}{'leads':>9}{'wall s':>9}{'leads/s':>9}{'ratio':>7}{'runner ms':>11}{'peak RSS MB':>13}  rounds (wall s)"
     lines += [head, "-" * len(head)]
     for row in r["measurements"]:
-        lines.append(f"{row['name']:<34}{_n(row['leads']):>10}{row['wall_s']:>10.3f}{_n(row['leads_per_s']):>11}"
-                     f"{_n(row['ratio'], 2):>8}{_n(row['runner_ms']):>11}{_n(row['peak_rss_mb'], 1):>13}")
-    lb = r["measurements"][0]["detail"]
-    lines.append(f"  lower bound steps: open runs {lb['open_runs_s']} s, statement {lb['statement_s']} s, "
-                 f"fold {lb['fold_s']} s ({lb['delta_rows_folded']} delta rows), finish+commit {lb['finish_commit_s']} s")
+        lines.append(f"{row['name']:<32}{_n(row['leads']):>9}{row['wall_s']:>9.3f}{_n(row['leads_per_s']):>9}"
+                     f"{_n(row['ratio'], 2):>7}{_n(row['runner_ms']):>11}{_n(row['peak_rss_mb'], 1):>13}  "
+                     + ", ".join(f"{w:.2f}" for w in row["walls_s"]))
+    lbs = [a["detail"] for a in r["measurements"][0]["attempts"]]
+    med = {k: statistics.median(d[k] for d in lbs) for k in ("open_runs_s", "statement_s", "fold_s", "finish_commit_s")}
+    lines.append(f"  lower bound, median steps: open runs {med['open_runs_s']:.3f} s, the statement {med['statement_s']:.3f} s, "
+                 f"fold {med['fold_s']:.3f} s ({lbs[0]['delta_rows_folded']} delta rows), finish + commit {med['finish_commit_s']:.3f} s")
     for row in r["measurements"][1:]:
-        lines.append(f"  {row['name']}: {row['detail']['batches']} batches over {row['detail']['clients']} clients; "
-                     f"process start and exit = wall - runner ms = {row['wall_s'] * 1000 - row['runner_ms']:,.0f} ms")
+        lines.append(f"  {row['name']}: {row['detail']['batches']:,} batches over {row['detail']['clients']} clients; "
+                     f"process start and exit (wall - runner ms) {row['wall_s'] * 1000 - row['runner_ms']:,.0f} ms")
     es = r["end_state"]
-    lines.append(f"end state: {'identical' if es['identical'] else 'DIFFERENT'} for the lower bound and every runner "
-                 f"measurement ({es['reference']['de_enrolled']:,} leads de-enrolled: {es['reference']['completed']:,} completed, "
-                 f"{es['reference']['opted_out']:,} opted out; {es['reference']['log_rows']:,} log rows)")
+    ref = es["reference"]
+    lines.append(f"end state: {'identical' if es['identical'] else 'DIFFERENT'} in all {len(es['states'])} measurements "
+                 f"({ref['de_enrolled']:,} leads de-enrolled: {ref['completed']:,} completed, {ref['opted_out']:,} opted out; "
+                 f"{ref['log_rows']:,} log rows; counters and run totals alike)")
     for name, diff in es["differences"].items():
         lines.append(f"  {name}: " + "; ".join(diff))
-    lines.append("invariants after each: " + ", ".join(
-        f"{name}: {'ok' if inv['ok'] else 'BROKEN ' + json.dumps(inv)}" for name, inv in r["invariants"].items()))
+    broken = {n: inv for n, inv in r["invariants"].items() if not inv["ok"]}
+    lines.append("invariants after every measurement (nothing due, counters exact, no pending deltas, one log row "
+                 "per de-enrolled lead, runs success): " + ("ok" if not broken else "BROKEN " + json.dumps(broken)))
     if r.get("idle"):
         small, large = r["idle"]["small"], r["idle"]["large"]
         lines += ["", f"idle run (nothing eligible; everything de-enrolled first, VACUUM ANALYZE, 1 warm-up, median of {small['runs']}):"]
@@ -671,11 +715,12 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int, eligible_fraction: float,
-              seed: str, skip_idle: bool, idle_small_leads: int, idle_repeats: int, trigger_statements: int,
-              client_statements: int, skip_triggers: bool) -> dict[str, Any]:
+              seed: str, repeats: int, skip_idle: bool, idle_small_leads: int, idle_repeats: int,
+              trigger_statements: int, client_statements: int, skip_triggers: bool) -> dict[str, Any]:
     started = time.perf_counter()
     result: dict[str, Any] = {"options": {"leads": leads, "clients": clients, "campaigns": campaigns,
-                                          "eligible_fraction": eligible_fraction, "seed": seed},
+                                          "eligible_fraction": eligible_fraction, "seed": seed,
+                                          "repeats": repeats},
                               "machine": machine_info()}
     with open_server(database_url) as server:
         result["server_kind"] = server.kind if server.kind == "embedded" else f"given: {redact(database_url or '')}"
@@ -686,35 +731,35 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
         result["dataset"] = asdict(data)
         say(f"data set built in {data.build_s} s ({data.eligible:,} eligible), VACUUM ANALYZE {data.vacuum_s} s")
 
-        measurements: list[Measurement] = []
+        attempts: dict[str, list[Measurement]] = {"lower bound": [], "run 100": [], "run 1000": []}
         states: dict[str, dict[str, Any]] = {}
         checks: dict[str, dict[str, Any]] = {}
-
-        name = server.create_db("lower", template=data.template)
-        server.checkpoint()
-        say("measuring (a) the lower bound")
-        lower = lower_bound(server.dsn(name))
-        measurements.append(lower)
-        checks["lower bound"] = invariants(server.dsn(name))
-        states["lower bound"] = end_state(server.dsn(name))
-        server.drop_db(name)
-
         keep_for_idle: str | None = None
-        for bs in (100, 1000):
-            name = server.create_db(f"run{bs}", template=data.template)
-            server.checkpoint()
-            say(f"measuring (b) deenroll run --batch-size {bs}")
-            measurements.append(runner(server.dsn(name), bs, lower))
-            checks[f"run {bs}"] = invariants(server.dsn(name))
-            states[f"run {bs}"] = end_state(server.dsn(name))
-            if bs == 1000 and not skip_idle:
-                keep_for_idle = name  # everything is de-enrolled: the large idle data set
-            else:
-                server.drop_db(name)
+        # Interleaved, each on a fresh clone after a CHECKPOINT: a drift of the machine
+        # during the benchmark touches every side alike.
+        for rep in range(1, repeats + 1):
+            for key in attempts:
+                name = server.create_db(key.replace(" ", "_"), template=data.template)
+                dsn = server.dsn(name)
+                server.checkpoint()
+                say(f"round {rep}/{repeats}: {key}")
+                if key == "lower bound":
+                    attempts[key].append(lower_bound(dsn))
+                else:
+                    attempts[key].append(runner(dsn, int(key.split()[1])))
+                label = f"{key} #{rep}"
+                checks[label] = invariants(dsn)
+                states[label] = end_state(dsn)
+                if key == "run 1000" and rep == repeats and not skip_idle:
+                    keep_for_idle = name  # everything is de-enrolled: the large idle data set
+                else:
+                    server.drop_db(name)
 
-        ref = states["lower bound"]
-        diffs = {n: differences(ref, s) for n, s in states.items() if n != "lower bound" and differences(ref, s)}
-        result["measurements"] = [asdict(m) for m in measurements]
+        lower_wall = statistics.median(m.wall_s for m in attempts["lower bound"])
+        result["measurements"] = [summarize(a, None if k == "lower bound" else lower_wall) for k, a in attempts.items()]
+        ref_name = "lower bound #1"
+        ref = states[ref_name]
+        diffs = {n: differences(ref, st) for n, st in states.items() if differences(ref, st)}
         result["invariants"] = checks
         result["end_state"] = {"identical": not diffs, "reference": ref, "differences": diffs, "states": states}
 
@@ -733,6 +778,7 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
             say(f"trigger overhead: {trigger_statements:,} statements per case and variant")
             result["triggers"] = trigger_overhead(server, data, trigger_statements, client_statements)
         server.drop_db(data.template)
+    result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["targets"] = targets(result)
     result["total_s"] = round(time.perf_counter() - started, 1)
     return result
@@ -747,6 +793,8 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
 @click.option("--eligible-fraction", type=click.FloatRange(0.0, 1.0), default=0.1, show_default=True,
               help="Share of the leads due for de-enrollment.")
 @click.option("--seed", default="deenroll-bench", show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Rounds of (a), (b) 100 and (b) 1000, each on a fresh clone; the table shows medians.")
 @click.option("--skip-idle", is_flag=True, help="Skip the idle-run measurement.")
 @click.option("--idle-small-leads", type=click.IntRange(min=1), default=100_000, show_default=True,
               help="Size of the smaller idle data set (the larger one is --leads).")
@@ -757,12 +805,12 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
               help="Autocommit statements per case and variant in the client-side trigger measurement.")
 @click.option("--json-out", type=click.Path(dir_okay=False, writable=True), help="Also write the figures as JSON here.")
 def main(database_url: str | None, leads: int, clients: int, campaigns: int, eligible_fraction: float, seed: str,
-         skip_idle: bool, idle_small_leads: int, idle_repeats: int, skip_triggers: bool, trigger_statements: int,
+         repeats: int, skip_idle: bool, idle_small_leads: int, idle_repeats: int, skip_triggers: bool, trigger_statements: int,
          client_statements: int, json_out: str | None) -> None:
     """Benchmark `deenroll run` against a set-based lower bound (see the module docstring)."""
     if campaigns < clients:
         raise click.BadParameter("needs at least one campaign per client", param_hint="--campaigns")
-    result = benchmark(database_url, leads, clients, campaigns, eligible_fraction, seed, skip_idle, idle_small_leads,
+    result = benchmark(database_url, leads, clients, campaigns, eligible_fraction, seed, repeats, skip_idle, idle_small_leads,
                        idle_repeats, trigger_statements, client_statements, skip_triggers)
     print(render(result), flush=True)
     if json_out:
