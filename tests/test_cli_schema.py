@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from conftest import deenroll_exe
+from deenroll import schema
 
 pytestmark = pytest.mark.schema
 
@@ -63,7 +64,9 @@ def test_rollback_past_the_baseline_is_refused(db_url: str, cli) -> None:
 def test_rollback_then_migrate_by_number(db_url: str, cli) -> None:
     res = cli("rollback", "--to", "19", db=db_url)
     assert res.code == 0, res.stderr
-    assert res.stdout.splitlines()[0].startswith("rolled back 0021")
+    rolled = [line.split()[-1] for line in res.stdout.splitlines()]
+    later = [m.stem for m in schema.migration_files() if m.stem > "0019_add_campaign_completion_tracking"]
+    assert rolled == list(reversed(later))  # newest first
     again = cli("migrate", db=db_url)
     assert "applied   0020_unify_campaign_model" in again.stdout
 
