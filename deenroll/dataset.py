@@ -135,13 +135,13 @@ def build_dataset(
     # and the age, u3 the position, u4 flags and names. Fractions are of 2^32.
     conn.execute(
         f"""
-        WITH c AS (
+        WITH c AS MATERIALIZED (
             SELECT j,
                    md5(%(seed)s || ':' || %(tag)s || ':campaign:' || j)::uuid AS id,
                    md5(%(seed)s || ':' || %(tag)s || ':client:' || ((j - 1) %% %(clients)s + 1))::uuid AS client_id,
                    3 + ({_u("md5(%(seed)s || ':' || %(tag)s || ':campaign-values:' || j)", 1)} %% 6)::int AS len
               FROM generate_series(1, %(campaigns)s) AS j
-        ), l AS (
+        ), l AS MATERIALIZED (  -- materialized: each hash slice computed once, not at every use
             SELECT k, c.id AS campaign_id, c.client_id, c.len, x.h,
                    {_u('x.h', 1)}::float8 / 4294967296 AS u1,
                    {_u('x.h', 2)}::float8 / 4294967296 AS u2,
