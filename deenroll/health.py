@@ -106,8 +106,9 @@ def client_line(c: dict[str, Any]) -> str:
         return f"{head} {status.upper()}: " + "; ".join(c["status_reasons"])
     rate = "n/a" if c["success_rate_24h"] is None else f"{c['success_rate_24h']}%"
     since = "never" if c["last_success_at"] is None else f"{c['hours_since_success']} h ago"
+    runs = f"{c['runs_24h']} run" + ("" if c["runs_24h"] == 1 else "s")
     return (
-        f"{head} OK: {c['runs_24h']} runs in 24 h ({c['failed_runs_24h']} failed), success rate {rate}, "
+        f"{head} OK: {runs} in 24 h ({c['failed_runs_24h']} failed), success rate {rate}, "
         f"last success {since}, {c['leads_de_enrolled_24h']} de-enrolled, {c['stuck_leads']} stuck"
     )
 
