@@ -232,25 +232,32 @@ def test_duplicates_view_finds_both_kinds_and_nothing_else(conn) -> None:
 
 def test_daily_summary_groups_by_day_and_client(conn) -> None:
     a, b = new_id(), new_id()
-    add_run(conn, a, "success", "1 minute", duration_ms=1000, de_enrolled=10, count=2)
-    add_run(conn, a, "failed", "2 minutes", duration_ms=4000)
-    add_run(conn, a, "running", "3 minutes", duration_ms=None, max_runtime_ms=1000)  # died: failed
-    add_run(conn, a, "success", "3 days", de_enrolled=7)
-    add_run(conn, b, "partial", "1 minute", duration_ms=240000, de_enrolled=100)
+    conn.execute("SET TimeZone = 'UTC'")
+    runs = [  # client, status, run_at, duration_ms, max_runtime_ms, leads_de_enrolled
+        (a, "success", "2024-11-04 10:00Z", 1000, None, 10),
+        (a, "success", "2024-11-04 10:15Z", 1000, None, 10),
+        (a, "failed", "2024-11-04 10:30Z", 4000, None, 0),
+        (a, "running", "2024-11-04 10:45Z", None, 1000, 0),  # never finished: died, counts as failed
+        (a, "success", "2024-11-05 00:15Z", 1000, None, 7),
+        (b, "partial", "2024-11-04 23:59Z", 240000, None, 100),
+    ]
+    with conn.cursor() as cur:
+        cur.executemany(
+            """INSERT INTO de_enrollment_runs (client_id, status, run_at, duration_ms, max_runtime_ms, leads_de_enrolled)
+               VALUES (%s, %s, %s, %s, %s, %s)""",
+            runs,
+        )
     rows = conn.execute(
-        """SELECT client_id::text, runs, successful_runs, failed_runs, partial_runs, running_runs, success_rate,
-                  leads_de_enrolled, avg_duration_ms, max_duration_ms
-             FROM de_enrollment_daily_summary WHERE day = (now() - interval '1 minute')::date
-            ORDER BY client_id"""
+        """SELECT day::text, client_id::text, runs, successful_runs, failed_runs, partial_runs, running_runs,
+                  success_rate, leads_de_enrolled, avg_duration_ms, max_duration_ms
+             FROM de_enrollment_daily_summary ORDER BY day, client_id"""
     ).fetchall()
-    today = {r[0]: r[1:] for r in rows}
-    assert today[a] == (4, 2, 2, 0, 0, 50, 20, 2000, 4000)
-    assert today[b] == (1, 0, 0, 1, 0, 0, 100, 240000, 240000)
-    older = conn.execute(
-        "SELECT runs, leads_de_enrolled FROM de_enrollment_daily_summary WHERE client_id = %s AND day = (now() - interval '3 days')::date",
-        (a,),
-    ).fetchall()
-    assert older == [(1, 7)]
+    by_key = {(r[0], r[1]): r[2:] for r in rows}
+    assert by_key == {
+        ("2024-11-04", a): (4, 2, 2, 0, 0, 50, 20, 2000, 4000),
+        ("2024-11-04", b): (1, 0, 0, 1, 0, 0, 100, 240000, 240000),
+        ("2024-11-05", a): (1, 1, 0, 0, 0, 100, 7, 1000, 1000),
+    }
 
 
 def test_every_view_and_column_is_documented(conn) -> None:
