@@ -335,7 +335,6 @@ def lower_bound(dsn: str) -> Measurement:
     with psycopg.connect(dsn) as conn:
         conn.execute("SELECT 1")  # connection and catalog warm-up outside the timing
         conn.commit()
-        steps: dict[str, float] = {}
         t0 = time.perf_counter()
         runs = [r[0] for r in conn.execute(
             """INSERT INTO de_enrollment_runs (client_id, status, batch_size, max_runtime_ms, runner_host, runner_pid)
@@ -529,14 +528,14 @@ def idle(server: Server, data: DataSet, repeats: int, label: str, clone: str | N
         runner_ms.append(child.report["duration_ms"])
         rss.append(child.peak_rss_mb)
     with psycopg.connect(dsn) as conn:
-        db_ms = _idle_sql_ms(conn, data.clients)
+        db_ms = _idle_sql_ms(conn)
     server.drop_db(name)
     return {"leads": data.leads, "runs": repeats, "median_wall_s": round(statistics.median(walls), 3),
             "median_runner_ms": int(statistics.median(runner_ms)), "walls_s": [round(w, 3) for w in walls],
             "peak_rss_mb": round(max(rss), 1), "sql_claim_ms_all_clients": db_ms}
 
 
-def _idle_sql_ms(conn: psycopg.Connection, clients: int) -> float:
+def _idle_sql_ms(conn: psycopg.Connection) -> float:
     """Database time of the idle claim for every client (what an idle run asks the server), in ms."""
     t0 = time.perf_counter()
     for (client,) in conn.execute("SELECT client_id FROM de_enrollment_clients()").fetchall():
