@@ -279,6 +279,8 @@ def demo(obj: Any, clients: int, leads: int, seed: str, force: bool) -> int:
     from . import demo as demo_mod
 
     result = demo_mod.run_demo(obj.target, clients=clients, leads=leads, seed=seed, force=force)
+    if result.migrated:
+        click.echo(f"deenroll: migrate: {result.migrated}", err=True)
     for line in result.lines():
         click.echo(line)
     return result.exit_code

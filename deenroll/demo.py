@@ -21,6 +21,7 @@ MAX_LEADS = 5_000_000
 
 @dataclass
 class DemoResult:
+    migrated: str  # what the demo's `migrate` did, one line ('' when nothing)
     info: dataset.DatasetInfo
     load_s: float
     run_s: float
@@ -96,7 +97,7 @@ def run_demo(target: database.Target, *, clients: int, leads: int, seed: str, fo
         cid, _env_int("DE_ENROLLMENT_BATCH_SIZE", 100), _env_int("DE_ENROLLMENT_MAX_RUNTIME", 240000)
     )
     start = time.monotonic()
-    schema.migrate(target)
+    migrated = schema.migrate(target)
 
     t0 = time.monotonic()
     with database.connect(target) as conn:
@@ -131,6 +132,12 @@ def run_demo(target: database.Target, *, clients: int, leads: int, seed: str, fo
             (ids,),
         ).fetchone()[0]
     return DemoResult(
+        migrated=", ".join(
+            part for part in (
+                f"applied {', '.join(migrated.applied)}" if migrated.applied else "",
+                f"installed {len(migrated.definitions)} functions and views" if migrated.definitions else "",
+            ) if part
+        ),
         info=info,
         load_s=load_s,
         run_s=run_s,
