@@ -14,6 +14,14 @@ headers); this module only calls them in order, one client after the other:
 One connection does all of it, so the runner lock (a session advisory lock)
 lives exactly as long as the runner's session: a runner that dies releases it,
 and the next runner marks the dead run failed.
+
+The session runs with synchronous_commit off: a batch's commit does not wait
+for its WAL flush (on small batches that wait is most of a batch's fixed cost).
+Nothing can be left half-done by it: a batch lost to a crash of the *server*
+is lost whole (lead, history, log row, counters and run totals together) and
+the next run de-enrolls those leads again. The start and the end of a run are
+committed synchronously (start_de_enrollment_run, finish_de_enrollment_run),
+and since WAL is written in order, a finished run's batches are durable too.
 """
 
 from __future__ import annotations
@@ -322,7 +330,10 @@ class Runner:
         conn = database.connect(self.target, app="deenroll run")
         conn.add_notice_handler(self._on_notice)
         # A lock wait longer than the whole budget is a failure, not a hang.
-        conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{self.options.max_runtime_ms}ms",))
+        conn.execute(
+            "SELECT set_config('lock_timeout', %s, false), set_config('synchronous_commit', 'off', false)",
+            (f"{self.options.max_runtime_ms}ms",),
+        )
         conn.commit()
         return conn
 

@@ -7,6 +7,9 @@
 -- lock on the client (see start_de_enrollment_run) is released when this session
 -- holds it; a session that does not (the runner reporting a failure over a fresh
 -- connection) leaves it alone.
+-- The calling transaction commits synchronously whatever the session's
+-- synchronous_commit: a run's end, and with it (WAL is sequential) every batch
+-- committed before it, survives a server crash.
 CREATE FUNCTION finish_de_enrollment_run(p_run_id uuid, p_status text, p_error_details text DEFAULT NULL)
 RETURNS SETOF de_enrollment_runs
 LANGUAGE plpgsql
@@ -18,6 +21,8 @@ BEGIN
         RAISE EXCEPTION 'a run finishes as success, partial or failed, not %', coalesce(p_status, 'NULL')
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
+
+    PERFORM set_config('synchronous_commit', 'on', true);
 
     SELECT r.client_id INTO v_client FROM de_enrollment_runs AS r WHERE r.id = p_run_id;
     IF NOT FOUND THEN

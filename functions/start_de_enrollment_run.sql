@@ -13,6 +13,10 @@
 -- 'running' row of the client left over belongs to a runner that died before it
 -- could finish: it is marked 'failed' here, with the runner's host and pid in
 -- error_details, and a WARNING names it. A dead run is visible, never silently lost.
+--
+-- The transaction that calls this commits synchronously whatever the session's
+-- synchronous_commit (the runner turns it off for its batches, see runner.py): the
+-- start of a run is never lost to a server crash.
 CREATE FUNCTION start_de_enrollment_run(
     p_client_id      uuid,
     p_batch_size     integer,
@@ -43,6 +47,7 @@ BEGIN
         RETURN NULL;
     END IF;
 
+    PERFORM set_config('synchronous_commit', 'on', true);
     v_run_id := gen_random_uuid();
 
     FOR v_dead IN

@@ -561,3 +561,22 @@ def test_concurrent_batches_in_threads_process_each_lead_once(db_url: str, conn:
     assert stored(conn) == recount(conn)
     totals = conn.execute("SELECT sum(leads_de_enrolled) FROM de_enrollment_runs WHERE client_id = %s", (client,)).fetchone()[0]
     assert totals == expected
+
+
+def test_start_and_finish_commit_synchronously_in_an_asynchronous_session(db_url: str) -> None:
+    """The runner's session commits batches asynchronously; a run's start and end are made durable."""
+    with psycopg.connect(db_url) as c:
+        build_dataset(c)
+        c.execute("SET synchronous_commit = off")
+        c.commit()
+        run_id = c.execute("SELECT start_de_enrollment_run(%s, 10, 1000)", (CLIENT_A,)).fetchone()[0]
+        assert c.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+        c.commit()
+        assert c.execute("SHOW synchronous_commit").fetchone()[0] == "off"
+        c.execute("SELECT * FROM process_de_enrollment_batch(%s, ARRAY(SELECT lead_id FROM get_leads_for_de_enrollment(%s)))", (run_id, CLIENT_A))
+        assert c.execute("SHOW synchronous_commit").fetchone()[0] == "off"
+        c.commit()
+        c.execute("SELECT finish_de_enrollment_run(%s, 'success')", (run_id,))
+        assert c.execute("SHOW synchronous_commit").fetchone()[0] == "on"
+        c.commit()
+        assert c.execute("SHOW synchronous_commit").fetchone()[0] == "off"
