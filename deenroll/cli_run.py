@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -69,6 +70,10 @@ class _RichObserver(runner.LogObserver):
         self.progress.update(self.task, advance=1, done=self.done)
 
 
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise runner.Terminated()
+
+
 def _setup_logging(tty: bool) -> logging.Handler:
     logger = logging.getLogger("deenroll")
     logger.setLevel(_log_level())
@@ -125,11 +130,19 @@ def run(obj: Any, client_id: str | None, batch_size: int, max_runtime: int, dry_
     options = runner.validate(client_id, batch_size, max_runtime, dry_run)
     tty = sys.stderr.isatty()
     _setup_logging(tty)
-    if tty:
-        with _RichObserver() as observer:
-            report = runner.run(obj.target, options, observer)
-    else:
-        report = runner.run(obj.target, options, runner.LogObserver())
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        if tty:
+            with _RichObserver() as observer:
+                report = runner.run(obj.target, options, observer)
+        else:
+            report = runner.run(obj.target, options, runner.LogObserver())
+    except runner.Terminated:
+        # The client being processed was recorded 'failed'; later clients were not started.
+        click.echo("deenroll: terminated (SIGTERM); the client in progress was recorded failed", err=True)
+        raise SystemExit(143) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
     if report.alert.attempted and not report.alert.delivered:
         click.echo(f"deenroll: warning: {report.alert.describe()}", err=True)

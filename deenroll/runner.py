@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
 
 from . import alerts, database
 from .errors import UserError
@@ -63,6 +64,13 @@ BATCH_SQL = (
     "SELECT lead_id, campaign_id, outcome, messages_received "
     "FROM process_de_enrollment_batch(%s, ARRAY(SELECT lead_id FROM get_leads_for_de_enrollment(%s, %s)))"
 )
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised by the SIGTERM handler of `deenroll run` (a scheduler's timeout): the run stops, recorded.
+
+    A KeyboardInterrupt, so that psycopg cancels the statement in flight as it does on Ctrl-C.
+    """
 
 
 # --------------------------------------------------------------------------- options and results
@@ -529,14 +537,16 @@ class Runner:
             self._conn.rollback()
         except psycopg.Error:
             pass
-        if self._conn.broken or self._conn.closed:
+        if self._conn.closed or self._conn.broken or self._conn.info.transaction_status != TransactionStatus.IDLE:
             self.close()
 
     def _record_failure(self, result: ClientResult, exc: BaseException) -> None:
         """Roll back the current batch and close the run as failed, on a fresh connection if need be."""
         message = f"{type(exc).__name__}: {_first_line(exc)}" if not isinstance(exc, psycopg.Error) else _first_line(exc)
-        if isinstance(exc, KeyboardInterrupt):
-            message = "interrupted (SIGINT)"
+        if isinstance(exc, Terminated):
+            message = "terminated (SIGTERM) before finishing"
+        elif isinstance(exc, KeyboardInterrupt):
+            message = "interrupted (SIGINT) before finishing"
         self._abandon()
         result.status = "failed"
         result.error = message

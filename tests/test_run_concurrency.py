@@ -194,3 +194,21 @@ def test_the_budget_runs_out_between_batches(db_url: str, conn: psycopg.Connecti
     res = subprocess.run([deenroll_exe(), "--database-url", db_url, "run", "--json"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0
     assert de_enrolled(conn) == expected
+
+
+@pytest.mark.parametrize(("sig", "code", "said"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT")])
+def test_a_stopped_run_is_recorded_failed(db_url: str, conn: psycopg.Connection, sig, code, said) -> None:
+    """A scheduler's timeout (SIGTERM) or Ctrl-C: the batch in flight rolls back, the run row says what happened."""
+    make_clients(conn, clients=1, campaigns=1, leads=60)
+    expected = due_now(conn)
+    slow_batches(conn, 0.3)
+    proc = spawn(db_url, "--batch-size", "4")
+    wait_until(lambda: (conn.execute("SELECT max(batches) FROM de_enrollment_runs").fetchone()[0] or 0) >= 1)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    status, details, done = conn.execute("SELECT status, error_details, leads_de_enrolled FROM de_enrollment_runs").fetchone()
+    assert status == "failed" and said in details
+    assert 0 < done < len(expected) and len(de_enrolled(conn)) == done
+    assert_exactly_once(conn)
