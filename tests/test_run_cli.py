@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import psycopg
@@ -303,3 +304,44 @@ def test_missing_prerequisites_say_run_migrate(cli, empty_db_url: str) -> None:
     assert res.code == 2
     line = res.stderr.strip()
     assert line.count("\n") == 0 and "deenroll migrate" in line and "missing" in line
+
+
+def test_an_idle_run_costs_the_same_on_a_ten_times_bigger_table(cli, db_url: str, conn: psycopg.Connection) -> None:
+    """Nothing due: the pages a whole run reads do not grow with the number of leads."""
+    client = str(uuid.uuid4())
+    conn.execute(
+        "INSERT INTO campaigns (client_id, name, messages) SELECT %s, 'c' || k, '[1, 2, 3]' FROM generate_series(1, 10) k",
+        (client,),
+    )
+    for table in ("leads", "campaigns", "campaign_stats_delta", "de_enrollment_runs", "de_enrollment_lead_log"):
+        conn.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")  # only the run reads pages
+
+    def add_leads(per_campaign: int) -> None:
+        conn.execute(
+            """INSERT INTO leads (client_id, campaign_link_id, current_message_position, is_active)
+               SELECT c.client_id, c.id, g %% 3, g %% 2 = 0 FROM campaigns c, generate_series(1, %s) g""",
+            (per_campaign,),
+        )
+        assert cli("run", db=db_url).code == 0  # folds the insert deltas
+        conn.execute("VACUUM ANALYZE")
+
+    def pages_read_by_an_idle_run() -> int:
+        def blocks() -> int:
+            conn.execute("SELECT pg_stat_force_next_flush()")  # this session's own reads are flushed first
+            time.sleep(0.3)  # backends report their counters when idle or exiting
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            return conn.execute(
+                "SELECT blks_hit + blks_read FROM pg_stat_database WHERE datname = current_database()"
+            ).fetchone()[0]
+
+        before = blocks()
+        res = cli("run", "--json", db=db_url)
+        assert res.code == 0 and json.loads(res.stdout)["totals"]["leads_de_enrolled"] == 0
+        return blocks() - before
+
+    add_leads(2000)
+    small = pages_read_by_an_idle_run()
+    add_leads(18000)
+    assert conn.execute("SELECT relpages FROM pg_class WHERE relname = 'leads'").fetchone()[0] > 2000
+    big = pages_read_by_an_idle_run()
+    assert big < small + 500, (small, big)  # one pass over leads alone would add 2000 pages
