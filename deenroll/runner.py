@@ -13,7 +13,10 @@ headers); this module only calls them in order, one client after the other:
 
 One connection does all of it, so the runner lock (a session advisory lock)
 lives exactly as long as the runner's session: a runner that dies releases it,
-and the next runner marks the dead run failed.
+and the next runner marks the dead run failed. The connection is in autocommit
+mode and every step above is one statement, hence its own transaction: a batch
+(claim and process in one statement) commits as that statement ends, with no
+extra round trip.
 
 The session runs with synchronous_commit off: a batch's commit does not wait
 for its WAL flush (on small batches that wait is most of a batch's fixed cost).
@@ -292,7 +295,6 @@ def check_prerequisites(conn: psycopg.Connection) -> None:
             "SELECT f FROM unnest(%s::text[]) AS f WHERE to_regprocedure(f) IS NULL", (list(REQUIRED_FUNCTIONS),)
         ).fetchall()
     ]
-    conn.rollback()
     if missing_tables or missing_functions:
         what = [f"table {t}" for t in missing_tables] + [f"function {f}" for f in missing_functions]
         shown = ", ".join(what[:3]) + (f" and {len(what) - 3} more" if len(what) > 3 else "")
@@ -302,12 +304,10 @@ def check_prerequisites(conn: psycopg.Connection) -> None:
 def _clients(conn: psycopg.Connection, only: str | None) -> list[str]:
     if only is not None:
         known = conn.execute("SELECT EXISTS (SELECT 1 FROM campaigns WHERE client_id = %s)", (only,)).fetchone()
-        conn.rollback()
         if not known or not known[0]:
             raise UserError(f"client {only} has no campaigns: nothing to de-enroll (check --client-id)")
         return [only]
     rows = conn.execute("SELECT client_id FROM de_enrollment_clients()").fetchall()
-    conn.rollback()
     return [str(r[0]) for r in rows]
 
 
@@ -335,14 +335,13 @@ class Runner:
     # -- connection ------------------------------------------------------------
 
     def _connect(self) -> psycopg.Connection:
-        conn = database.connect(self.target, app="deenroll run")
+        conn = database.connect(self.target, autocommit=True, app="deenroll run")
         conn.add_notice_handler(self._on_notice)
         # A lock wait longer than the whole budget is a failure, not a hang.
         conn.execute(
             "SELECT set_config('lock_timeout', %s, false), set_config('synchronous_commit', 'off', false)",
             (f"{self.options.max_runtime_ms}ms",),
         )
-        conn.commit()
         return conn
 
     def _on_notice(self, diag: psycopg.errors.Diagnostic) -> None:
@@ -403,7 +402,6 @@ class Runner:
         try:
             conn = self.conn
             report.deltas_folded = conn.execute("SELECT apply_campaign_stats_deltas()").fetchone()[0]
-            conn.commit()
         except (psycopg.Error, UserError) as exc:
             self._abandon()
             report.fold_error = f"folding the remaining counter deltas failed: {_first_line(exc)}"
@@ -418,7 +416,6 @@ class Runner:
             (client_id,),
         ).fetchall()
         result.invalid_campaigns = _invalid_campaigns(self.conn, client_id)
-        self.conn.rollback()
         for campaign_id, name, total, completed, opted_out in rows:
             result.campaigns.append(
                 {
@@ -444,7 +441,6 @@ class Runner:
                 "SELECT start_de_enrollment_run(%s, %s, %s, %s, %s)",
                 (client_id, self.options.batch_size, self.options.max_runtime_ms, self.host, self.pid),
             ).fetchone()
-            conn.commit()
         except (psycopg.Error, UserError) as exc:
             self._abandon()
             self.close()  # the runner lock may have been taken before the failure
@@ -468,7 +464,6 @@ class Runner:
                 (client_id,),
             )
             self._finish(conn, result, status, details)
-            conn.commit()
         except Exception as exc:  # noqa: BLE001 - one client's failure never stops the others
             self._record_failure(result, exc)
         except BaseException as exc:  # interrupted: leave a truthful row behind, then stop
@@ -480,7 +475,6 @@ class Runner:
     def _process(self, conn: psycopg.Connection, result: ClientResult, deadline: float) -> tuple[str, str | None]:
         """The batch loop; returns the status to record and the details for error_details."""
         invalid = _invalid_campaigns(conn, result.client_id)
-        conn.commit()
         result.invalid_campaigns = invalid
         problems = [c.describe() for c in invalid]
         size = self.options.batch_size
@@ -503,14 +497,11 @@ class Runner:
         return ("partial" if problems else "success"), ("; ".join(problems) or None)
 
     def _batch(self, conn: psycopg.Connection, run_id: str | None, client_id: str, size: int) -> list[tuple]:
-        """One claim-and-process round trip in its own transaction; a lost deadlock is retried."""
+        """One claim-and-process statement, its own transaction; a lost deadlock is retried."""
         for attempt in range(1, BATCH_RETRIES + 1):
             try:
-                rows = conn.execute(BATCH_SQL, (run_id, client_id, size)).fetchall()
-                conn.commit()
-                return rows
+                return conn.execute(BATCH_SQL, (run_id, client_id, size)).fetchall()
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
-                conn.rollback()
                 if attempt == BATCH_RETRIES:
                     raise
                 log.warning("client %s: batch lost a lock race (%s), retrying", client_id, _first_line(exc))
@@ -530,13 +521,9 @@ class Runner:
         result.duration_ms = duration or 0
 
     def _abandon(self) -> None:
-        """Roll back; when the connection is unusable, drop it (the next use reconnects)."""
+        """After a failure: drop the connection unless it is idle and usable (the next use reconnects)."""
         if self._conn is None:
             return
-        try:
-            self._conn.rollback()
-        except psycopg.Error:
-            pass
         if self._conn.closed or self._conn.broken or self._conn.info.transaction_status != TransactionStatus.IDLE:
             self.close()
 
@@ -551,9 +538,7 @@ class Runner:
         result.status = "failed"
         result.error = message
         try:
-            conn = self.conn
-            self._finish(conn, result, "failed", message)
-            conn.commit()
+            self._finish(self.conn, result, "failed", message)
             result.status = "failed"
         except (psycopg.Error, UserError) as second:
             self._abandon()

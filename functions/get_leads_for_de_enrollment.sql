@@ -35,56 +35,54 @@ RETURNS TABLE (
 )
 LANGUAGE plpgsql
 AS $fn$
-DECLARE
-    v_claimed integer;
 BEGIN
     IF p_batch_size IS NULL OR p_batch_size < 1 THEN
         RAISE EXCEPTION 'batch size must be a positive integer, got %', p_batch_size
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
+    -- One statement: the outer LIMIT stops pulling rows once the batch is full, and
+    -- UNION ALL runs its branches in order, so the finished leads are only looked
+    -- for when the opted-out ones do not fill the batch. A row is locked when it
+    -- is pulled, so exactly the rows returned are locked. (The locking subqueries
+    -- sit one level down: FOR UPDATE is not allowed directly in a UNION branch.)
     RETURN QUERY
-    SELECT l.id, c.id, c.client_id, l.current_message_position, c.total, 'opted_out'::text
-      FROM (SELECT cc.id, cc.client_id, jsonb_array_length(cc.messages) AS total
-              FROM campaigns AS cc
-             WHERE cc.client_id = p_client_id
-               AND jsonb_typeof(cc.messages) = 'array'
-             ORDER BY cc.id) AS c
-     CROSS JOIN LATERAL (
-           SELECT ll.id, ll.current_message_position
-             FROM leads AS ll
-            WHERE ll.campaign_link_id = c.id
-              AND ll.is_active
-              AND ll.opted_out
-              AND NOT (ll.completed_at IS NULL AND ll.current_message_position >= c.total)
-              AND NOT ll.campaign_history @> jsonb_build_array(jsonb_build_object('campaign_id', c.id))
-            LIMIT p_batch_size
-              FOR UPDATE OF ll SKIP LOCKED) AS l
-     LIMIT p_batch_size;
-
-    GET DIAGNOSTICS v_claimed = ROW_COUNT;
-    IF v_claimed >= p_batch_size THEN
-        RETURN;
-    END IF;
-
-    RETURN QUERY
-    SELECT l.id, c.id, c.client_id, l.current_message_position, c.total, 'completed'::text
-      FROM (SELECT cc.id, cc.client_id, jsonb_array_length(cc.messages) AS total
-              FROM campaigns AS cc
-             WHERE cc.client_id = p_client_id
-               AND jsonb_typeof(cc.messages) = 'array'
-             ORDER BY cc.id) AS c
-     CROSS JOIN LATERAL (
-           SELECT ll.id, ll.current_message_position
-             FROM leads AS ll
-            WHERE ll.campaign_link_id = c.id
-              AND ll.is_active
-              AND ll.completed_at IS NULL
-              AND ll.current_message_position >= c.total
-              AND NOT ll.campaign_history @> jsonb_build_array(jsonb_build_object('campaign_id', c.id))
-            LIMIT p_batch_size - v_claimed
-              FOR UPDATE OF ll SKIP LOCKED) AS l
-     LIMIT p_batch_size - v_claimed;
+    WITH c AS MATERIALIZED (
+        SELECT cc.id, cc.client_id, jsonb_array_length(cc.messages) AS total,
+               jsonb_build_array(jsonb_build_object('campaign_id', cc.id)) AS history_entry
+          FROM campaigns AS cc
+         WHERE cc.client_id = p_client_id
+           AND jsonb_typeof(cc.messages) = 'array'
+         ORDER BY cc.id
+    )
+    SELECT due.* FROM (
+        SELECT l.id, c.id, c.client_id, l.current_message_position, c.total, 'opted_out'::text
+          FROM c
+         CROSS JOIN LATERAL (
+               SELECT ll.id, ll.current_message_position
+                 FROM leads AS ll
+                WHERE ll.campaign_link_id = c.id
+                  AND ll.is_active
+                  AND ll.opted_out
+                  AND NOT (ll.completed_at IS NULL AND ll.current_message_position >= c.total)
+                  AND NOT ll.campaign_history @> c.history_entry
+                LIMIT p_batch_size
+                  FOR UPDATE OF ll SKIP LOCKED) AS l
+        UNION ALL
+        SELECT l.id, c.id, c.client_id, l.current_message_position, c.total, 'completed'::text
+          FROM c
+         CROSS JOIN LATERAL (
+               SELECT ll.id, ll.current_message_position
+                 FROM leads AS ll
+                WHERE ll.campaign_link_id = c.id
+                  AND ll.is_active
+                  AND ll.completed_at IS NULL
+                  AND ll.current_message_position >= c.total
+                  AND NOT ll.campaign_history @> c.history_entry
+                LIMIT p_batch_size
+                  FOR UPDATE OF ll SKIP LOCKED) AS l
+    ) AS due
+    LIMIT p_batch_size;
 END
 $fn$;
 

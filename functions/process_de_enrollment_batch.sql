@@ -75,7 +75,8 @@ BEGIN
                    'run_id',            p_run_id))
           FROM (SELECT cc.id, cc.name,
                        CASE WHEN jsonb_typeof(cc.messages) = 'array'
-                            THEN jsonb_array_length(cc.messages) END AS total
+                            THEN jsonb_array_length(cc.messages) END AS total,
+                       jsonb_build_array(jsonb_build_object('campaign_id', cc.id)) AS history_entry
                   FROM campaigns AS cc
                  WHERE cc.client_id = v_client) AS c
          WHERE l.id = ANY (p_lead_ids)
@@ -83,7 +84,7 @@ BEGIN
            AND c.total IS NOT NULL
            AND l.is_active
            AND ((l.completed_at IS NULL AND l.current_message_position >= c.total) OR l.opted_out)
-           AND NOT l.campaign_history @> jsonb_build_array(jsonb_build_object('campaign_id', c.id))
+           AND NOT l.campaign_history @> c.history_entry
         RETURNING l.id, c.id AS campaign_id, l.campaign_history -> -1 ->> 'outcome' AS outcome,
                   l.current_message_position AS received, c.total
     ), logged AS (
