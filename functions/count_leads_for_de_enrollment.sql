@@ -5,6 +5,7 @@
 -- claimed: completed = finished sequences, opted_out = opted out before the end.
 -- One row per campaign with something due, of one client (or all when NULL).
 -- Leads locked by a runner at this moment are counted too.
+-- Index-driven like the claim (see there for why sequential scans are ruled out).
 CREATE FUNCTION count_leads_for_de_enrollment(p_client_id uuid DEFAULT NULL)
 RETURNS TABLE (
     client_id      uuid,
@@ -16,6 +17,7 @@ RETURNS TABLE (
 )
 LANGUAGE sql
 STABLE
+SET enable_seqscan = off
 AS $fn$
     SELECT c.client_id, c.id, c.name, m.total, k.completed, o.opted_out
       FROM campaigns AS c

@@ -8,11 +8,14 @@
 -- of all), then client_id. A run that ends on its time budget leaves the clients it
 -- did not reach at the head of the queue for the next run, so none is starved.
 -- Cost: one pass over campaigns and a few index probes per campaign; it does not
--- depend on the number of leads.
+-- depend on the number of leads (sequential scans of leads, which the planner may
+-- prefer for an EXISTS over a big campaign, are ruled out).
 CREATE FUNCTION de_enrollment_clients()
 RETURNS TABLE (client_id uuid, last_run_at timestamptz)
 LANGUAGE sql
 STABLE
+SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $fn$
     SELECT x.client_id, last_run.run_at
       FROM (SELECT DISTINCT c.client_id

@@ -24,6 +24,12 @@
 -- WHERE is_active AND completed_at IS NULL, from position = length of the sequence
 -- upwards. Opted-out leads are claimed first (compliance before bookkeeping), then
 -- finished ones fill the rest of the batch.
+-- The planner cannot know a campaign's sequence length when it plans, so it may
+-- guess that a third of a big campaign's leads qualify and pick a sequential scan
+-- of leads (cheap on average, a full table scan per batch when few qualify): the
+-- SET clauses below rule that out. Plain index scans rather than bitmap scans also
+-- stop at the batch size and mark the index entries of leads already de-enrolled
+-- as dead, so later batches do not step over them again.
 CREATE FUNCTION get_leads_for_de_enrollment(p_client_id uuid, p_batch_size integer DEFAULT 100)
 RETURNS TABLE (
     lead_id                  uuid,
@@ -34,6 +40,8 @@ RETURNS TABLE (
     reason                   text
 )
 LANGUAGE plpgsql
+SET enable_seqscan = off
+SET enable_bitmapscan = off
 AS $fn$
 BEGIN
     IF p_batch_size IS NULL OR p_batch_size < 1 THEN
