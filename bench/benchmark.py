@@ -22,6 +22,7 @@ What it does, in one process:
    (b) The real command `deenroll run --batch-size N --json` in a subprocess (process
    start included), at N = 100 and N = 1000; peak RSS of that child from wait4().
    Ratio = runner wall time / lower-bound wall time.
+   --repeats rounds of (a), (b) 100, (b) 1000, interleaved; the table shows medians.
    After each, the invariants are checked (nothing due, counters exact, no pending
    deltas, one log row per de-enrolled lead) and the end states are compared: the
    same leads de-enrolled with the same outcomes and history entries, the same log
@@ -33,7 +34,7 @@ What it does, in one process:
    of current_message_position (no counted column) and opted_out flips, with and
    without the triggers (ALTER TABLE leads DISABLE TRIGGER USER), executed one
    statement at a time in a server-side loop (rolled back) and, for scale, as
-   autocommit transactions from a client.
+   autocommit transactions from a client; alternating rounds, medians.
 
 Figures are printed as a table with each target's pass/fail (information, not an
 assertion); --json-out writes them as JSON. The server's durability settings are
