@@ -50,6 +50,7 @@ log = logging.getLogger("deenroll.run")
 
 INT_MAX = 2**31 - 1
 BATCH_RETRIES = 3  # a batch that loses a deadlock or serialization race is retried this often
+LOCK_WAIT_FLOOR_MS = 5000  # lock_timeout of the runner's session: max(budget, this)
 
 REQUIRED_FUNCTIONS = (
     "get_leads_for_de_enrollment(uuid,integer)",
@@ -337,10 +338,10 @@ class Runner:
     def _connect(self) -> psycopg.Connection:
         conn = database.connect(self.target, autocommit=True, app="deenroll run")
         conn.add_notice_handler(self._on_notice)
-        # A lock wait longer than the whole budget is a failure, not a hang.
+        # A lock wait longer than the whole budget (at least 5 s) is a failure, not a hang.
         conn.execute(
             "SELECT set_config('lock_timeout', %s, false), set_config('synchronous_commit', 'off', false)",
-            (f"{self.options.max_runtime_ms}ms",),
+            (f"{max(self.options.max_runtime_ms, LOCK_WAIT_FLOOR_MS)}ms",),
         )
         return conn
 
