@@ -3,46 +3,15 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import psycopg
 import pytest
 
 from deenroll import dataset
 from test_views import add_campaign, add_leads, add_run, new_id
+from webhooks import Webhook, closed_port_url, webhook  # noqa: F401 - the fixture is used by name
 
 # --------------------------------------------------------------------------- helpers
-
-
-class _Hook(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.server.received.append((self.path, self.headers.get("Content-Type"), json.loads(body)))  # type: ignore[attr-defined]
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture
-def webhook():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
-    server.received = []  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hooks/s3cr3t", server.received  # type: ignore[attr-defined]
-    server.shutdown()
-    server.server_close()
-
-
-def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}/nobody-listens"
 
 
 def one_line_error(res) -> None:
@@ -119,8 +88,8 @@ def test_health_check_json_document(db_url, conn, cli) -> None:
     }
 
 
-def test_health_check_posts_an_alert_when_a_client_is_in_error(db_url, conn, cli, webhook) -> None:
-    url, received = webhook
+def test_health_check_posts_an_alert_when_a_client_is_in_error(db_url, conn, cli, webhook: Webhook) -> None:
+    url, received = webhook.url, webhook.received
     warn = new_id()
     add_campaign(conn, warn)
     add_run(conn, warn, "success")
@@ -133,13 +102,13 @@ def test_health_check_posts_an_alert_when_a_client_is_in_error(db_url, conn, cli
     res = cli("health-check", "--json", db=db_url, env={"DE_ENROLLMENT_ALERT_WEBHOOK": url})
     assert res.code == 2
     assert len(received) == 1
-    path, ctype, doc = received[0]
-    assert path == "/hooks/s3cr3t" and ctype == "application/json"
+    path, ctype, doc = received[0]["path"], received[0]["content_type"], received[0]["body"]
+    assert path == "/hooks/T0/SECRET-TOKEN" and ctype == "application/json"
     assert doc["kind"] == "health-check" and doc["source"] == "deenroll"
     assert [c["client_id"] for c in doc["details"]["clients"]] == [dead]
     assert "no successful run ever" in doc["text"]
     assert json.loads(res.stdout)["alert"]["delivered"] is True
-    assert "alert delivered" in res.stderr and "s3cr3t" not in res.stderr
+    assert "alert delivered" in res.stderr and "SECRET-TOKEN" not in res.stderr
 
 
 def test_a_webhook_that_is_down_is_reported_and_changes_no_exit_code(db_url, conn, cli) -> None:
