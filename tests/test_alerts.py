@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from deenroll import alerts
-from webhooks import Webhook, closed_port_url, webhook  # noqa: F401 - the fixture is used by name
+from webhooks import Webhook, closed_port_url
 
 
 def test_an_alert_is_one_json_document_posted_to_the_webhook(webhook: Webhook, monkeypatch) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from deenroll import dataset
 from test_views import add_campaign, add_leads, add_run, new_id
-from webhooks import Webhook, closed_port_url, webhook  # noqa: F401 - the fixture is used by name
+from webhooks import Webhook, closed_port_url
 
 # --------------------------------------------------------------------------- helpers
 

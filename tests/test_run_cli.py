@@ -9,7 +9,7 @@ import uuid
 import psycopg
 import pytest
 
-from webhooks import Webhook, closed_port_url, webhook  # noqa: F401 - the fixture is used by name
+from webhooks import Webhook, closed_port_url
 from test_engine_sql import (
     CLIENT_A,
     CLIENT_B,
