@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 import subprocess
 
 import psycopg
@@ -118,3 +119,19 @@ def test_embedded_default_is_started_announced_and_kept(tmp_path) -> None:
         stop = run("db", "stop")
     assert stop.returncode == 0 and "stopped" in stop.stderr
     assert not (tmp_path / "home" / "pgdata" / "postmaster.pid").exists()
+
+
+def test_the_installed_command_carries_the_current_sql(tmp_path) -> None:
+    """`pip install .` gives a deenroll that finds its SQL, identical to the repository's, from any directory."""
+    repo = Path(__file__).resolve().parent.parent
+    python = Path(deenroll_exe()).parent / "python"
+    probe = subprocess.run(
+        [str(python), "-c", "from deenroll import paths; print(paths.sql_root())"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=60,
+    )
+    assert probe.returncode == 0, probe.stderr
+    root = Path(probe.stdout.strip())
+    for folder in ("migrations", "rollback", "functions", "views"):
+        ours = {p.name: p.read_text() for p in (repo / folder).glob("*.sql")}
+        theirs = {p.name: p.read_text() for p in (root / folder).glob("*.sql")}
+        assert ours and theirs == ours, f"{folder}/ differs between {root} and the repository"
