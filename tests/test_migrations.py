@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import uuid
 
@@ -245,3 +246,29 @@ def test_changed_function_is_reapplied_and_hand_edits_are_reported(db_url: str, 
     res = cli("migrate", db=db_url)
     assert res.code == 0 and f"installed {victim.name}" in res.stdout
     assert "by hand" not in cli("status", db=db_url).stdout
+
+
+def test_a_changed_file_is_reapplied_alone_and_rolled_back_objects_stay_gone(db_url: str, tmp_path, monkeypatch) -> None:
+    from deenroll import paths
+
+    copy = tmp_path / "sql"
+    for folder in ("migrations", "rollback", "functions", "views"):
+        shutil.copytree(paths.sql_dir(folder), copy / folder)
+    monkeypatch.setattr(paths, "sql_root", lambda: copy)
+    target = Target(db_url, "test")
+
+    edited = copy / "functions" / "apply_campaign_stats_deltas.sql"
+    edited.write_text(edited.read_text() + "\n-- a changed line\n")
+    result = schema.migrate(target)
+    assert result.applied == [] and result.definitions == ["apply_campaign_stats_deltas"]
+    assert all(state == "up to date" for _, _, state in schema.status(target).definitions)
+
+    # Rolled back to 0020: what needs 0021 is dropped and a migrate up to 0020 does not bring it back.
+    schema.rollback(target, "0020_unify_campaign_model")
+    schema.migrate(target, to="0020_unify_campaign_model")
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT to_regproc('get_leads_for_de_enrollment')").fetchone()[0] is None
+        assert conn.execute("SELECT to_regclass('de_enrollment_health')").fetchone()[0] is None
+        assert conn.execute("SELECT to_regproc('apply_campaign_stats_deltas')").fetchone()[0] is not None
+    states = dict((name, state) for name, _, state in schema.status(target).definitions)
+    assert states["get_leads_for_de_enrollment"].startswith("waits for 0021")
