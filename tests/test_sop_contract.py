@@ -1,8 +1,9 @@
 """The SOP's SQL is the contract: every ```sql block of it runs unmodified through psql.
 
-The SOP is read at test time (../shared/seeds/002_064ae24d237c4cd3.txt beside the
-repository, or $DEENROLL_SOP); placeholders (<client-uuid>, <lead-uuid>, YYYYMMDD)
-get real values; nothing else of a block is changed. Blocks run in the SOP's order of
+The SOP is read at test time from $DEENROLL_SOP, else from
+../shared/seeds/002_064ae24d237c4cd3.txt beside the repository; where neither exists (a
+user's clone) every test here is skipped with that reason. Placeholders (<client-uuid>,
+<lead-uuid>, YYYYMMDD) get real values; nothing else of a block is changed. Blocks run in the SOP's order of
 operations: backups, migration checks, a run, the daily/weekly/incident queries, then
 the rollback procedure. The two blocks no PostgreSQL can run are checked to fail as
 stated, and their working versions in docs/runbook.md to run.
@@ -10,7 +11,6 @@ stated, and their working versions in docs/runbook.md to run.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -28,17 +28,27 @@ SOP_NAME = "002_064ae24d237c4cd3.txt"
 BACKUP_DATE = "20241104"  # the SOP's own
 PREDEPLOY_DATE = "20241103"  # for its YYYYMMDD template
 DEFECTS = ("VACUUM ANALYZE de_enrollment_runs", "pg_stat_user_indexes")
+SOP_MISSING = "the operating procedure document is not available; set DEENROLL_SOP=path to run these"
 
 
-def find_sop() -> Path:
+def sop_path() -> Path | None:
+    """$DEENROLL_SOP when set, else ../shared/seeds/<name> beside the repository, else None."""
     env = os.environ.get("DEENROLL_SOP")
-    candidates = [Path(env)] if env else []
-    for base in (REPO, *REPO.parents):
-        candidates += [base / "shared" / "seeds" / SOP_NAME, base / "seeds" / SOP_NAME]
-    for path in candidates:
-        if path.is_file():
-            return path
-    pytest.fail(f"the SOP {SOP_NAME} was not found beside the repository (../shared/seeds/); set DEENROLL_SOP")
+    if env:
+        return Path(env)
+    beside = REPO.parent / "shared" / "seeds" / SOP_NAME
+    return beside if beside.is_file() else None
+
+
+SOP = sop_path()
+pytestmark = pytest.mark.skipif(SOP is None, reason=SOP_MISSING)
+
+
+def sop_text() -> str:
+    assert SOP is not None
+    if not SOP.is_file():
+        pytest.fail(f"DEENROLL_SOP={SOP} is not a readable file")
+    return SOP.read_text(encoding="utf-8")
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,7 @@ class Block:
 
 def sop_blocks() -> list[Block]:
     """Every ```sql block, dedented, with the nearest heading or step title above it."""
-    lines = find_sop().read_text(encoding="utf-8").splitlines()
+    lines = sop_text().splitlines()
     blocks, heading, i = [], "", 0
     while i < len(lines):
         text = lines[i].strip()
@@ -287,30 +297,3 @@ def test_sop_quarterly_index_query_fails_as_stated_and_the_runbook_version_works
     assert proc.returncode == 0, proc.stderr
     assert "de_enrollment_leads_candidates_idx" in proc.stdout
     assert "de_enrollment_lead_log_once_per_campaign_idx" in proc.stdout
-
-
-# --------------------------------------------------------------------------- Phase 5: the n8n workflow
-
-
-def test_n8n_workflow_calls_the_cli_and_reads_fields_it_prints(db_url, cli) -> None:
-    path = REPO / "docs" / "schedulers" / "n8n-de-enrollment-workflow.json"
-    wf = json.loads(path.read_text())
-    assert wf["name"] == "Campaign De-enrollment V2 - Multi-Client"  # SOP Step 5.1
-    nodes = {n["name"]: n for n in wf["nodes"]}
-    commands = [n["parameters"]["command"] for n in nodes.values() if n["type"] == "n8n-nodes-base.executeCommand"]
-    assert any("deenroll run --json" in c for c in commands)
-    assert any("deenroll health-check --json" in c for c in commands)
-    for name in wf["connections"]:
-        assert name in nodes
-    for outputs in wf["connections"].values():
-        for branch in outputs["main"]:
-            for edge in branch:
-                assert edge["node"] in nodes
-    # The fields the workflow's code reads are the ones the CLI prints.
-    code = " ".join(n["parameters"].get("jsCode", "") for n in nodes.values())
-    run_doc = json.loads(cli("run", "--json", db=db_url).stdout)
-    health_doc = json.loads(cli("health-check", "--json", db=db_url).stdout)
-    for key in ("exit_code", "totals"):
-        assert f"report.{key}" in code and key in run_doc
-    for key in ("status", "counts", "clients", "exit_code"):
-        assert f"health.{key}" in code and key in health_doc
