@@ -1,4 +1,9 @@
-"""Which database to use, how to reach it, and the embedded default server."""
+"""Which database to use, how to reach it, and the embedded default server.
+
+Connection strings are read with libpq's own parser (psycopg.conninfo) and are
+only ever shown as host, port, database and user: never a password, and never
+the text of a string that does not parse (it may hold one).
+"""
 
 from __future__ import annotations
 
@@ -6,27 +11,80 @@ import os
 import re
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import psycopg
-from psycopg import conninfo
+from psycopg import conninfo, pq
 
 from .errors import UserError
 
 EMBEDDED_DB = "deenroll"
+EMBEDDED_ENV = "DEENROLL_EMBEDDED"
+EMBEDDED_CHOICES = ("auto", "never")
+SECRET_KEYS = ("password", "sslpassword", "oauth_client_secret")
 _LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
+_URL_PREFIXES = ("postgresql://", "postgres://")
+_MIN_SCRUB = 4  # shorter secrets are not searched for in messages: they would mangle every word
+
+# libpq's parse errors quote pieces of the string, which may be a password: each
+# is replaced by a reason of our own that names no part of the input.
+_PARSE_REASONS = (
+    ("unexpected spaces", "spaces in the URL must be percent-encoded (%20)"),
+    ("percent-encoded", "a '%' that does not start a valid percent-encoded character (write '%' as %25)"),
+    ("invalid URI query parameter", "an unknown parameter in the URL's query string"),
+    ("key/value separator", "a query parameter without exactly one '='"),
+    ("IPv6", "an unterminated or empty [IPv6] host"),
+    ("unexpected character", "an unexpected character after the host (percent-encode special characters)"),
+    ("missing \"=\"", "a word without '=' (quote values with spaces: password='a b')"),
+    ("unterminated quoted string", "an unterminated quoted value"),
+    ("invalid connection option", "an unknown connection option"),
+)
 
 
 @dataclass(frozen=True)
 class Target:
-    """A resolved database: the conninfo to use and where it came from."""
+    """A resolved database: the conninfo to use and where it came from.
 
-    dsn: str
-    source: str  # "option", "DATABASE_URL", "PG* variables" or "embedded"
+    `dsn` may hold a password: it is kept out of repr() and only ever handed to libpq.
+    """
+
+    dsn: str = field(repr=False)
+    source: str  # "--database-url", "DATABASE_URL", "PG* variables", "embedded" (or a test's label)
+
+    def params(self) -> dict[str, Any]:
+        """host, port, dbname and user as libpq will use them (PG* variables and defaults included)."""
+        given = conninfo.conninfo_to_dict(self.dsn) if self.dsn else {}
+        defaults = {
+            o.keyword.decode(): o.val.decode() if o.val is not None else None for o in pq.Conninfo.get_defaults()
+        }
+        out: dict[str, Any] = {}
+        for key in ("host", "port", "dbname", "user"):
+            value = given.get(key)
+            out[key] = str(value) if value not in (None, "") else defaults.get(key)
+        if not out["host"] and (given.get("hostaddr") or defaults.get("hostaddr")):
+            out["host"] = given.get("hostaddr") or defaults.get("hostaddr")
+        out["dbname"] = out["dbname"] or out["user"]
+        return out
+
+    def describe_json(self) -> dict[str, Any]:
+        """{"host", "port", "dbname", "user", "source"}: safe for any output (no password)."""
+        p = self.params()
+        port = p["port"]
+        return {
+            "host": p["host"],
+            "port": int(port) if port and port.isdigit() else port,
+            "dbname": p["dbname"],
+            "user": p["user"],
+            "source": self.source,
+        }
 
     def display(self) -> str:
-        return redact(self.dsn) if self.dsn else "libpq defaults (PG* variables)"
+        """One line for messages: `host=... port=... dbname=... user=...`."""
+        p = self.params()
+        return conninfo.make_conninfo(**{k: v for k, v in p.items() if v})
 
 
 def data_home() -> Path:
@@ -40,33 +98,111 @@ def embedded_pgdata() -> Path:
     return data_home() / "pgdata"
 
 
-def redact(dsn: str) -> str:
-    """The same connection string with any password replaced by ***."""
-    dsn = re.sub(r"(://[^:/@?]*:)[^@/?]*@", r"\1***@", dsn)
-    return re.sub(r"(password\s*=\s*)('[^']*'|\S+)", r"\1***", dsn, flags=re.I)
+# --------------------------------------------------------------------------- secrets
+
+_secrets: set[str] = set()
+
+
+def _remember_secrets(params: dict[str, Any]) -> None:
+    for key in SECRET_KEYS:
+        value = params.get(key)
+        if value:
+            _secrets.add(str(value))
+
+
+def _known_secrets() -> list[str]:
+    found = set(_secrets)
+    if os.environ.get("PGPASSWORD"):
+        found.add(os.environ["PGPASSWORD"])
+    variants = {v for s in found for v in (s, quote(s, safe=""), quote(s))}
+    return sorted((s for s in variants if len(s) >= _MIN_SCRUB), key=len, reverse=True)
+
+
+def redact(text: str) -> str:
+    """`text` with every password this process knows of (its connection strings, PGPASSWORD) as ***."""
+    for secret in _known_secrets():
+        text = text.replace(secret, "***")
+    return text
+
+
+def _mask_quoted(message: str, allowed: set[str]) -> str:
+    """libpq quotes values in its messages: keep host, port, database and user, mask anything else."""
+
+    def keep(m: re.Match[str]) -> str:
+        value = m.group(2)
+        ok = value in allowed or any(value.startswith(f"{h}/.s.PGSQL.") for h in allowed)
+        return m.group(0) if ok else f"{m.group(1)}***{m.group(1)}"
+
+    return redact(re.sub(r"""(?<!\w)(["'])(.*?)\1(?!\w)""", keep, message))
+
+
+# --------------------------------------------------------------------------- which database
+
+
+def embedded_policy() -> str:
+    """DEENROLL_EMBEDDED: "auto" (the default: use the embedded server when nothing is configured) or "never"."""
+    raw = os.environ.get(EMBEDDED_ENV, "")
+    value = raw.strip().lower() or "auto"
+    if value not in EMBEDDED_CHOICES:
+        shown = raw.strip()[:20]
+        raise UserError(f"{EMBEDDED_ENV} must be 'auto' or 'never', not {shown!r}")
+    return value
 
 
 def resolve(option_url: str | None) -> Target:
-    """--database-url, else DATABASE_URL, else libpq's PG* variables, else the embedded server."""
-    if option_url:
-        return Target(_checked(option_url), "option")
+    """--database-url, else DATABASE_URL, else libpq's PG* variables, else the embedded server.
+
+    With DEENROLL_EMBEDDED=never the last step is an error instead.
+    """
+    policy = embedded_policy()
     env_url = os.environ.get("DATABASE_URL")
+    if option_url:
+        # click fills --database-url from DATABASE_URL: name the variable when that is where it came from
+        source = "DATABASE_URL" if option_url == env_url else "--database-url"
+        return Target(_checked(option_url, source), source)
     if env_url:
-        return Target(_checked(env_url), "DATABASE_URL")
+        return Target(_checked(env_url, "DATABASE_URL"), "DATABASE_URL")
     if any(os.environ.get(v) for v in _LIBPQ_VARS):
         return Target("", "PG* variables")
+    if policy == "never":
+        raise UserError(
+            f"no database configured ({EMBEDDED_ENV}=never): set DATABASE_URL, pass --database-url, "
+            "or set libpq's PG* variables (PGHOST, PGPORT, PGDATABASE, PGUSER)"
+        )
     return Target(embedded_url(), "embedded")
 
 
-def _checked(dsn: str) -> str:
+def _parse_reason(exc: Exception) -> str:
+    text = str(exc)
+    return next((reason for needle, reason in _PARSE_REASONS if needle in text), "not a PostgreSQL URL or key=value string")
+
+
+def _url_stray_at(dsn: str) -> bool:
+    """True when a URL has an '@' that libpq does not read as the end of user:password.
+
+    libpq ends the user:password part at the first '@' or '/': an unencoded '@' or '/'
+    in a password moves the rest of it into the host, port or database name.
+    """
+    rest = dsn.split("://", 1)[1]
+    cut = re.search(r"[@/]", rest)
+    if cut and cut.group(0) == "@":
+        rest = rest[cut.end():]
+    return "@" in rest
+
+
+def _checked(dsn: str, source: str) -> str:
+    """The string itself when libpq can use it; else one line that quotes none of it."""
+    what = f"malformed database URL (from {source})"
     try:
         params = conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "unparsable"
-        raise UserError(f"malformed database URL {redact(dsn)!r}: {detail}") from None
+        raise UserError(f"{what}: {_parse_reason(exc)}") from None
+    _remember_secrets(params)
+    if dsn.lstrip().lower().startswith(_URL_PREFIXES) and _url_stray_at(dsn.strip()):
+        raise UserError(f"{what}: an '@' outside user:password@host; percent-encode '@' (%40) and '/' (%2F) in passwords")
     port = str(params.get("port") or "")
     if port and not all(p.strip().isdigit() for p in port.split(",")):
-        raise UserError(f"malformed database URL {redact(dsn)!r}: port {port!r} is not a number")
+        raise UserError(f"{what}: the port is not a number; percent-encode ':' (%3A) and '/' (%2F) in passwords")
     return dsn
 
 
@@ -126,42 +262,49 @@ def stop_embedded() -> bool:
     return True
 
 
+def _connect_timeout() -> int:
+    raw = os.environ.get("DEENROLL_CONNECT_TIMEOUT", "10").strip()
+    if not raw.isdigit() or int(raw) < 1:
+        raise UserError(f"DEENROLL_CONNECT_TIMEOUT must be a whole number of seconds of at least 1, not {raw[:20]!r}")
+    return int(raw)
+
+
 def connect(target: Target, *, autocommit: bool = False, app: str = "deenroll") -> psycopg.Connection:
-    """Open a connection, turning every failure into one readable line."""
+    """Open a connection, turning every failure into one readable line without a secret."""
+    timeout = _connect_timeout()
     try:
-        return psycopg.connect(
-            target.dsn,
-            autocommit=autocommit,
-            connect_timeout=int(os.environ.get("DEENROLL_CONNECT_TIMEOUT", "10")),
-            application_name=app,
-        )
+        return psycopg.connect(target.dsn, autocommit=autocommit, connect_timeout=timeout, application_name=app)
     except psycopg.OperationalError as exc:
         first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "connection failed")
-        raise UserError(f"cannot connect to the database ({target.display()}): {redact(first)}") from None
+        shown = {str(v) for v in target.params().values() if v}
+        shown |= {part for v in list(shown) for part in v.split(",")}
+        raise UserError(f"cannot connect to the database ({target.display()}): {_mask_quoted(first, shown)}") from None
     except psycopg.ProgrammingError as exc:
-        raise UserError(f"malformed database URL {target.display()!r}: {exc}") from None
+        raise UserError(f"malformed database URL (from {target.source}): {_parse_reason(exc)}") from None
 
 
 def psql_url(target: Target) -> str:
     """A URL psql accepts for this target, never carrying a password."""
-    if target.dsn:
-        params = conninfo.conninfo_to_dict(target.dsn)
-    else:
-        params = {}
-    params.pop("password", None)
-    host = params.pop("host", "") or ""
-    port = params.pop("port", "") or ""
-    user = params.pop("user", "") or ""
-    dbname = params.pop("dbname", "") or ""
-    query = []
+    params = conninfo.conninfo_to_dict(target.dsn) if target.dsn else {}
+    for key in (*SECRET_KEYS, "connect_timeout"):
+        params.pop(key, None)
+    host = str(params.pop("host", "") or "")
+    port = str(params.pop("port", "") or "")
+    user = str(params.pop("user", "") or "")
+    dbname = str(params.pop("dbname", "") or "")
+    query: list[tuple[str, str]] = []
     if host.startswith("/"):
-        query.append(f"host={host}")
+        query.append(("host", host))
         netloc = ""
+        if port:
+            query.append(("port", port))
     else:
-        netloc = host + (f":{port}" if port else "")
-    if port and host.startswith("/"):
-        query.append(f"port={port}")
-    query += [f"{k}={v}" for k, v in params.items() if k not in ("connect_timeout",)]
-    auth = f"{user}@" if user else ""
-    url = f"postgresql://{auth}{netloc}/{dbname}"
-    return url + ("?" + "&".join(query) if query else "")
+        hosts = host.split(",") if host else [""]
+        ports = port.split(",") if port else [""]
+        if len(ports) == 1:
+            ports = ports * len(hosts)
+        netloc = ",".join(quote(h, safe="") + (f":{p}" if p else "") for h, p in zip(hosts, ports))
+    query += [(k, str(v)) for k, v in params.items()]
+    auth = f"{quote(user, safe='')}@" if user else ""
+    url = f"postgresql://{auth}{netloc}/{quote(dbname, safe='')}"
+    return url + ("?" + "&".join(f"{k}={quote(v, safe='/')}" for k, v in query) if query else "")
