@@ -18,9 +18,11 @@
 --      fold: it is never lost and never counted before its lead change is real.
 -- Only campaigns that have pending deltas are locked, so an idle fold costs an
 -- index probe per campaign, whatever the number of leads.
-CREATE FUNCTION apply_campaign_stats_deltas(p_campaign_ids uuid[] DEFAULT NULL)
+CREATE FUNCTION public.apply_campaign_stats_deltas(p_campaign_ids uuid[] DEFAULT NULL)
 RETURNS integer
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     v_locked uuid[];
@@ -31,16 +33,16 @@ BEGIN
         -- away by ON DELETE SET NULL) have nothing to fold into. A visible delta row
         -- was committed together with its campaign's existence, so this cannot
         -- remove the delta of a campaign that is still being created.
-        DELETE FROM campaign_stats_delta AS d
-         WHERE NOT EXISTS (SELECT 1 FROM campaigns AS c WHERE c.id = d.campaign_id);
+        DELETE FROM public.campaign_stats_delta AS d
+         WHERE NOT EXISTS (SELECT 1 FROM public.campaigns AS c WHERE c.id = d.campaign_id);
     END IF;
 
     SELECT coalesce(array_agg(x.id ORDER BY x.id), '{}')
       INTO v_locked
       FROM (SELECT c.id
-              FROM campaigns AS c
+              FROM public.campaigns AS c
              WHERE (p_campaign_ids IS NULL OR c.id = ANY (p_campaign_ids))
-               AND EXISTS (SELECT 1 FROM campaign_stats_delta AS d WHERE d.campaign_id = c.id)
+               AND EXISTS (SELECT 1 FROM public.campaign_stats_delta AS d WHERE d.campaign_id = c.id)
              ORDER BY c.id
                FOR NO KEY UPDATE OF c) AS x;
 
@@ -49,7 +51,7 @@ BEGIN
     END IF;
 
     WITH folded AS (
-        DELETE FROM campaign_stats_delta AS d
+        DELETE FROM public.campaign_stats_delta AS d
          WHERE d.campaign_id = ANY (v_locked)
         RETURNING d.campaign_id, d.active_delta, d.completed_delta, d.opted_out_delta,
                   d.booked_delta, d.last_enrollment_at
@@ -64,7 +66,7 @@ BEGIN
           FROM folded AS f
          GROUP BY f.campaign_id
     ), updated AS (
-        UPDATE campaigns AS c
+        UPDATE public.campaigns AS c
            SET active_leads_count    = c.active_leads_count + p.active_delta,
                completed_leads_count = c.completed_leads_count + p.completed_delta,
                opted_out_count       = c.opted_out_count + p.opted_out_delta,
@@ -80,5 +82,5 @@ BEGIN
 END
 $fn$;
 
-COMMENT ON FUNCTION apply_campaign_stats_deltas(uuid[]) IS
+COMMENT ON FUNCTION public.apply_campaign_stats_deltas(uuid[]) IS
     'Folds pending campaign_stats_delta rows into campaigns counters (NULL: every campaign with pending deltas); returns the number of delta rows folded.';

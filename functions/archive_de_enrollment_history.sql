@@ -11,7 +11,7 @@
 -- VACUUM cannot run in a transaction, hence not in a function: `deenroll maintenance
 -- cleanup` runs VACUUM ANALYZE on both tables after this commits.
 -- Two cleanups at once queue on a transaction-level advisory lock.
-CREATE FUNCTION archive_de_enrollment_history(
+CREATE FUNCTION public.archive_de_enrollment_history(
     p_runs_days integer DEFAULT 90,
     p_logs_days integer DEFAULT 30,
     p_dry_run   boolean DEFAULT false
@@ -25,6 +25,8 @@ RETURNS TABLE (
     archive_created           boolean
 )
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     v_runs_cutoff timestamptz;
@@ -51,31 +53,35 @@ BEGIN
 
     IF p_dry_run THEN
         RETURN QUERY
-        SELECT (SELECT count(*) FROM de_enrollment_runs AS r WHERE r.run_at < v_runs_cutoff),
-               (SELECT count(*) FROM de_enrollment_lead_log AS g WHERE g.processed_at < v_logs_cutoff),
-               (SELECT count(*) FROM de_enrollment_lead_log AS g
-                  JOIN de_enrollment_runs AS r ON r.id = g.run_id
+        SELECT (SELECT count(*) FROM public.de_enrollment_runs AS r WHERE r.run_at < v_runs_cutoff),
+               (SELECT count(*) FROM public.de_enrollment_lead_log AS g WHERE g.processed_at < v_logs_cutoff),
+               (SELECT count(*) FROM public.de_enrollment_lead_log AS g
+                  JOIN public.de_enrollment_runs AS r ON r.id = g.run_id
                  WHERE r.run_at < v_runs_cutoff AND g.processed_at >= v_logs_cutoff),
-               v_runs_cutoff, v_logs_cutoff, to_regclass('de_enrollment_runs_archive') IS NULL;
+               v_runs_cutoff, v_logs_cutoff, to_regclass('public.de_enrollment_runs_archive') IS NULL;
         RETURN;
     END IF;
 
-    IF to_regclass('de_enrollment_runs_archive') IS NULL THEN
-        CREATE TABLE de_enrollment_runs_archive (
-            LIKE de_enrollment_runs INCLUDING DEFAULTS INCLUDING CONSTRAINTS,
+    IF to_regclass('public.de_enrollment_runs_archive') IS NULL THEN
+        CREATE TABLE public.de_enrollment_runs_archive (
+            LIKE public.de_enrollment_runs INCLUDING DEFAULTS INCLUDING CONSTRAINTS,
             archived_at timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (id)
         );
-        COMMENT ON TABLE de_enrollment_runs_archive IS
+        COMMENT ON TABLE public.de_enrollment_runs_archive IS
             'de_enrollment_runs rows moved here by `deenroll maintenance cleanup` (archive_de_enrollment_history()).';
         v_created := true;
+        -- A new table gets whatever the database's default privileges hand out: close it now.
+        IF to_regprocedure('public.deenroll_apply_privileges()') IS NOT NULL THEN
+            PERFORM public.deenroll_apply_privileges();
+        END IF;
     END IF;
 
-    DELETE FROM de_enrollment_lead_log AS g WHERE g.processed_at < v_logs_cutoff;
+    DELETE FROM public.de_enrollment_lead_log AS g WHERE g.processed_at < v_logs_cutoff;
     GET DIAGNOSTICS v_old_logs = ROW_COUNT;
 
-    DELETE FROM de_enrollment_lead_log AS g
-     USING de_enrollment_runs AS r
+    DELETE FROM public.de_enrollment_lead_log AS g
+     USING public.de_enrollment_runs AS r
      WHERE r.id = g.run_id AND r.run_at < v_runs_cutoff;
     GET DIAGNOSTICS v_run_logs = ROW_COUNT;
 
@@ -83,14 +89,14 @@ BEGIN
     SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
       INTO v_cols
       FROM pg_attribute AS a
-     WHERE a.attrelid = 'de_enrollment_runs'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+     WHERE a.attrelid = 'public.de_enrollment_runs'::regclass AND a.attnum > 0 AND NOT a.attisdropped
        AND EXISTS (SELECT 1 FROM pg_attribute AS b
-                    WHERE b.attrelid = 'de_enrollment_runs_archive'::regclass
+                    WHERE b.attrelid = 'public.de_enrollment_runs_archive'::regclass
                       AND b.attname = a.attname AND b.attnum > 0 AND NOT b.attisdropped);
 
     EXECUTE format(
-        'WITH moved AS (DELETE FROM de_enrollment_runs WHERE run_at < $1 RETURNING %1$s)
-         INSERT INTO de_enrollment_runs_archive (%1$s) SELECT %1$s FROM moved', v_cols)
+        'WITH moved AS (DELETE FROM public.de_enrollment_runs WHERE run_at < $1 RETURNING %1$s)
+         INSERT INTO public.de_enrollment_runs_archive (%1$s) SELECT %1$s FROM moved', v_cols)
       USING v_runs_cutoff;
     GET DIAGNOSTICS v_runs = ROW_COUNT;
 
@@ -98,5 +104,5 @@ BEGIN
 END
 $fn$;
 
-COMMENT ON FUNCTION archive_de_enrollment_history(integer, integer, boolean) IS
+COMMENT ON FUNCTION public.archive_de_enrollment_history(integer, integer, boolean) IS
     'Moves runs older than p_runs_days into de_enrollment_runs_archive and deletes lead logs older than p_logs_days (and those of the archived runs), in one transaction; p_dry_run only counts.';

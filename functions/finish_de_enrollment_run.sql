@@ -10,9 +10,11 @@
 -- The calling transaction commits synchronously whatever the session's
 -- synchronous_commit: a run's end, and with it (WAL is sequential) every batch
 -- committed before it, survives a server crash.
-CREATE FUNCTION finish_de_enrollment_run(p_run_id uuid, p_status text, p_error_details text DEFAULT NULL)
-RETURNS SETOF de_enrollment_runs
+CREATE FUNCTION public.finish_de_enrollment_run(p_run_id uuid, p_status text, p_error_details text DEFAULT NULL)
+RETURNS SETOF public.de_enrollment_runs
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     v_client uuid;
@@ -24,12 +26,12 @@ BEGIN
 
     PERFORM set_config('synchronous_commit', 'on', true);
 
-    SELECT r.client_id INTO v_client FROM de_enrollment_runs AS r WHERE r.id = p_run_id;
+    SELECT r.client_id INTO v_client FROM public.de_enrollment_runs AS r WHERE r.id = p_run_id;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'de-enrollment run % does not exist', p_run_id USING ERRCODE = 'no_data_found';
     END IF;
 
-    UPDATE de_enrollment_runs AS r
+    UPDATE public.de_enrollment_runs AS r
        SET status        = p_status,
            finished_at   = clock_timestamp(),
            duration_ms   = least(round(extract(epoch FROM clock_timestamp() - r.run_at) * 1000), 2147483647)::integer,
@@ -48,9 +50,9 @@ BEGIN
         PERFORM pg_advisory_unlock(1145392722, hashtext(v_client::text));
     END IF;
 
-    RETURN QUERY SELECT r.* FROM de_enrollment_runs AS r WHERE r.id = p_run_id;
+    RETURN QUERY SELECT r.* FROM public.de_enrollment_runs AS r WHERE r.id = p_run_id;
 END
 $fn$;
 
-COMMENT ON FUNCTION finish_de_enrollment_run(uuid, text, text) IS
+COMMENT ON FUNCTION public.finish_de_enrollment_run(uuid, text, text) IS
     'Closes a running de_enrollment_runs row as success, partial or failed (finished_at, duration_ms, error_details) and releases the client''s runner lock held by this session; returns the row.';

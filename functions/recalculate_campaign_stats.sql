@@ -15,7 +15,7 @@
 --    nor deleted, its delta stays and is folded later. Counting in one statement and
 --    deleting deltas in another would let a transaction that commits in between be
 --    counted twice (delete first) or lost (count first).
-CREATE FUNCTION recalculate_campaign_stats(p_client_id uuid DEFAULT NULL)
+CREATE FUNCTION public.recalculate_campaign_stats(p_client_id uuid DEFAULT NULL)
 RETURNS TABLE (
     campaign_id               uuid,
     client_id                 uuid,
@@ -30,6 +30,8 @@ RETURNS TABLE (
     new_booked_count          integer
 )
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     v_ids uuid[];
@@ -37,14 +39,14 @@ BEGIN
     SELECT coalesce(array_agg(x.id ORDER BY x.id), '{}')
       INTO v_ids
       FROM (SELECT c.id
-              FROM campaigns AS c
+              FROM public.campaigns AS c
              WHERE p_client_id IS NULL OR c.client_id = p_client_id
              ORDER BY c.id
                FOR NO KEY UPDATE OF c) AS x;
 
     RETURN QUERY
     WITH dropped AS (
-        DELETE FROM campaign_stats_delta AS d
+        DELETE FROM public.campaign_stats_delta AS d
          WHERE d.campaign_id = ANY (v_ids)
         RETURNING d.campaign_id
     ), counted AS (
@@ -58,20 +60,20 @@ BEGIN
                coalesce(n.opted_out, 0) AS new_opted_out,
                coalesce(n.booked, 0)    AS new_booked,
                n.last_created
-          FROM campaigns AS c
+          FROM public.campaigns AS c
           LEFT JOIN (SELECT l.campaign_link_id,
                             count(*) FILTER (WHERE l.is_active AND NOT coalesce(l.opted_out, false))::integer AS active,
                             count(*) FILTER (WHERE l.completed_at IS NOT NULL)::integer AS completed,
                             count(*) FILTER (WHERE l.opted_out)::integer AS opted_out,
                             count(*) FILTER (WHERE l.booked)::integer AS booked,
                             max(l.created_at) AS last_created
-                       FROM leads AS l
+                       FROM public.leads AS l
                       WHERE l.campaign_link_id = ANY (v_ids)
                       GROUP BY l.campaign_link_id) AS n
             ON n.campaign_link_id = c.id
          WHERE c.id = ANY (v_ids)
     ), updated AS (
-        UPDATE campaigns AS c
+        UPDATE public.campaigns AS c
            SET active_leads_count    = k.new_active,
                completed_leads_count = k.new_completed,
                opted_out_count       = k.new_opted_out,
@@ -90,5 +92,5 @@ BEGIN
 END
 $fn$;
 
-COMMENT ON FUNCTION recalculate_campaign_stats(uuid) IS
+COMMENT ON FUNCTION public.recalculate_campaign_stats(uuid) IS
     'Recounts campaign counters from leads (one client, or all when NULL), exact under concurrent writes; returns the campaigns whose counters changed, old and new values.';

@@ -17,7 +17,7 @@
 -- The transaction that calls this commits synchronously whatever the session's
 -- synchronous_commit (the runner turns it off for its batches, see runner.py): the
 -- start of a run is never lost to a server crash.
-CREATE FUNCTION start_de_enrollment_run(
+CREATE FUNCTION public.start_de_enrollment_run(
     p_client_id      uuid,
     p_batch_size     integer,
     p_max_runtime_ms integer,
@@ -26,6 +26,8 @@ CREATE FUNCTION start_de_enrollment_run(
 )
 RETURNS uuid
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     v_run_id uuid;
@@ -51,7 +53,7 @@ BEGIN
     v_run_id := gen_random_uuid();
 
     FOR v_dead IN
-        UPDATE de_enrollment_runs AS r
+        UPDATE public.de_enrollment_runs AS r
            SET status        = 'failed',
                finished_at   = clock_timestamp(),
                error_details = concat_ws('; ', nullif(r.error_details, ''),
@@ -68,12 +70,12 @@ BEGIN
               v_dead.run_at;
     END LOOP;
 
-    INSERT INTO de_enrollment_runs (id, client_id, status, batch_size, max_runtime_ms, runner_host, runner_pid)
+    INSERT INTO public.de_enrollment_runs (id, client_id, status, batch_size, max_runtime_ms, runner_host, runner_pid)
     VALUES (v_run_id, p_client_id, 'running', p_batch_size, p_max_runtime_ms, p_runner_host, p_runner_pid);
 
     RETURN v_run_id;
 END
 $fn$;
 
-COMMENT ON FUNCTION start_de_enrollment_run(uuid, integer, integer, text, integer) IS
+COMMENT ON FUNCTION public.start_de_enrollment_run(uuid, integer, integer, text, integer) IS
     'Takes the client''s runner advisory lock (session) and inserts a running de_enrollment_runs row; marks runs left running by dead runners failed; NULL when another runner holds the client.';

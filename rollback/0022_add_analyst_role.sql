@@ -5,6 +5,7 @@ SET LOCAL lock_timeout = '5s';
 
 -- functions (functions/*.sql that require 0022)
 DROP FUNCTION IF EXISTS grant_analyst_select(regclass);
+DROP FUNCTION IF EXISTS deenroll_apply_privileges();
 
 DO $revoke$
 DECLARE

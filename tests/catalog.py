@@ -14,7 +14,8 @@ TOOL_TABLES = ("_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock", "_d
 
 _QUERIES: dict[str, str] = {
     "relations": """
-        SELECT c.relname, c.relkind, coalesce(c.relacl::text, ''), coalesce(obj_description(c.oid, 'pg_class'), '')
+        SELECT c.relname, c.relkind,
+               coalesce(c.relacl, acldefault(CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END::"char", c.relowner))::text, coalesce(obj_description(c.oid, 'pg_class'), '')
           FROM pg_class c
          WHERE c.relnamespace = current_schema()::regnamespace
            AND c.relkind IN ('r', 'v', 'm', 'S', 'p', 'f')
@@ -48,7 +49,7 @@ _QUERIES: dict[str, str] = {
           JOIN pg_class c ON c.oid = t.tgrelid
          WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal""",
     "functions": """
-        SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), coalesce(p.proacl::text, ''),
+        SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), coalesce(p.proacl, acldefault('f'::"char", p.proowner))::text,
                coalesce(obj_description(p.oid, 'pg_proc'), '')
           FROM pg_proc p
          WHERE p.pronamespace = current_schema()::regnamespace AND p.prokind IN ('f', 'p', 'w')""",

@@ -3,13 +3,13 @@
 --
 -- `day` is DATE(run_at) in the session's time zone, as in the SOP's query. A run still
 -- 'running' after twice its budget died and counts as failed, as in de_enrollment_health.
-CREATE VIEW de_enrollment_daily_summary AS
+CREATE VIEW public.de_enrollment_daily_summary AS
 WITH runs AS (
     SELECT r.*,
            CASE WHEN r.status = 'running'
-                 AND r.run_at < now() - 2 * coalesce(r.max_runtime_ms, 240000) * interval '1 millisecond'
+                 AND r.run_at < now() - 2 * coalesce(r.max_runtime_ms, 240000)::bigint * interval '1 millisecond'
                 THEN 'failed' ELSE r.status END AS effective_status
-      FROM de_enrollment_runs AS r
+      FROM public.de_enrollment_runs AS r
 )
 SELECT run_at::date                                               AS day,
        client_id,
@@ -29,31 +29,19 @@ SELECT run_at::date                                               AS day,
   FROM runs
  GROUP BY run_at::date, client_id;
 
-COMMENT ON VIEW de_enrollment_daily_summary IS
+COMMENT ON VIEW public.de_enrollment_daily_summary IS
     'Runs per day (DATE(run_at), session time zone) and client: how many, how they ended, leads de-enrolled, durations. The SOP''s weekly review, per client; filter on day.';
-COMMENT ON COLUMN de_enrollment_daily_summary.day IS 'DATE(run_at) in the session''s time zone.';
-COMMENT ON COLUMN de_enrollment_daily_summary.client_id IS 'The client.';
-COMMENT ON COLUMN de_enrollment_daily_summary.runs IS 'Runs started that day.';
-COMMENT ON COLUMN de_enrollment_daily_summary.successful_runs IS 'Of those, status success.';
-COMMENT ON COLUMN de_enrollment_daily_summary.failed_runs IS 'Of those, status failed, or still running after twice their budget.';
-COMMENT ON COLUMN de_enrollment_daily_summary.partial_runs IS 'Of those, status partial (stopped by the runtime budget).';
-COMMENT ON COLUMN de_enrollment_daily_summary.running_runs IS 'Of those, still running within their budget.';
-COMMENT ON COLUMN de_enrollment_daily_summary.success_rate IS 'Percent of the finished runs that succeeded; null without finished runs.';
-COMMENT ON COLUMN de_enrollment_daily_summary.leads_evaluated IS 'Sum of de_enrollment_runs.leads_evaluated.';
-COMMENT ON COLUMN de_enrollment_daily_summary.leads_de_enrolled IS 'Sum of de_enrollment_runs.leads_de_enrolled.';
-COMMENT ON COLUMN de_enrollment_daily_summary.leads_completed IS 'Of those, leads whose sequence was finished (outcome completed).';
-COMMENT ON COLUMN de_enrollment_daily_summary.leads_opted_out IS 'Of those, active opted-out leads (outcome opted_out).';
-COMMENT ON COLUMN de_enrollment_daily_summary.avg_duration_ms IS 'Average duration of the day''s runs, in milliseconds.';
-COMMENT ON COLUMN de_enrollment_daily_summary.max_duration_ms IS 'Longest run of the day, in milliseconds.';
-
--- Read access for the analyst role of migration 0022, restored whenever this view is re-created.
--- The REVOKE changes no privilege (PUBLIC has none on a new view); it makes the ACL explicit,
--- so that 0022's grant and its rollback's revoke bring it back to exactly this state.
-REVOKE ALL ON de_enrollment_daily_summary FROM PUBLIC;
-DO $grant$
-BEGIN
-    IF to_regprocedure('grant_analyst_select(regclass)') IS NOT NULL THEN
-        PERFORM grant_analyst_select('de_enrollment_daily_summary');
-    END IF;
-END
-$grant$;
+COMMENT ON COLUMN public.de_enrollment_daily_summary.day IS 'DATE(run_at) in the session''s time zone.';
+COMMENT ON COLUMN public.de_enrollment_daily_summary.client_id IS 'The client.';
+COMMENT ON COLUMN public.de_enrollment_daily_summary.runs IS 'Runs started that day.';
+COMMENT ON COLUMN public.de_enrollment_daily_summary.successful_runs IS 'Of those, status success.';
+COMMENT ON COLUMN public.de_enrollment_daily_summary.failed_runs IS 'Of those, status failed, or still running after twice their budget.';
+COMMENT ON COLUMN public.de_enrollment_daily_summary.partial_runs IS 'Of those, status partial (stopped by the runtime budget).';
+COMMENT ON COLUMN public.de_enrollment_daily_summary.running_runs IS 'Of those, still running within their budget.';
+COMMENT ON COLUMN public.de_enrollment_daily_summary.success_rate IS 'Percent of the finished runs that succeeded; null without finished runs.';
+COMMENT ON COLUMN public.de_enrollment_daily_summary.leads_evaluated IS 'Sum of de_enrollment_runs.leads_evaluated.';
+COMMENT ON COLUMN public.de_enrollment_daily_summary.leads_de_enrolled IS 'Sum of de_enrollment_runs.leads_de_enrolled.';
+COMMENT ON COLUMN public.de_enrollment_daily_summary.leads_completed IS 'Of those, leads whose sequence was finished (outcome completed).';
+COMMENT ON COLUMN public.de_enrollment_daily_summary.leads_opted_out IS 'Of those, active opted-out leads (outcome opted_out).';
+COMMENT ON COLUMN public.de_enrollment_daily_summary.avg_duration_ms IS 'Average duration of the day''s runs, in milliseconds.';
+COMMENT ON COLUMN public.de_enrollment_daily_summary.max_duration_ms IS 'Longest run of the day, in milliseconds.';

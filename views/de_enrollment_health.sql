@@ -14,24 +14,24 @@
 -- from when it was first seen (its oldest campaign or first run): a new client has
 -- the same 2 hours of grace as everyone, then is an error like any client without
 -- a success, and the SOP's `hours_since_success > 2` query lists it.
-CREATE VIEW de_enrollment_health AS
+CREATE VIEW public.de_enrollment_health AS
 WITH clients AS (
     SELECT s.client_id,
            min(s.seen_at)             AS first_seen_at,
            coalesce(bool_or(s.active), false) AS has_active_campaign
-      FROM (SELECT client_id, created_at AS seen_at, is_active AS active FROM campaigns
+      FROM (SELECT client_id, created_at AS seen_at, is_active AS active FROM public.campaigns
             UNION ALL
-            SELECT client_id, min(run_at), NULL FROM de_enrollment_runs GROUP BY client_id) AS s
+            SELECT client_id, min(run_at), NULL FROM public.de_enrollment_runs GROUP BY client_id) AS s
      GROUP BY s.client_id
 ),
 runs_24h AS (
     SELECT r.client_id,
            CASE WHEN r.status = 'running'
-                 AND r.run_at < now() - 2 * coalesce(r.max_runtime_ms, 240000) * interval '1 millisecond'
+                 AND r.run_at < now() - 2 * coalesce(r.max_runtime_ms, 240000)::bigint * interval '1 millisecond'
                 THEN 'failed' ELSE r.status END AS status,
            r.leads_de_enrolled,
            r.duration_ms
-      FROM de_enrollment_runs AS r
+      FROM public.de_enrollment_runs AS r
      WHERE r.run_at > now() - interval '24 hours'
 ),
 window_stats AS (
@@ -50,12 +50,12 @@ last_runs AS (
     SELECT client_id,
            max(run_at)                                     AS last_run_at,
            max(run_at) FILTER (WHERE status = 'success')   AS last_success_at
-      FROM de_enrollment_runs
+      FROM public.de_enrollment_runs
      GROUP BY client_id
 ),
 stuck AS (
     SELECT client_id, count(*) AS stuck_leads
-      FROM de_enrollment_stuck_leads
+      FROM public.de_enrollment_stuck_leads
      GROUP BY client_id
 ),
 metrics AS (
@@ -114,31 +114,19 @@ SELECT client_id,
        errors || warnings AS status_reasons
   FROM judged;
 
-COMMENT ON VIEW de_enrollment_health IS
+COMMENT ON VIEW public.de_enrollment_health IS
     'One row per client (from campaigns and runs): runs of the last 24 hours, stuck leads, and status ok/warning/error by the SOP''s thresholds. Error: no successful run for more than 2 hours (clients with an active campaign or stuck leads; a client that never succeeded counts from when it was first seen), or more than 500 stuck leads. Warning: success rate under 95%, more than 5 failed runs, more than 100 stuck leads, or an average run over 4 minutes. A run still running after twice its budget counts as failed.';
-COMMENT ON COLUMN de_enrollment_health.client_id IS 'The client.';
-COMMENT ON COLUMN de_enrollment_health.runs_24h IS 'Runs started in the last 24 hours, whatever their status.';
-COMMENT ON COLUMN de_enrollment_health.successful_runs_24h IS 'Of those, runs with status success.';
-COMMENT ON COLUMN de_enrollment_health.failed_runs_24h IS 'Of those, runs with status failed, plus runs still running after twice their runtime budget (they died).';
-COMMENT ON COLUMN de_enrollment_health.partial_runs_24h IS 'Of those, runs with status partial (stopped by the runtime budget).';
-COMMENT ON COLUMN de_enrollment_health.success_rate_24h IS 'Percent of the finished runs of the last 24 hours that succeeded (partial counts as not successful); null without finished runs.';
-COMMENT ON COLUMN de_enrollment_health.last_run_at IS 'Start of the client''s latest run, any status, any age.';
-COMMENT ON COLUMN de_enrollment_health.last_success_at IS 'Start of the client''s latest successful run, any age; null if it never had one.';
-COMMENT ON COLUMN de_enrollment_health.hours_since_success IS 'Hours since last_success_at; for a client that never succeeded, hours since it was first seen (oldest campaign or first run).';
-COMMENT ON COLUMN de_enrollment_health.leads_de_enrolled_24h IS 'Leads de-enrolled by the runs of the last 24 hours.';
-COMMENT ON COLUMN de_enrollment_health.avg_duration_ms_24h IS 'Average duration of the finished runs of the last 24 hours, in milliseconds.';
-COMMENT ON COLUMN de_enrollment_health.stuck_leads IS 'The client''s rows in de_enrollment_stuck_leads now.';
-COMMENT ON COLUMN de_enrollment_health.status IS 'ok, warning or error by the thresholds in the view''s comment.';
-COMMENT ON COLUMN de_enrollment_health.status_reasons IS 'Why the status is not ok, errors first; empty when ok.';
-
--- Read access for the analyst role of migration 0022, restored whenever this view is re-created.
--- The REVOKE changes no privilege (PUBLIC has none on a new view); it makes the ACL explicit,
--- so that 0022's grant and its rollback's revoke bring it back to exactly this state.
-REVOKE ALL ON de_enrollment_health FROM PUBLIC;
-DO $grant$
-BEGIN
-    IF to_regprocedure('grant_analyst_select(regclass)') IS NOT NULL THEN
-        PERFORM grant_analyst_select('de_enrollment_health');
-    END IF;
-END
-$grant$;
+COMMENT ON COLUMN public.de_enrollment_health.client_id IS 'The client.';
+COMMENT ON COLUMN public.de_enrollment_health.runs_24h IS 'Runs started in the last 24 hours, whatever their status.';
+COMMENT ON COLUMN public.de_enrollment_health.successful_runs_24h IS 'Of those, runs with status success.';
+COMMENT ON COLUMN public.de_enrollment_health.failed_runs_24h IS 'Of those, runs with status failed, plus runs still running after twice their runtime budget (they died).';
+COMMENT ON COLUMN public.de_enrollment_health.partial_runs_24h IS 'Of those, runs with status partial (stopped by the runtime budget).';
+COMMENT ON COLUMN public.de_enrollment_health.success_rate_24h IS 'Percent of the finished runs of the last 24 hours that succeeded (partial counts as not successful); null without finished runs.';
+COMMENT ON COLUMN public.de_enrollment_health.last_run_at IS 'Start of the client''s latest run, any status, any age.';
+COMMENT ON COLUMN public.de_enrollment_health.last_success_at IS 'Start of the client''s latest successful run, any age; null if it never had one.';
+COMMENT ON COLUMN public.de_enrollment_health.hours_since_success IS 'Hours since last_success_at; for a client that never succeeded, hours since it was first seen (oldest campaign or first run).';
+COMMENT ON COLUMN public.de_enrollment_health.leads_de_enrolled_24h IS 'Leads de-enrolled by the runs of the last 24 hours.';
+COMMENT ON COLUMN public.de_enrollment_health.avg_duration_ms_24h IS 'Average duration of the finished runs of the last 24 hours, in milliseconds.';
+COMMENT ON COLUMN public.de_enrollment_health.stuck_leads IS 'The client''s rows in de_enrollment_stuck_leads now.';
+COMMENT ON COLUMN public.de_enrollment_health.status IS 'ok, warning or error by the thresholds in the view''s comment.';
+COMMENT ON COLUMN public.de_enrollment_health.status_reasons IS 'Why the status is not ok, errors first; empty when ok.';
