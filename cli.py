@@ -7,30 +7,14 @@ line on stderr and a non-zero exit; no traceback reaches the user.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import psycopg
 
-from deenroll import __version__, database, schema
+from deenroll import __version__, cli_ops, cli_run, database, schema
+from deenroll.cli_common import Context, json_option, pass_ctx, print_json
 from deenroll.errors import UserError
-
-
-class Context:
-    """Resolves the database lazily, so `--help` never starts a server."""
-
-    def __init__(self, database_url: str | None) -> None:
-        self._url = database_url
-        self._target: database.Target | None = None
-
-    @property
-    def target(self) -> database.Target:
-        if self._target is None:
-            self._target = database.resolve(self._url)
-        return self._target
-
-
-pass_ctx = click.make_pass_decorator(Context)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -42,10 +26,13 @@ pass_ctx = click.make_pass_decorator(Context)
     help="PostgreSQL URL or conninfo. Else libpq's PG* variables, else the embedded server.",
 )
 @click.version_option(__version__, prog_name="deenroll")
-@click.pass_context
-def cli(ctx: click.Context, database_url: str | None) -> None:
-    """De-enroll leads that finished their campaign sequence (the SOP's V2 system)."""
-    ctx.obj = Context(database_url)
+@pass_ctx
+def cli(obj: Context, database_url: str | None) -> None:
+    """De-enroll leads that finished their campaign sequence (the SOP's V2 system).
+
+    Every command takes --json: one JSON document on stdout, errors included.
+    """
+    obj.url = database_url
 
 
 # --------------------------------------------------------------------------- schema
@@ -55,59 +42,91 @@ def cli(ctx: click.Context, database_url: str | None) -> None:
 @click.option("--to", "to", metavar="V", help="Stop after this migration (full name or number).")
 @click.option("--lock-wait", default=60.0, show_default=True, help="Seconds to wait for another migrate.")
 @click.option("--break-lock", is_flag=True, help="Remove a migration lock left by a killed process, then exit.")
+@json_option
 @pass_ctx
-def migrate(obj: Context, to: str | None, lock_wait: float, break_lock: bool) -> None:
+def migrate(obj: Context, to: str | None, lock_wait: float, break_lock: bool, as_json: bool) -> int:
     """Apply pending migrations, then the current functions and views."""
     if break_lock:
         schema.break_lock(obj.target)
         click.echo("migration lock removed", err=True)
-        return
+        if as_json:
+            print_json(obj, {"lock_removed": True, "exit_code": 0})
+        return 0
     result = schema.migrate(obj.target, to=to, lock_timeout=lock_wait)
+    if as_json:
+        print_json(obj, {"applied": result.applied, "installed": result.definitions, "exit_code": 0})
+        return 0
     for stem in result.applied:
         click.echo(f"applied   {stem}")
     for name in result.definitions:
         click.echo(f"installed {name}")
     if not result.applied and not result.definitions:
         click.echo("nothing to do: every migration is applied and every function and view is current")
+    return 0
 
 
 @cli.command()
 @click.option("--to", "to", metavar="V", required=True, help="Keep this migration; roll back every later one.")
 @click.option("--lock-wait", default=60.0, show_default=True, help="Seconds to wait for another migrate.")
+@json_option
 @pass_ctx
-def rollback(obj: Context, to: str, lock_wait: float) -> None:
+def rollback(obj: Context, to: str, lock_wait: float, as_json: bool) -> int:
     """Roll back every migration after V, newest first, with the scripts in rollback/."""
     rolled = schema.rollback(obj.target, to, lock_timeout=lock_wait)
+    if as_json:
+        print_json(obj, {"rolled_back": rolled, "kept": schema.resolve_target(to), "exit_code": 0})
+        return 0
     for stem in rolled:
         click.echo(f"rolled back {stem}")
     if not rolled:
         click.echo(f"nothing to do: no migration after {schema.resolve_target(to)} is applied")
+    return 0
 
 
 @cli.command()
+@json_option
 @pass_ctx
-def status(obj: Context) -> None:
+def status(obj: Context, as_json: bool) -> int:
     """Applied and pending migrations; functions and views that differ from their files."""
     st = schema.status(obj.target)
+    if as_json:
+        print_json(obj, {
+            "migrations": [
+                {"name": stem, "applied": state.startswith("applied"), "state": state} for stem, state in st.migrations
+            ],
+            "definitions": [{"name": name, "kind": kind, "state": state} for name, kind, state in st.definitions],
+            "exit_code": 0,
+        })
+        return 0
     click.echo("migrations:")
     for stem, state in st.migrations:
         click.echo(f"  {stem:<45} {state}")
     click.echo("functions and views:")
     for name, kind, state in st.definitions:
         click.echo(f"  {kind:<8} {name:<37} {state}")
+    return 0
 
 
 @cli.command()
+@json_option
 @pass_ctx
-def verify(obj: Context) -> None:
+def verify(obj: Context, as_json: bool) -> int:
     """The SOP's post-migration checks (Step 2.2), pass/fail per item; exit 1 on any fail."""
     checks = schema.verify(obj.target)
+    failed = sum(1 for _, ok, _ in checks if not ok)
+    code = 1 if failed else 0
+    if as_json:
+        print_json(obj, {
+            "checks": [{"item": item, "passed": ok, "detail": detail} for item, ok, detail in checks],
+            "passed": len(checks) - failed,
+            "failed": failed,
+            "exit_code": code,
+        })
+        return code
     for item, ok, detail in checks:
         click.echo(f"{'PASS' if ok else 'FAIL'}  {item:<42} {detail}")
-    failed = sum(1 for _, ok, _ in checks if not ok)
     click.echo(f"verify: {len(checks) - failed} of {len(checks)} checks passed", err=True)
-    if failed:
-        raise SystemExit(1)
+    return code
 
 
 # --------------------------------------------------------------------------- embedded server
@@ -119,57 +138,92 @@ def db() -> None:
 
 
 @db.command("url")
+@json_option
 @pass_ctx
-def db_url(obj: Context) -> None:
+def db_url(obj: Context, as_json: bool) -> int:
     """Print a URL for psql (never with a password)."""
-    click.echo(database.psql_url(obj.target))
+    url = database.psql_url(obj.target)
+    if as_json:
+        print_json(obj, {"url": url, "exit_code": 0})
+    else:
+        click.echo(url)
+    return 0
 
 
 @db.command("stop")
-def db_stop() -> None:
+@json_option
+@pass_ctx
+def db_stop(obj: Context, as_json: bool) -> int:
     """Stop the embedded server (its data stays)."""
-    if database.stop_embedded():
-        click.echo(f"stopped the embedded PostgreSQL in {database.embedded_pgdata()}", err=True)
+    stopped = database.stop_embedded()
+    pgdata = database.embedded_pgdata()
+    if stopped:
+        click.echo(f"stopped the embedded PostgreSQL in {pgdata}", err=True)
     else:
         click.echo("the embedded PostgreSQL is not running", err=True)
+    if as_json:
+        print_json(obj, {"stopped": stopped, "pgdata": str(pgdata), "exit_code": 0})
+    return 0
 
 
-def _register_optional_commands() -> None:
-    """Commands from the engine and operations modules (kept out of this file)."""
-    from deenroll import commands
+# --------------------------------------------------------------------------- the other commands
 
-    for command in commands.COMMANDS:
-        cli.add_command(command)
+for _command in (
+    cli_run.run,
+    cli_ops.health_check,
+    cli_ops.stuck,
+    cli_ops.stats_group,
+    cli_ops.backup_group,
+    cli_ops.maintenance_group,
+    cli_ops.demo,
+):
+    cli.add_command(_command)
 
 
-_register_optional_commands()
+# --------------------------------------------------------------------------- entry point
+
+
+def _fail(obj: Context, as_json: bool, message: str, code: int, hint: str | None = None) -> NoReturn:
+    """One line on stderr; with --json also one JSON object on stdout; exit with code."""
+    click.echo(message, err=True)
+    if hint:
+        click.echo(hint, err=True)
+    if as_json:
+        text = message.removeprefix("deenroll: ").removeprefix("error: ")
+        print_json(obj, {"error": text, "exit_code": code})
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> Any:
-    """Entry point: turns every expected failure into one line and an exit code."""
+    """Entry point: turns every expected failure into one line (or one JSON object) and an exit code."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    as_json = "--json" in args
+    obj = Context()
     try:
-        rv = cli.main(args=argv, prog_name="deenroll", standalone_mode=False)
-        if isinstance(rv, int):
-            sys.exit(rv)
-        return rv
+        rv = cli.main(args=args, prog_name="deenroll", standalone_mode=False, obj=obj)
     except click.exceptions.Abort:
-        click.echo("deenroll: aborted", err=True)
-        sys.exit(130)
+        _fail(obj, as_json, "deenroll: aborted", 130)
     except click.ClickException as exc:
-        click.echo(f"deenroll: error: {exc.format_message()}", err=True)
+        hint = None
         if isinstance(exc, click.UsageError) and exc.ctx is not None:
-            click.echo(f"Try '{exc.ctx.command_path} --help'.", err=True)
-        sys.exit(exc.exit_code)
+            hint = f"Try '{exc.ctx.command_path} --help'."
+        _fail(obj, as_json, f"deenroll: error: {exc.format_message()}", exc.exit_code, hint)
     except UserError as exc:
-        click.echo(f"deenroll: error: {exc}", err=True)
-        sys.exit(exc.code)
+        _fail(obj, as_json, f"deenroll: error: {exc}", exc.code)
     except psycopg.Error as exc:
         first = (exc.diag.message_primary or str(exc)).strip().splitlines()
-        click.echo(f"deenroll: database error: {database.redact(first[0] if first else repr(exc))}", err=True)
-        sys.exit(2)
+        _fail(obj, as_json, f"deenroll: database error: {database.redact(first[0] if first else repr(exc))}", 2)
     except KeyboardInterrupt:
-        click.echo("deenroll: interrupted", err=True)
-        sys.exit(130)
+        _fail(obj, as_json, "deenroll: interrupted", 130)
+    except SystemExit as exc:
+        # A command that stops early (run on SIGTERM) has said why on stderr already.
+        code = exc.code if isinstance(exc.code, int) else 1
+        if as_json and code:
+            print_json(obj, {"error": f"stopped with exit status {code}", "exit_code": code})
+        raise
+    if isinstance(rv, int):
+        sys.exit(rv)
+    return rv
 
 
 if __name__ == "__main__":

@@ -16,13 +16,14 @@ restore: the SOP's Step 4 in one transaction: the columns it names that both the
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from . import queries
 from .errors import UserError
 
 TABLES = ("leads", "campaigns")
@@ -52,9 +53,7 @@ def table_name(table: str, day: str) -> str:
 
 
 def _exists(conn: psycopg.Connection, name: str) -> bool:
-    return conn.execute(
-        "SELECT to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%s)) IS NOT NULL", (name,)
-    ).fetchone()[0]
+    return queries.value(conn, "table_in_current_schema", name=name)
 
 
 def _count(conn: psycopg.Connection, name: str) -> int:
@@ -106,14 +105,7 @@ def create(conn: psycopg.Connection, day: str) -> list[BackupTable]:
 
 def list_backups(conn: psycopg.Connection) -> list[dict[str, Any]]:
     """Every backup date, with each table's exact row count and size (None when missing)."""
-    rows = conn.execute(
-        r"""SELECT c.relname, pg_total_relation_size(c.oid)
-              FROM pg_class AS c
-             WHERE c.relnamespace = current_schema()::regnamespace
-               AND c.relkind = 'r'
-               AND c.relname ~ '^(leads|campaigns)_backup_[0-9]{8}$'
-             ORDER BY c.relname"""
-    ).fetchall()
+    rows = queries.run(conn, "backup_tables").fetchall()
     by_day: dict[str, dict[str, Any]] = {}
     for name, size in rows:
         m = _NAME.match(name)
@@ -129,17 +121,7 @@ def list_backups(conn: psycopg.Connection) -> list[dict[str, Any]]:
 
 def _common_columns(conn: psycopg.Connection, table: str, backup: str) -> list[str]:
     wanted = list(RESTORED_COLUMNS[table])
-    rows = conn.execute(
-        """SELECT a.attname
-             FROM pg_attribute AS a
-            WHERE a.attrelid = to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%s))
-              AND a.attnum > 0 AND NOT a.attisdropped
-              AND a.attname = ANY (%s)
-              AND EXISTS (SELECT 1 FROM pg_attribute AS b
-                           WHERE b.attrelid = to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%s))
-                             AND b.attname = a.attname AND b.attnum > 0 AND NOT b.attisdropped)""",
-        (table, wanted, backup),
-    ).fetchall()
+    rows = queries.run(conn, "common_columns", table=table, wanted=wanted, backup=backup).fetchall()
     present = {r[0] for r in rows}
     return [c for c in wanted if c in present]
 
@@ -160,6 +142,9 @@ class RestoreResult:
     tables: list[RestoredTable]
     recounted: list[dict[str, Any]] | None  # campaigns whose counters the recount changed; None: no counters
 
+    def to_json(self) -> dict[str, Any]:
+        return {"tables": [asdict(t) for t in self.tables], "recounted": self.recounted}
+
 
 def restore(conn: psycopg.Connection, day: str, lock_timeout_s: int = 10) -> RestoreResult:
     """The SOP's Step 4, in one transaction, verified; commits, or changes nothing."""
@@ -172,7 +157,7 @@ def restore(conn: psycopg.Connection, day: str, lock_timeout_s: int = 10) -> Res
     recounted: list[dict[str, Any]] | None = None
     with conn.transaction():
         conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_s}s")))
-        conn.execute("LOCK TABLE leads, campaigns IN SHARE ROW EXCLUSIVE MODE")
+        queries.run(conn, "lock_platform_tables")
         for table in TABLES:
             backup = table_name(table, day)
             cols = _common_columns(conn, table, backup)
@@ -203,8 +188,6 @@ def restore(conn: psycopg.Connection, day: str, lock_timeout_s: int = 10) -> Res
                 if left:
                     raise UserError(f"restore of {table} from {backup} left {left} rows different; nothing changed")
             tables.append(RestoredTable(table, backup, cols, backup_rows, matched, changed, backup_rows - matched))
-        if conn.execute("SELECT to_regprocedure('recalculate_campaign_stats(uuid)')").fetchone()[0] is not None:
-            cur = conn.execute("SELECT * FROM recalculate_campaign_stats(NULL)")
-            names = [d.name for d in cur.description]
-            recounted = [dict(zip(names, row)) for row in cur.fetchall()]
+        if queries.value(conn, "function_exists", signature="recalculate_campaign_stats(uuid)"):
+            recounted = queries.rows(conn, "recalculate", client_id=None)
     return RestoreResult(tables, recounted)

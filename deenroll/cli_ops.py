@@ -1,25 +1,21 @@
 """Operations commands: health-check, stuck, stats, backup, maintenance, demo.
 
 Thin: each command connects, calls a view or a SQL function through deenroll.health,
-.backup, .maintenance or .demo, prints data on stdout and messages on stderr, and
-returns its exit code.
+.stats, .backup, .maintenance or .demo, prints data on stdout and messages on stderr,
+and returns its exit code. With --json, stdout carries one JSON document (print_json).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import click
+import psycopg
 
-from . import alerts, backup, database, health, maintenance
+from . import alerts, backup, database, health, maintenance, metrics, stats
+from .cli_common import Context, json_option, parse_uuid, pass_ctx, print_json
 from .errors import UserError
 
-COMMANDS: list[click.Command] = []
 
-_json_flag = click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
-
-
-def _connect(obj: Any):
+def _connect(obj: Context) -> psycopg.Connection:
     return database.connect(obj.target, autocommit=True)
 
 
@@ -27,15 +23,21 @@ def _connect(obj: Any):
 
 
 @click.command("health-check")
-@_json_flag
-@click.pass_obj
-def health_check(obj: Any, as_json: bool) -> int:
+@json_option
+@click.option("--prometheus", is_flag=True, help="Print the report as Prometheus text (gauges per client); exit 0.")
+@pass_ctx
+def health_check(obj: Context, as_json: bool, prometheus: bool) -> int:
     """Per client: OK / warning / error by the SOP's thresholds (view de_enrollment_health).
 
-    Exit status: 0 every client ok, 1 a warning, 2 an error. When
-    DE_ENROLLMENT_ALERT_WEBHOOK is set and a client is in error, a JSON alert is POSTed
-    there; a webhook that is down is reported on stderr and never changes the exit status.
+    Exit status: 0 every client ok, 1 a warning, 2 an error. With --prometheus the
+    status is in the gauges and the exit status is 0 once they are printed (for
+    node_exporter's textfile collector: write to a temporary file, then mv it into
+    place). When DE_ENROLLMENT_ALERT_WEBHOOK is set and a client is in error, a JSON
+    alert is POSTed there; a webhook that is down is reported on stderr and never
+    changes the exit status.
     """
+    if as_json and prometheus:
+        raise click.UsageError("--json and --prometheus exclude each other")
     with _connect(obj) as conn:
         report = health.health(conn)
     alert = alerts.AlertResult(attempted=False)
@@ -50,18 +52,15 @@ def health_check(obj: Any, as_json: bool) -> int:
         if alert.attempted:
             level = "" if alert.delivered else "warning: "
             click.echo(f"deenroll: {level}{alert.describe()}", err=True)
+    if prometheus:
+        click.echo(metrics.exposition(report), nl=False)
+        return 0
     if as_json:
-        doc = report.to_json()
-        doc["exit_code"] = report.exit_code
-        doc["alert"] = alert.to_json()
-        click.echo(health.dumps(doc))
+        print_json(obj, {**report.to_json(), "exit_code": report.exit_code, "alert": alert.to_json()})
     else:
         for line in report.lines():
             click.echo(line)
     return report.exit_code
-
-
-COMMANDS.append(health_check)
 
 
 # --------------------------------------------------------------------------- stuck
@@ -70,17 +69,17 @@ COMMANDS.append(health_check)
 @click.command("stuck")
 @click.option("--client-id", metavar="UUID", help="Only this client.")
 @click.option("--limit", type=int, default=50, show_default=True, help="Leads listed (the count is always complete).")
-@_json_flag
-@click.pass_obj
-def stuck(obj: Any, client_id: str | None, limit: int, as_json: bool) -> int:
+@json_option
+@pass_ctx
+def stuck(obj: Context, client_id: str | None, limit: int, as_json: bool) -> int:
     """Leads that should have been de-enrolled and were not (view de_enrollment_stuck_leads)."""
-    cid = health.parse_uuid(client_id)
+    cid = parse_uuid(client_id)
     if limit < 0:
         raise UserError(f"--limit must be 0 or more, got {limit}")
     with _connect(obj) as conn:
         found = health.stuck(conn, limit, cid)
     if as_json:
-        click.echo(health.dumps(found))
+        print_json(obj, {**found, "exit_code": 0})
         return 0
     reasons = ", ".join(f"{n} {r}" for r, n in found["by_reason"].items()) or "none"
     click.echo(f"stuck leads: {found['count']} ({reasons})")
@@ -96,57 +95,52 @@ def stuck(obj: Any, client_id: str | None, limit: int, as_json: bool) -> int:
     return 0
 
 
-COMMANDS.append(stuck)
-
-
 # --------------------------------------------------------------------------- stats
 
 
 @click.group("stats")
-def stats() -> None:
+def stats_group() -> None:
     """Campaign counters: the SOP's stats repair and drift report."""
 
 
-@stats.command("recalculate")
+@stats_group.command("recalculate")
 @click.option("--client-id", metavar="UUID", help="Only this client's campaigns (default: all).")
-@_json_flag
-@click.pass_obj
-def stats_recalculate(obj: Any, client_id: str | None, as_json: bool) -> int:
+@json_option
+@pass_ctx
+def stats_recalculate(obj: Context, client_id: str | None, as_json: bool) -> int:
     """Recount every counter from the leads (recalculate_campaign_stats); list what changed."""
-    cid = health.parse_uuid(client_id)
+    cid = parse_uuid(client_id)
     with _connect(obj) as conn:
         with conn.transaction():
-            changed = health.recalculate(conn, cid)
+            changed = stats.recalculate(conn, cid)
     if as_json:
-        click.echo(health.dumps({"client_id": cid, "changed": changed}))
+        print_json(obj, {"client_id": cid, "changed": changed, "exit_code": 0})
         return 0
     for row in changed:
-        click.echo(health.recalculated_line(row))
+        click.echo(stats.recalculated_line(row))
     scope = f"client {cid}" if cid else "all clients"
     click.echo(f"{len(changed)} campaign(s) corrected ({scope}); every counter now matches its leads")
     return 0
 
 
-@stats.command("drift")
-@_json_flag
-@click.pass_obj
-def stats_drift(obj: Any, as_json: bool) -> int:
+@stats_group.command("drift")
+@json_option
+@pass_ctx
+def stats_drift(obj: Context, as_json: bool) -> int:
     """Campaigns whose stored counters differ from their leads (view campaign_stats_drift). Exit 1 if any."""
     with _connect(obj) as conn:
-        rows = health.drift(conn)
+        rows = stats.drift(conn)
+    code = 1 if rows else 0
     if as_json:
-        click.echo(health.dumps({"campaigns": rows, "count": len(rows)}))
+        print_json(obj, {"campaigns": rows, "count": len(rows), "exit_code": code})
     else:
         for row in rows:
-            click.echo(health.drift_line(row))
+            click.echo(stats.drift_line(row))
         if rows:
             click.echo(f"{len(rows)} campaign(s) drifted; `deenroll stats recalculate` corrects them")
         else:
             click.echo("no drift: every campaign's counters match its leads")
-    return 1 if rows else 0
-
-
-COMMANDS.append(stats)
+    return code
 
 
 # --------------------------------------------------------------------------- backup
@@ -159,12 +153,17 @@ def backup_group() -> None:
 
 @backup_group.command("create")
 @click.option("--date", "day", metavar="YYYYMMDD", help="Suffix of the backup tables (default: today).")
-@click.pass_obj
-def backup_create(obj: Any, day: str | None) -> int:
+@json_option
+@pass_ctx
+def backup_create(obj: Context, day: str | None, as_json: bool) -> int:
     """Copy leads and campaigns, verify the row counts; refuse if that date exists."""
     d = backup.parse_date(day)
     with _connect(obj) as conn:
         made = backup.create(conn, d)
+    if as_json:
+        tables = [{"table": t.table, "backup": t.backup, "rows": t.rows} for t in made]
+        print_json(obj, {"date": d, "tables": tables, "exit_code": 0})
+        return 0
     for t in made:
         click.echo(f"{t.backup}: {t.rows} rows (= {t.table}, verified)")
     click.echo(f"backup {d} created", err=True)
@@ -172,14 +171,14 @@ def backup_create(obj: Any, day: str | None) -> int:
 
 
 @backup_group.command("list")
-@_json_flag
-@click.pass_obj
-def backup_list(obj: Any, as_json: bool) -> int:
+@json_option
+@pass_ctx
+def backup_list(obj: Context, as_json: bool) -> int:
     """Backup dates, newest first, with exact row counts."""
     with _connect(obj) as conn:
         found = backup.list_backups(conn)
     if as_json:
-        click.echo(health.dumps({"backups": found}))
+        print_json(obj, {"backups": found, "exit_code": 0})
         return 0
     if not found:
         click.echo("no backups (create one with `deenroll backup create`)", err=True)
@@ -194,8 +193,9 @@ def backup_list(obj: Any, as_json: bool) -> int:
 
 @backup_group.command("restore")
 @click.option("--date", "day", metavar="YYYYMMDD", required=True, help="The backup to restore.")
-@click.pass_obj
-def backup_restore(obj: Any, day: str) -> int:
+@json_option
+@pass_ctx
+def backup_restore(obj: Context, day: str, as_json: bool) -> int:
     """The SOP's Step 4 in one transaction: restore the de-enrollment columns from the backup.
 
     leads: is_active, completed_at, campaign_history; campaigns: is_active and the
@@ -205,6 +205,9 @@ def backup_restore(obj: Any, day: str) -> int:
     d = backup.parse_date(day)
     with _connect(obj) as conn:
         result = backup.restore(conn, d)
+    if as_json:
+        print_json(obj, {"date": d, **result.to_json(), "exit_code": 0})
+        return 0
     for t in result.tables:
         cols = ", ".join(t.columns) or "no common column"
         click.echo(
@@ -215,9 +218,6 @@ def backup_restore(obj: Any, day: str) -> int:
         click.echo(f"counters recounted from the leads: {len(result.recounted)} campaign(s) differed from the backup's")
     click.echo(f"restored from backup {d}", err=True)
     return 0
-
-
-COMMANDS.append(backup_group)
 
 
 # --------------------------------------------------------------------------- maintenance
@@ -232,16 +232,16 @@ def maintenance_group() -> None:
 @click.option("--runs-days", type=int, default=90, show_default=True, help="Keep runs this many days; archive older.")
 @click.option("--logs-days", type=int, default=30, show_default=True, help="Keep lead logs this many days; delete older.")
 @click.option("--dry-run", is_flag=True, help="Count what would be archived and deleted; change nothing.")
-@_json_flag
-@click.pass_obj
-def maintenance_cleanup(obj: Any, runs_days: int, logs_days: int, dry_run: bool, as_json: bool) -> int:
+@json_option
+@pass_ctx
+def maintenance_cleanup(obj: Context, runs_days: int, logs_days: int, dry_run: bool, as_json: bool) -> int:
     """Archive old runs into de_enrollment_runs_archive, delete old lead logs (one
     transaction), then VACUUM ANALYZE both tables."""
     maintenance.check_days(runs_days, logs_days)
     with _connect(obj) as conn:
         r = maintenance.cleanup(conn, runs_days, logs_days, dry_run)
     if as_json:
-        click.echo(health.dumps(r.to_json()))
+        print_json(obj, {**r.to_json(), "exit_code": 0})
         return 0
     verb = "would" if dry_run else "did"
     click.echo(
@@ -257,9 +257,6 @@ def maintenance_cleanup(obj: Any, runs_days: int, logs_days: int, dry_run: bool,
     return 0
 
 
-COMMANDS.append(maintenance_group)
-
-
 # --------------------------------------------------------------------------- demo
 
 
@@ -268,8 +265,9 @@ COMMANDS.append(maintenance_group)
 @click.option("--leads", type=int, default=20000, show_default=True, help="Synthetic leads.")
 @click.option("--seed", default="deenroll", show_default=True, help="Same seed, same data set.")
 @click.option("--force", is_flag=True, help="Allow a database other than the embedded one.")
-@click.pass_obj
-def demo(obj: Any, clients: int, leads: int, seed: str, force: bool) -> int:
+@json_option
+@pass_ctx
+def demo(obj: Context, clients: int, leads: int, seed: str, force: bool, as_json: bool) -> int:
     """Migrate, (re)load a synthetic multi-client data set, run, report health.
 
     Uses the embedded database unless --database-url/DATABASE_URL/PG* name another,
@@ -281,9 +279,9 @@ def demo(obj: Any, clients: int, leads: int, seed: str, force: bool) -> int:
     result = demo_mod.run_demo(obj.target, clients=clients, leads=leads, seed=seed, force=force)
     if result.migrated:
         click.echo(f"deenroll: migrate: {result.migrated}", err=True)
+    if as_json:
+        print_json(obj, {**result.to_json(), "exit_code": result.exit_code})
+        return result.exit_code
     for line in result.lines():
         click.echo(line)
     return result.exit_code
-
-
-COMMANDS.append(demo)

@@ -55,11 +55,6 @@ class DatasetInfo:
         return self.eligible_completed + self.eligible_opted_out
 
 
-def client_id_sql(seed: str, tag: str) -> tuple[str, tuple[str, str]]:
-    """SQL expression (of i) and parameters for the i-th client's id."""
-    return "md5(%s || ':' || %s || ':client:' || i)::uuid", (seed, tag)
-
-
 def clear_dataset(conn: psycopg.Connection, tag: str = "demo") -> int:
     """Delete every row a previous build with this tag made (and the runs of its clients).
 

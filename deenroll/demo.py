@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import database, dataset, health, runner, schema
+from . import database, dataset, health, queries, runner, schema
 from .errors import UserError
 
 CAMPAIGNS_PER_CLIENT = 4
@@ -52,6 +52,21 @@ class DemoResult:
     @property
     def exit_code(self) -> int:
         return 0 if self.exact and self.report.status == "ok" else 1
+
+    def to_json(self) -> dict[str, Any]:
+        i = self.info
+        return {
+            "migrated": self.migrated,
+            "data_set": {
+                "seed": i.seed, "clients": i.client_ids, "campaigns": i.campaigns, "leads": i.leads,
+                "eligible_completed": i.eligible_completed, "eligible_opted_out": i.eligible_opted_out,
+            },
+            "run": self.totals(),
+            "health": self.report.to_json(),
+            "de_enrolled": {"completed": self.completed, "opted_out": self.opted_out},
+            "checks": {"stuck": self.stuck, "drifted": self.drifted, "duplicates": self.duplicates, "exact": self.exact},
+            "seconds": {"load": round(self.load_s, 3), "run": round(self.run_s, 3), "total": round(self.total_s, 3)},
+        }
 
     def lines(self) -> list[str]:
         i, t = self.info, self.totals()
@@ -115,22 +130,7 @@ def run_demo(target: database.Target, *, clients: int, leads: int, seed: str, fo
         ids = info.client_ids
         full = health.health(conn)
         report = health.HealthReport([c for c in full.clients if str(c["client_id"]) in set(ids)])
-        completed, opted_out = conn.execute(
-            """SELECT count(*) FILTER (WHERE outcome = 'completed'), count(*) FILTER (WHERE outcome = 'opted_out')
-                 FROM de_enrollment_lead_log WHERE client_id = ANY (%s::uuid[])""",
-            (ids,),
-        ).fetchone()
-        stuck_n = conn.execute(
-            "SELECT count(*) FROM de_enrollment_stuck_leads WHERE client_id = ANY (%s::uuid[])", (ids,)
-        ).fetchone()[0]
-        drifted = conn.execute(
-            "SELECT count(*) FROM campaign_stats_drift WHERE client_id = ANY (%s::uuid[])", (ids,)
-        ).fetchone()[0]
-        dups = conn.execute(
-            """SELECT count(*) FROM de_enrollment_duplicates AS d
-                WHERE EXISTS (SELECT 1 FROM leads AS l WHERE l.id = d.lead_id AND l.client_id = ANY (%s::uuid[]))""",
-            (ids,),
-        ).fetchone()[0]
+        completed, opted_out, stuck_n, drifted, dups = queries.one(conn, "demo_outcomes", client_ids=ids)
     return DemoResult(
         migrated=", ".join(
             part for part in (
@@ -150,19 +150,3 @@ def run_demo(target: database.Target, *, clients: int, leads: int, seed: str, fo
         drifted=drifted,
         duplicates=dups,
     )
-
-
-def summary_json(result: DemoResult) -> dict[str, Any]:
-    """The demo's outcome without timings: equal for two demos with the same arguments."""
-    return {
-        "clients": result.info.client_ids,
-        "leads": result.info.leads,
-        "eligible_completed": result.info.eligible_completed,
-        "eligible_opted_out": result.info.eligible_opted_out,
-        "completed": result.completed,
-        "opted_out": result.opted_out,
-        "stuck": result.stuck,
-        "drifted": result.drifted,
-        "duplicates": result.duplicates,
-        "health": [(str(c["client_id"]), c["status"]) for c in result.report.clients],
-    }

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
+from . import queries
 from .errors import UserError
 
 VACUUMED = ("de_enrollment_runs", "de_enrollment_lead_log")
@@ -25,7 +27,7 @@ class CleanupResult:
     dry_run: bool
     vacuumed: tuple[str, ...] = ()
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
@@ -42,15 +44,12 @@ def check_days(runs_days: int, logs_days: int) -> None:
 def cleanup(conn: psycopg.Connection, runs_days: int, logs_days: int, dry_run: bool) -> CleanupResult:
     """conn must be in autocommit mode (VACUUM)."""
     check_days(runs_days, logs_days)
-    if conn.execute("SELECT to_regprocedure('archive_de_enrollment_history(integer, integer, boolean)')").fetchone()[0] is None:
-        raise UserError("archive_de_enrollment_history() does not exist in this database: run `deenroll migrate` first")
+    queries.require_function(conn, "archive_de_enrollment_history(integer, integer, boolean)")
     with conn.transaction():
-        row = conn.execute(
-            "SELECT * FROM archive_de_enrollment_history(%s, %s, %s)", (runs_days, logs_days, dry_run)
-        ).fetchone()
+        row = queries.one(conn, "archive_history", runs_days=runs_days, logs_days=logs_days, dry_run=dry_run)
     result = CleanupResult(*row, dry_run=dry_run)
     if not dry_run:
-        for table in VACUUMED:
-            conn.execute(f"VACUUM (ANALYZE) {table}")
+        queries.run(conn, "vacuum_runs")
+        queries.run(conn, "vacuum_lead_log")
         result.vacuumed = VACUUMED
     return result

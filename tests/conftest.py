@@ -170,3 +170,43 @@ def run_cli(*args: str, db: str | None = None, env: dict[str, str] | None = None
 @pytest.fixture
 def cli():
     return run_cli
+
+
+# --------------------------------------------------------------------------- rows for tests
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def add_campaign(conn, client: str, messages: int = 3, age: str = "3 days", active: bool = True,
+                 raw_messages: str | None = None) -> str:
+    cid = new_id()
+    conn.execute(
+        """INSERT INTO campaigns (id, client_id, name, messages, created_at, is_active)
+           VALUES (%s, %s, %s, coalesce(%s::jsonb, (SELECT jsonb_agg(i) FROM generate_series(1, %s) i)),
+                   now() - %s::interval, %s)""",
+        (cid, client, f"campaign {cid[:8]}", raw_messages, messages, age, active),
+    )
+    return cid
+
+
+def add_leads(conn, campaign: str, client: str, n: int, position: int, *, active: bool = True,
+              opted_out: bool = False, completed: bool = False) -> list[str]:
+    ids = [new_id() for _ in range(n)]
+    conn.execute(
+        """INSERT INTO leads (id, client_id, campaign_link_id, current_message_position, is_active, opted_out,
+                              completed_at)
+           SELECT unnest(%s::uuid[]), %s, %s, %s, %s, %s, CASE WHEN %s THEN now() END""",
+        (ids, client, campaign, position, active, opted_out, completed),
+    )
+    return ids
+
+
+def add_run(conn, client: str, status: str, ago: str = "10 minutes", *, duration_ms: int | None = 1000,
+            max_runtime_ms: int | None = None, de_enrolled: int = 0, count: int = 1) -> None:
+    conn.execute(
+        """INSERT INTO de_enrollment_runs (client_id, status, run_at, duration_ms, max_runtime_ms, leads_de_enrolled)
+           SELECT %s, %s, now() - %s::interval, %s, %s, %s FROM generate_series(1, %s)""",
+        (client, status, ago, duration_ms, max_runtime_ms, de_enrolled, count),
+    )

@@ -10,7 +10,7 @@ import psycopg
 
 from deenroll import dataset
 from conftest import deenroll_exe
-from test_views import add_campaign, add_leads, new_id
+from conftest import add_campaign, add_leads, new_id
 
 DEMO = ("demo", "--force", "--clients", "3", "--leads", "3000")
 

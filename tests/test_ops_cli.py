@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from deenroll import dataset
-from test_views import add_campaign, add_leads, add_run, new_id
+from conftest import add_campaign, add_leads, add_run, new_id
 from webhooks import Webhook, closed_port_url
 
 # --------------------------------------------------------------------------- helpers

@@ -1,0 +1,103 @@
+-- The statements the operations commands send, by name (loaded by deenroll/queries.py).
+-- Each one starts with a "-- name: <name>" line, then a one-line purpose comment.
+-- Parameters are psycopg's %(name)s placeholders, so a literal percent sign is written %%.
+-- What decides about data lives in the functions and views; these only read them or call them.
+
+-- name: relation_exists
+-- Whether a table or view is visible on the search path.
+SELECT to_regclass(%(name)s) IS NOT NULL;
+
+-- name: function_exists
+-- Whether a function with this signature is visible on the search path.
+SELECT to_regprocedure(%(signature)s) IS NOT NULL;
+
+-- name: health
+-- Every client's health (or one client's), errors first, then warnings.
+SELECT *
+  FROM de_enrollment_health
+ WHERE %(client_id)s::uuid IS NULL OR client_id = %(client_id)s::uuid
+ ORDER BY CASE status WHEN 'error' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, client_id;
+
+-- name: stuck_by_reason
+-- How many leads are stuck, per reason (every client, or one).
+SELECT reason, count(*)
+  FROM de_enrollment_stuck_leads
+ WHERE %(client_id)s::uuid IS NULL OR client_id = %(client_id)s::uuid
+ GROUP BY reason
+ ORDER BY reason;
+
+-- name: stuck_leads
+-- The first stuck leads (every client, or one), in a stable order.
+SELECT *
+  FROM de_enrollment_stuck_leads
+ WHERE %(client_id)s::uuid IS NULL OR client_id = %(client_id)s::uuid
+ ORDER BY client_id, campaign_id, lead_id
+ LIMIT %(limit)s;
+
+-- name: drift
+-- Campaigns whose stored counters differ from their leads, largest difference first.
+SELECT *
+  FROM campaign_stats_drift
+ ORDER BY max_difference DESC, client_id, campaign_id;
+
+-- name: client_has_campaigns
+-- Whether a client has at least one campaign.
+SELECT EXISTS (SELECT 1 FROM campaigns WHERE client_id = %(client_id)s::uuid);
+
+-- name: recalculate
+-- Recount the counters of one client's campaigns (NULL: all); the campaigns that changed.
+SELECT * FROM recalculate_campaign_stats(%(client_id)s::uuid);
+
+-- name: archive_history
+-- The monthly cleanup: archive old runs, delete old lead logs (or only count, on a dry run).
+SELECT * FROM archive_de_enrollment_history(%(runs_days)s, %(logs_days)s, %(dry_run)s);
+
+-- name: vacuum_runs
+-- Reclaim the space of archived runs and refresh the planner's statistics.
+VACUUM (ANALYZE) de_enrollment_runs;
+
+-- name: vacuum_lead_log
+-- Reclaim the space of deleted lead logs and refresh the planner's statistics.
+VACUUM (ANALYZE) de_enrollment_lead_log;
+
+-- name: demo_outcomes
+-- What the runs did for the given clients: de-enrolled per outcome, stuck, drifted, duplicated.
+SELECT (SELECT count(*) FROM de_enrollment_lead_log
+         WHERE client_id = ANY (%(client_ids)s::uuid[]) AND outcome = 'completed') AS completed,
+       (SELECT count(*) FROM de_enrollment_lead_log
+         WHERE client_id = ANY (%(client_ids)s::uuid[]) AND outcome = 'opted_out') AS opted_out,
+       (SELECT count(*) FROM de_enrollment_stuck_leads
+         WHERE client_id = ANY (%(client_ids)s::uuid[])) AS stuck,
+       (SELECT count(*) FROM campaign_stats_drift
+         WHERE client_id = ANY (%(client_ids)s::uuid[])) AS drifted,
+       (SELECT count(*) FROM de_enrollment_duplicates AS d
+         WHERE EXISTS (SELECT 1 FROM leads AS l
+                        WHERE l.id = d.lead_id AND l.client_id = ANY (%(client_ids)s::uuid[]))) AS duplicates;
+
+-- name: backup_tables
+-- Tables of the current schema named like a backup, with their size on disk.
+SELECT c.relname, pg_total_relation_size(c.oid)
+  FROM pg_class AS c
+ WHERE c.relnamespace = current_schema()::regnamespace
+   AND c.relkind = 'r'
+   AND c.relname ~ '^(leads|campaigns)_backup_[0-9]{8}$'
+ ORDER BY c.relname;
+
+-- name: table_in_current_schema
+-- Whether a table of this name exists in the current schema.
+SELECT to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%(name)s)) IS NOT NULL;
+
+-- name: common_columns
+-- Which of the wanted columns both a live table and its backup have.
+SELECT a.attname
+  FROM pg_attribute AS a
+ WHERE a.attrelid = to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%(table)s))
+   AND a.attnum > 0 AND NOT a.attisdropped
+   AND a.attname = ANY (%(wanted)s)
+   AND EXISTS (SELECT 1 FROM pg_attribute AS b
+                WHERE b.attrelid = to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%(backup)s))
+                  AND b.attname = a.attname AND b.attnum > 0 AND NOT b.attisdropped);
+
+-- name: lock_platform_tables
+-- Hold writes to leads and campaigns while a backup is restored (reads go on).
+LOCK TABLE leads, campaigns IN SHARE ROW EXCLUSIVE MODE;
