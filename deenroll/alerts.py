@@ -1,16 +1,21 @@
 """Alerts: one JSON document POSTed to DE_ENROLLMENT_ALERT_WEBHOOK.
 
 Used by `run` (a failed or partial run) and by `health-check` (errors found).
-Posting never raises: a webhook that is down, slow or refusing gives an
-AlertResult saying so, which the caller reports on stderr and in its --json
-output; the run's own outcome never depends on it.
+Posting never raises: a webhook that is down, slow, redirecting, refusing or
+misconfigured gives an AlertResult saying so, which the caller reports on stderr
+and in its --json output; the run's own outcome never depends on it. Redirects
+are not followed, and one deadline (DE_ENROLLMENT_ALERT_TIMEOUT seconds, default
+10) bounds the whole POST, however slowly the server answers.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import math
 import os
 import socket
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,7 +26,9 @@ from typing import Any
 from . import __version__
 
 WEBHOOK_ENV = "DE_ENROLLMENT_ALERT_WEBHOOK"
-DEFAULT_TIMEOUT = 5.0
+TIMEOUT_ENV = "DE_ENROLLMENT_ALERT_TIMEOUT"
+DEFAULT_TIMEOUT = 10.0
+_INVALID_TARGET = "<invalid webhook URL>"
 
 
 @dataclass(frozen=True)
@@ -58,12 +65,93 @@ def webhook_url() -> str | None:
     return url or None
 
 
-def _display(url: str) -> str:
+def alert_timeout() -> float:
+    """DE_ENROLLMENT_ALERT_TIMEOUT: seconds one POST may take in all (default 10). ValueError when invalid."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{TIMEOUT_ENV} must be a number of seconds greater than 0, not {raw[:20]!r}")
+    return value
+
+
+def check_url(url: str) -> tuple[str, str | None]:
+    """(what may be shown of the URL: scheme://host[:port], the problem or None).
+
+    Nothing of the URL's user, password, path or query is ever shown: they often hold a token.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+        host = parts.hostname
+    except ValueError:
+        return _INVALID_TARGET, f"{WEBHOOK_ENV} is not a valid URL (bad host or port)"
+    if parts.scheme.lower() not in ("http", "https"):
+        return _INVALID_TARGET, f"{WEBHOOK_ENV} must be an http:// or https:// URL"
+    if not host:
+        return _INVALID_TARGET, f"{WEBHOOK_ENV} has no host name"
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        return _INVALID_TARGET, f"{WEBHOOK_ENV} contains spaces or control characters (percent-encode them)"
+    shown_host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme.lower()}://{shown_host}" + (f":{port}" if port else ""), None
+
+
+def _secrets_of(url: str) -> list[str]:
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme and parts.hostname:
-        port = f":{parts.port}" if parts.port else ""
-        return f"{parts.scheme}://{parts.hostname}{port}"
-    return "<unparsable webhook URL>"
+    pieces = [parts.username, parts.password, parts.path, parts.query, parts.fragment]
+    pieces += [urllib.parse.unquote(p) for p in pieces if p]
+    pieces += [seg for p in (parts.path, parts.query) for seg in p.replace("&", "/").split("/") if len(seg) >= 6]
+    return [p for p in pieces if p and len(p) >= 4]
+
+
+def _safe_reason(exc: BaseException, url: str) -> str:
+    """The failure in one line, without any piece of the URL that may be a secret."""
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+        inner = exc.reason
+        exc = inner if isinstance(inner, BaseException) else exc
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return "timed out"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if any(secret in text for secret in _secrets_of(url)):
+        text = ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A 3xx answer is an answer: the alert was not delivered where it was meant to go."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+def _post(url: str, body: bytes, deadline: float) -> tuple[int | None, str | None]:
+    """(HTTP status, problem) of one POST; runs in a worker thread."""
+    headers = {"Content-Type": "application/json", "User-Agent": f"deenroll/{__version__}"}
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        # user:password@ in the URL means HTTP Basic authentication; urllib would take it for the host
+        user = urllib.parse.unquote(parts.username or "")
+        password = urllib.parse.unquote(parts.password or "")
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with _OPENER.open(request, timeout=deadline) as response:
+            return response.status, None
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        if 300 <= exc.code < 400:
+            return exc.code, f"HTTP {exc.code} redirect (not followed)"
+        return exc.code, f"HTTP {exc.code}"
+    except Exception as exc:  # noqa: BLE001 - every failure becomes "not delivered"
+        return None, _safe_reason(exc, url)
 
 
 def document(kind: str, payload: dict[str, Any], summary: str | None = None) -> dict[str, Any]:
@@ -85,35 +173,38 @@ def post_alert(
     *,
     summary: str | None = None,
     url: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float | None = None,
 ) -> AlertResult:
     """POST one alert document to `url` (default: the webhook from the environment).
 
     kind names the sender ("run", "health-check"); payload is its JSON-able details;
     summary is a one-line human text (Slack-style webhooks show the "text" field).
-    Returns AlertResult(attempted=False) when no webhook is configured.
+    timeout bounds the whole POST (default: DE_ENROLLMENT_ALERT_TIMEOUT, else 10 s).
+    Returns AlertResult(attempted=False) when no webhook is configured; never raises.
     """
     url = url or webhook_url()
     if not url:
         return AlertResult(attempted=False)
-    target = _display(url)
-    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
-        return AlertResult(True, False, target, None, f"{WEBHOOK_ENV} must be an http:// or https:// URL")
+    target, problem = check_url(url)
+    if problem:
+        return AlertResult(True, False, target, None, problem)
+    if timeout is None:
+        try:
+            timeout = alert_timeout()
+        except ValueError as exc:
+            return AlertResult(True, False, target, None, str(exc))
     body = json.dumps(document(kind, payload, summary), default=str).encode()
-    try:
-        request = urllib.request.Request(
-            url,
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": f"deenroll/{__version__}"},
-        )
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only, checked above
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        return AlertResult(True, False, target, exc.code, f"HTTP {exc.code} {exc.reason}")
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", None) or exc
-        return AlertResult(True, False, target, None, f"{type(exc).__name__}: {reason}")
-    if 200 <= status < 300:
+    outcome: list[tuple[int | None, str | None]] = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(_post(url, body, timeout)), name="deenroll-alert", daemon=True
+    )
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        # The server keeps the connection busy (e.g. trickles its answer): give up on it.
+        # The daemon thread ends with the socket's own timeout or with the process.
+        return AlertResult(True, False, target, None, f"timed out after {timeout:g} s")
+    status, problem = outcome[0]
+    if problem is None and status is not None and 200 <= status < 300:
         return AlertResult(True, True, target, status, None)
-    return AlertResult(True, False, target, status, f"HTTP {status}")
+    return AlertResult(True, False, target, status, problem or f"HTTP {status}")
