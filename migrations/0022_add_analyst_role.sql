@@ -35,7 +35,7 @@ BEGIN
            AND c.relname IN ('de_enrollment_health', 'de_enrollment_stuck_leads', 'campaign_stats_drift',
                              'de_enrollment_duplicates', 'de_enrollment_daily_summary')
     LOOP
-        EXECUTE format('GRANT SELECT ON %s TO deenroll_analyst', v_view);
+        EXECUTE pg_catalog.format('GRANT SELECT ON %s TO deenroll_analyst', v_view);
     END LOOP;
 END
 $grant$;

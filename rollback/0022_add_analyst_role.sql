@@ -20,7 +20,7 @@ BEGIN
          CROSS JOIN LATERAL aclexplode(c.relacl) AS a
          WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = 'deenroll_analyst')
     LOOP
-        EXECUTE format('REVOKE ALL ON %s FROM deenroll_analyst', v_rel);
+        EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM deenroll_analyst', v_rel);
     END LOOP;
 
     IF coalesce(shobj_description((SELECT oid FROM pg_roles WHERE rolname = 'deenroll_analyst'), 'pg_authid'), '')
