@@ -74,6 +74,16 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise runner.Terminated()
 
 
+def _catch_stop_signals() -> dict[int, Any]:
+    """SIGTERM stops the run (recorded failed, exit 143); so does SIGINT (exit 130), unless SIGINT
+    was ignored when the process started (a background job, nohup, some schedulers): then it
+    stays ignored, as Unix programs do. Returns the previous handlers."""
+    previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm)}
+    if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+        previous[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+    return previous
+
+
 def _setup_logging(tty: bool) -> logging.Handler:
     logger = logging.getLogger("deenroll")
     logger.setLevel(_log_level())
@@ -130,7 +140,7 @@ def run(obj: Any, client_id: str | None, batch_size: int, max_runtime: int, dry_
     options = runner.validate(client_id, batch_size, max_runtime, dry_run)
     tty = sys.stderr.isatty()
     _setup_logging(tty)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = _catch_stop_signals()
     try:
         if tty:
             with _RichObserver() as observer:
@@ -142,7 +152,8 @@ def run(obj: Any, client_id: str | None, batch_size: int, max_runtime: int, dry_
         click.echo("deenroll: terminated (SIGTERM); the client in progress was recorded failed", err=True)
         raise SystemExit(143) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
     if report.alert.attempted and not report.alert.delivered:
         click.echo(f"deenroll: warning: {report.alert.describe()}", err=True)

@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 
@@ -18,11 +19,23 @@ from test_engine_sql import CLIENT_A, CLIENT_B, CLIENT_C, assert_exactly_once, b
 pytestmark = pytest.mark.slow
 
 
-def spawn(db_url: str, *args: str) -> subprocess.Popen:
+# Starts a command with SIGINT set to sys.argv[1] (SIG_DFL or SIG_IGN) and SIGINT and SIGTERM
+# unblocked, whatever the test runner's own dispositions are (a background job or nohup ignores
+# SIGINT), then becomes that command (exec keeps the pid and an ignored signal).
+WITH_SIGINT = (
+    "import os, signal, sys; "
+    "signal.signal(signal.SIGINT, getattr(signal, sys.argv[1])); "
+    "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM}); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
+def spawn(db_url: str, *args: str, sigint: str = "SIG_DFL") -> subprocess.Popen:
+    """`deenroll run ARGS` in its own process, with SIGINT as `sigint` says (SIG_DFL or SIG_IGN)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DE_ENROLLMENT_")}
     env.pop("DATABASE_URL", None)
     return subprocess.Popen(
-        [deenroll_exe(), "--database-url", db_url, "run", *args],
+        [sys.executable, "-c", WITH_SIGINT, sigint, deenroll_exe(), "--database-url", db_url, "run", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -196,13 +209,20 @@ def test_the_budget_runs_out_between_batches(db_url: str, conn: psycopg.Connecti
     assert de_enrolled(conn) == expected
 
 
-@pytest.mark.parametrize(("sig", "code", "said"), [(signal.SIGTERM, 143, "SIGTERM"), (signal.SIGINT, 130, "SIGINT")])
-def test_a_stopped_run_is_recorded_failed(db_url: str, conn: psycopg.Connection, sig, code, said) -> None:
+@pytest.mark.parametrize(
+    ("sig", "sigint", "code", "said"),
+    [
+        (signal.SIGTERM, "SIG_DFL", 143, "SIGTERM"),
+        (signal.SIGTERM, "SIG_IGN", 143, "SIGTERM"),  # started in the background: SIGTERM still stops it
+        (signal.SIGINT, "SIG_DFL", 130, "SIGINT"),
+    ],
+)
+def test_a_stopped_run_is_recorded_failed(db_url: str, conn: psycopg.Connection, sig, sigint, code, said) -> None:
     """A scheduler's timeout (SIGTERM) or Ctrl-C: the batch in flight rolls back, the run row says what happened."""
     make_clients(conn, clients=1, campaigns=1, leads=60)
     expected = due_now(conn)
     slow_batches(conn, 0.3)
-    proc = spawn(db_url, "--batch-size", "4")
+    proc = spawn(db_url, "--batch-size", "4", sigint=sigint)
     wait_until(lambda: (conn.execute("SELECT max(batches) FROM de_enrollment_runs").fetchone()[0] or 0) >= 1)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
@@ -212,3 +232,30 @@ def test_a_stopped_run_is_recorded_failed(db_url: str, conn: psycopg.Connection,
     assert status == "failed" and said in details
     assert 0 < done < len(expected) and len(de_enrolled(conn)) == done
     assert_exactly_once(conn)
+
+
+def test_a_run_started_with_sigint_ignored_keeps_ignoring_it(db_url: str, conn: psycopg.Connection) -> None:
+    """Started as a background job (`cmd &`, nohup): SIGINT stays ignored and the run finishes its work."""
+    make_clients(conn, clients=1, campaigns=1, leads=120)
+    expected = due_now(conn)
+    assert len(expected) >= 40  # ten batches or more: the signal arrives mid-run
+    slow_batches(conn, 0.3)
+    proc = spawn(db_url, "--batch-size", "4", "--json", sigint="SIG_IGN")
+
+    def batches() -> int:
+        return conn.execute("SELECT coalesce(max(batches), 0) FROM de_enrollment_runs").fetchone()[0]
+
+    wait_until(lambda: batches() >= 1)
+    proc.send_signal(signal.SIGINT)
+    at_signal = batches()
+    wait_until(lambda: batches() > at_signal or proc.poll() is not None)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "interrupted" not in err
+    [c] = json.loads(out)["clients"]
+    assert c["status"] == "success" and c["leads_de_enrolled"] == len(expected)
+    assert c["batches"] > at_signal  # it went on working after the signal
+    assert conn.execute("SELECT status FROM de_enrollment_runs").fetchone()[0] == "success"
+    assert de_enrolled(conn) == expected
+    assert_exactly_once(conn)
+    assert stored(conn) == recount(conn)
