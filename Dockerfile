@@ -1,5 +1,6 @@
 # deenroll as a container: `docker run IMAGE run --json`, `... health-check`, etc.
-# docker-compose.yml uses it for a one-shot `migrate` and for the scheduler loop.
+# docker-compose.yml uses it for a one-shot `migrate` and for the scheduler loop
+# (docs/schedulers/docker-scheduler.sh, installed as deenroll-scheduler).
 FROM python:3.12-slim
 
 WORKDIR /app
@@ -16,6 +17,9 @@ RUN pip install --no-cache-dir . \
 COPY --chmod=0755 docs/schedulers/docker-scheduler.sh /usr/local/bin/deenroll-scheduler
 
 USER deenroll
-ENV PYTHONUNBUFFERED=1
+# A container never starts an embedded server: without DATABASE_URL (or PG* variables)
+# every command stops with one line saying so.
+ENV PYTHONUNBUFFERED=1 \
+    DEENROLL_EMBEDDED=never
 ENTRYPOINT ["deenroll"]
 CMD ["--help"]
