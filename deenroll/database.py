@@ -56,6 +56,9 @@ class Target:
 
     def params(self) -> dict[str, Any]:
         """host, port, dbname and user as libpq will use them (PG* variables and defaults included)."""
+        if self.dsn and problem(self.dsn):
+            # Pieces of a password may sit in any field of a string libpq misreads: show nothing.
+            return {"host": None, "port": None, "dbname": None, "user": None}
         given = conninfo.conninfo_to_dict(self.dsn) if self.dsn else {}
         defaults = {
             o.keyword.decode(): o.val.decode() if o.val is not None else None for o in pq.Conninfo.get_defaults()
@@ -190,19 +193,26 @@ def _url_stray_at(dsn: str) -> bool:
     return "@" in rest
 
 
-def _checked(dsn: str, source: str) -> str:
-    """The string itself when libpq can use it; else one line that quotes none of it."""
-    what = f"malformed database URL (from {source})"
+def problem(dsn: str) -> str | None:
+    """Why libpq cannot use `dsn` as meant, in words that quote none of it; None when it can."""
     try:
         params = conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
-        raise UserError(f"{what}: {_parse_reason(exc)}") from None
+        return _parse_reason(exc)
     _remember_secrets(params)
     if dsn.lstrip().lower().startswith(_URL_PREFIXES) and _url_stray_at(dsn.strip()):
-        raise UserError(f"{what}: an '@' outside user:password@host; percent-encode '@' (%40) and '/' (%2F) in passwords")
+        return "an '@' outside user:password@host; percent-encode '@' (%40) and '/' (%2F) in passwords"
     port = str(params.get("port") or "")
     if port and not all(p.strip().isdigit() for p in port.split(",")):
-        raise UserError(f"{what}: the port is not a number; percent-encode ':' (%3A) and '/' (%2F) in passwords")
+        return "the port is not a number; percent-encode ':' (%3A) and '/' (%2F) in passwords"
+    return None
+
+
+def _checked(dsn: str, source: str) -> str:
+    """The string itself when libpq can use it; else one line that quotes none of it."""
+    reason = problem(dsn)
+    if reason:
+        raise UserError(f"malformed database URL (from {source}): {reason}")
     return dsn
 
 
