@@ -24,15 +24,15 @@ from deenroll.errors import UserError
     show_envvar=True,
     metavar="URL",
     help="PostgreSQL URL or conninfo. Else libpq's PG* variables, else the embedded server.",
+    callback=lambda ctx, _param, value: setattr(ctx.ensure_object(Context), "url", value),
+    expose_value=False,
 )
 @click.version_option(__version__, prog_name="deenroll")
-@pass_ctx
-def cli(obj: Context, database_url: str | None) -> None:
+def cli() -> None:
     """De-enroll leads that finished their campaign sequence (the SOP's V2 system).
 
     Every command takes --json: one JSON document on stdout, errors included.
     """
-    obj.url = database_url
 
 
 # --------------------------------------------------------------------------- schema
