@@ -7,21 +7,38 @@ import logging
 import os
 import signal
 import sys
+from datetime import datetime
 from typing import Any
 
 import click
 
 from . import runner
+from .errors import UserError
 
 COMMANDS: list[click.Command] = []
 
-_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "warn": logging.WARNING,
-           "error": logging.ERROR}
+LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
 def _log_level() -> int:
-    """LOG_LEVEL (debug, info, error; warning too); anything else means info."""
-    return _LEVELS.get(os.environ.get("LOG_LEVEL", "info").strip().lower(), logging.INFO)
+    """LOG_LEVEL: debug, info, warning or error, in any case; unset or empty means info."""
+    given = os.environ.get("LOG_LEVEL", "")
+    if not given.strip():
+        return logging.INFO
+    level = LOG_LEVELS.get(given.strip().lower())
+    if level is None:
+        raise UserError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)} (got {given!r})")
+    return level
+
+
+def _timestamp(when: datetime) -> str:
+    """ISO 8601 in the local time zone with its UTC offset, to the millisecond: 2026-11-30T10:15:02.123+00:00."""
+    return when.astimezone().isoformat(timespec="milliseconds")
+
+
+class _IsoFormatter(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return _timestamp(datetime.fromtimestamp(record.created))
 
 
 class _RichObserver(runner.LogObserver):
@@ -84,18 +101,19 @@ def _catch_stop_signals() -> dict[int, Any]:
     return previous
 
 
-def _setup_logging(tty: bool) -> logging.Handler:
+def _setup_logging(level: int, tty: bool) -> logging.Handler:
     logger = logging.getLogger("deenroll")
-    logger.setLevel(_log_level())
+    logger.setLevel(level)
     logger.propagate = False
     handler: logging.Handler
     if tty:
         from rich.logging import RichHandler
+        from rich.text import Text
 
-        handler = RichHandler(show_path=False, markup=False)
+        handler = RichHandler(show_path=False, markup=False, log_time_format=lambda when: Text(_timestamp(when)))
     else:
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s deenroll[%(process)d] %(levelname)s %(message)s"))
+        handler.setFormatter(_IsoFormatter("%(asctime)s deenroll[%(process)d] %(levelname)s %(message)s"))
     logger.handlers[:] = [handler]
     return handler
 
@@ -132,14 +150,16 @@ def run(obj: Any, client_id: str | None, batch_size: int, max_runtime: int, dry_
     Each client is processed in isolation under its own runner lock (a client another
     runner is working on is skipped and reported), with its own de_enrollment_runs row.
     Alerts go to DE_ENROLLMENT_ALERT_WEBHOOK when a client fails or ends partial; log
-    lines on stderr follow LOG_LEVEL (debug, info, error).
+    lines on stderr follow LOG_LEVEL (debug, info, warning or error; default info), each
+    stamped with the local time and its UTC offset (ISO 8601).
 
     Exit status: 0 every client succeeded (or was skipped), 1 some ended partial,
     2 some failed or the input was bad.
     """
+    level = _log_level()
     options = runner.validate(client_id, batch_size, max_runtime, dry_run)
     tty = sys.stderr.isatty()
-    _setup_logging(tty)
+    _setup_logging(level, tty)
     previous = _catch_stop_signals()
     try:
         if tty:
