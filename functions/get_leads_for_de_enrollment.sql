@@ -1,36 +1,31 @@
 -- get_leads_for_de_enrollment: claim (row-lock) up to p_batch_size of a client's leads that are due for de-enrollment
--- requires: 0021_add_de_enrollment_monitoring
+-- requires: 0024_isolate_dirty_platform_data
+-- after: de_enrollment_due_outcome, de_enrollment_lead_fingerprint
 --
--- A lead is due in its campaign (leads.campaign_link_id) when it is active and
---   completed: its sequence is finished: completed_at IS NULL AND
---              current_message_position >= jsonb_array_length(campaign.messages)
---              (SPEC §4; a finished lead is completed, opted out or not);
---   opted_out: it opted out and its sequence is not finished (a STOP never leaves a
---              lead active in a campaign).
--- Only campaigns whose messages is a JSON array take part; the others have no length
--- and are reported by de_enrollment_invalid_campaigns() instead of guessed at.
--- A lead whose campaign_history already holds an entry for the campaign is left out:
--- de-enrolling it again would break the one-entry-per-campaign constraint (and the
--- whole batch with it); such a lead stays visible in de_enrollment_stuck_leads.
+-- The client's leads are those whose own leads.client_id is p_client_id, in whatever
+-- campaign they are linked to (the client's, another client's, or one without a client).
+-- Due means de_enrollment_due_outcome(...) is not NULL; reason is its outcome:
+--   completed  finished a non-empty sequence (opted out or not);
+--   opted_out  opted out, not finished (a STOP is honoured in any campaign state).
+-- A lead held by an earlier batch (deenroll.held_leads) is left out while its fingerprint
+-- (de_enrollment_lead_fingerprint: row version, campaign sequence) is unchanged: it is not
+-- retried at full cost on every run, and is retried as soon as the data changes.
 --
--- The leads are locked FOR UPDATE SKIP LOCKED until the caller's transaction ends:
--- two runners never get the same lead and never wait for each other, and a lead the
--- platform is writing right now is simply left for the next batch.
+-- The leads are locked FOR UPDATE SKIP LOCKED until the caller's transaction ends: two
+-- runners never get the same lead and never wait for each other, and a lead the platform
+-- is writing right now is simply left for the next batch.
 --
--- Cost follows the due leads, not the table: for each of the client's campaigns (in
--- id order) a LATERAL subquery range-scans the partial indexes of 0019,
--- de_enrollment_leads_opted_out_idx (campaign_link_id) WHERE is_active AND opted_out and
--- de_enrollment_leads_candidates_idx (campaign_link_id, current_message_position)
--- WHERE is_active AND completed_at IS NULL, from position = length of the sequence
--- upwards. Opted-out leads are claimed first (compliance before bookkeeping), then
--- finished ones fill the rest of the batch.
--- The planner cannot know a campaign's sequence length when it plans, so it may
--- guess that a third of a big campaign's leads qualify and pick a sequential scan
--- of leads (cheap on average, a full table scan per batch when few qualify): the
--- SET clauses below rule that out. Plain index scans rather than bitmap scans also
--- stop at the batch size and mark the index entries of leads already de-enrolled
--- as dead, so later batches do not step over them again.
-CREATE FUNCTION get_leads_for_de_enrollment(p_client_id uuid, p_batch_size integer DEFAULT 100)
+-- Cost follows the due leads, not the table. Opted-out leads first (compliance before
+-- bookkeeping): a range of de_enrollment_leads_client_opted_out_idx (client_id) WHERE
+-- is_active AND opted_out. Then finished ones, campaign by campaign: the campaigns holding
+-- the client's active, not completed leads are read off
+-- de_enrollment_leads_client_candidates_idx (client_id, campaign_link_id, position) by a
+-- loose index scan (one probe per campaign), and each campaign's finished leads are the
+-- range position >= length of its sequence in the same index. The extra predicates next to
+-- de_enrollment_due_outcome() are implied by it and are there for the indexes.
+-- The SET clauses rule out sequential and bitmap scans: the planner cannot know a
+-- sequence's length when it plans, and plain index scans stop at the batch size.
+CREATE FUNCTION public.get_leads_for_de_enrollment(p_client_id uuid, p_batch_size integer DEFAULT 100)
 RETURNS TABLE (
     lead_id                  uuid,
     campaign_id              uuid,
@@ -40,6 +35,8 @@ RETURNS TABLE (
     reason                   text
 )
 LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 AS $fn$
@@ -49,50 +46,76 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    -- One statement: the outer LIMIT stops pulling rows once the batch is full, and
-    -- UNION ALL runs its branches in order, so the finished leads are only looked
-    -- for when the opted-out ones do not fill the batch. A row is locked when it
-    -- is pulled, so exactly the rows returned are locked. (The locking subqueries
-    -- sit one level down: FOR UPDATE is not allowed directly in a UNION branch.)
+    -- One statement: the outer LIMIT stops pulling rows once the batch is full, and UNION
+    -- ALL runs its branches in order, so finished leads are only looked for when the
+    -- opted-out ones do not fill the batch. A row is locked when it is pulled, so exactly
+    -- the rows returned are locked.
     RETURN QUERY
-    WITH c AS MATERIALIZED (
-        SELECT cc.id, cc.client_id, jsonb_array_length(cc.messages) AS total,
-               jsonb_build_array(jsonb_build_object('campaign_id', cc.id)) AS history_entry
-          FROM campaigns AS cc
-         WHERE cc.client_id = p_client_id
-           AND jsonb_typeof(cc.messages) = 'array'
-         ORDER BY cc.id
+    WITH RECURSIVE k AS (
+        SELECT (SELECT l.campaign_link_id
+                  FROM public.leads AS l
+                 WHERE l.client_id = p_client_id AND l.is_active AND l.completed_at IS NULL
+                   AND l.campaign_link_id IS NOT NULL
+                 ORDER BY l.campaign_link_id LIMIT 1) AS id
+        UNION ALL
+        SELECT (SELECT l.campaign_link_id
+                  FROM public.leads AS l
+                 WHERE l.client_id = p_client_id AND l.is_active AND l.completed_at IS NULL
+                   AND l.campaign_link_id > k.id
+                 ORDER BY l.campaign_link_id LIMIT 1)
+          FROM k
+         WHERE k.id IS NOT NULL
+    ), c AS MATERIALIZED (
+        SELECT x.id, x.messages, x.total
+          FROM (SELECT cc.id, cc.messages,
+                       CASE WHEN jsonb_typeof(cc.messages) = 'array'
+                            THEN nullif(jsonb_array_length(cc.messages), 0) END AS total
+                  FROM k
+                  JOIN public.campaigns AS cc ON cc.id = k.id) AS x
+         WHERE x.total IS NOT NULL
+         ORDER BY x.id
     )
     SELECT due.* FROM (
-        SELECT l.id, c.id, c.client_id, l.current_message_position, c.total, 'opted_out'::text
-          FROM c
-         CROSS JOIN LATERAL (
-               SELECT ll.id, ll.current_message_position
-                 FROM leads AS ll
-                WHERE ll.campaign_link_id = c.id
-                  AND ll.is_active
-                  AND ll.opted_out
-                  AND NOT (ll.completed_at IS NULL AND ll.current_message_position >= c.total)
-                  AND NOT ll.campaign_history @> c.history_entry
-                LIMIT p_batch_size
-                  FOR UPDATE OF ll SKIP LOCKED) AS l
+        SELECT o.id, o.campaign_link_id, o.client_id, o.current_message_position, o.total, o.outcome
+          FROM (SELECT ll.id, ll.campaign_link_id, ll.client_id, ll.current_message_position,
+                       CASE WHEN jsonb_typeof(cc.messages) = 'array' THEN jsonb_array_length(cc.messages) END AS total,
+                       public.de_enrollment_due_outcome(ll.is_active, ll.completed_at, ll.opted_out,
+                                                        ll.current_message_position, cc.id, cc.messages) AS outcome
+                  FROM public.leads AS ll
+                  LEFT JOIN public.campaigns AS cc ON cc.id = ll.campaign_link_id
+                 WHERE ll.client_id = p_client_id
+                   AND ll.is_active
+                   AND ll.opted_out
+                   AND public.de_enrollment_due_outcome(ll.is_active, ll.completed_at, ll.opted_out,
+                                                        ll.current_message_position, cc.id, cc.messages) IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM deenroll.held_leads AS h
+                                    WHERE h.lead_id = ll.id
+                                      AND h.fingerprint = public.de_enrollment_lead_fingerprint(ll.xmin, cc.id, cc.messages))
+                 LIMIT p_batch_size
+                   FOR UPDATE OF ll SKIP LOCKED) AS o
         UNION ALL
-        SELECT l.id, c.id, c.client_id, l.current_message_position, c.total, 'completed'::text
+        SELECT f.id, c.id, f.client_id, f.current_message_position, c.total, 'completed'::text
           FROM c
          CROSS JOIN LATERAL (
-               SELECT ll.id, ll.current_message_position
-                 FROM leads AS ll
-                WHERE ll.campaign_link_id = c.id
+               SELECT ll.id, ll.client_id, ll.current_message_position
+                 FROM public.leads AS ll
+                WHERE ll.client_id = p_client_id
+                  AND ll.campaign_link_id = c.id
                   AND ll.is_active
                   AND ll.completed_at IS NULL
                   AND ll.current_message_position >= c.total
-                  AND NOT ll.campaign_history @> c.history_entry
+                  AND ll.opted_out IS NOT TRUE
+                  AND public.de_enrollment_due_outcome(ll.is_active, ll.completed_at, ll.opted_out,
+                                                       ll.current_message_position, c.id, c.messages) = 'completed'
+                  AND NOT EXISTS (SELECT 1 FROM deenroll.held_leads AS h
+                                   WHERE h.lead_id = ll.id
+                                     AND h.fingerprint = public.de_enrollment_lead_fingerprint(ll.xmin, c.id, c.messages))
                 LIMIT p_batch_size
-                  FOR UPDATE OF ll SKIP LOCKED) AS l
+                  FOR UPDATE OF ll SKIP LOCKED) AS f
     ) AS due
     LIMIT p_batch_size;
 END
 $fn$;
 
-COMMENT ON FUNCTION get_leads_for_de_enrollment(uuid, integer) IS
-    'Claims (FOR UPDATE SKIP LOCKED) up to p_batch_size leads of a client due for de-enrollment: reason completed (sequence finished) or opted_out.';
+COMMENT ON FUNCTION public.get_leads_for_de_enrollment(uuid, integer) IS
+    'Claims (FOR UPDATE SKIP LOCKED) up to p_batch_size leads of a client (leads.client_id) due for de-enrollment, held ones left out: reason completed or opted_out.';
