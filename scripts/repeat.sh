@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs the pytest suite, or a selection of it, N times over to find tests that fail by
+# chance: every test is repeated N times in a row (pytest-repeat), on two workers, on the
+# embedded PostgreSQL 18 (or DEENROLL_TEST_DATABASE_URL). Installs like scripts/test.sh.
+# Failures are listed per test and repetition at the end (test_x[3-20]: the 3rd of 20).
+#   scripts/repeat.sh 10                                          # the whole suite, 10 times
+#   scripts/repeat.sh 20 tests/test_run_concurrency.py -k stopped # a selection, 20 times
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! [[ "${1:-}" =~ ^[1-9][0-9]*$ ]]; then
+    echo "usage: scripts/repeat.sh N [pytest arguments]   (N: how many times each test runs)" >&2
+    exit 2
+fi
+count=$1
+shift
+source scripts/test-deps.sh
+exec "$venv/bin/pytest" -n 2 -p no:cacheprovider --count "$count" "$@"
