@@ -1,11 +1,20 @@
 """Versioned migrations (through yoyo) and the function/view definitions on top of them.
 
 migrations/NAME.sql and rollback/NAME.sql are handed to yoyo as one migration
-each, one step (the whole file) forward and one back, each migration depending
-on the one before. yoyo keeps its tracking tables, its lock and its
-transactions. functions/*.sql and views/*.sql are (re)applied after the
-migrations whenever their text changed, in dependency order, and only once the
-migration named in their `-- requires:` header is applied.
+each, one step forward and one back, each migration depending on the one before.
+yoyo keeps its tracking tables, its lock and its transactions; the step runs the
+file statement by statement so that a failure names the statement (and, for a lock
+wait, the session holding the lock). functions/*.sql and views/*.sql are applied
+after the migrations whenever their text changed, in dependency order, replaced in
+place, and only once the migration named in their `-- requires:` header is applied.
+
+Adopting a database:
+- the baseline's prerequisite check runs in a transaction that is rolled back
+  before anything is created, so a refused migrate leaves nothing behind;
+- migrations applied by hand (`psql -f migrations/0019_...sql`) are recognised:
+  each migration is applied to empty copies of the platform's tables in a scratch
+  schema, inside a transaction that is rolled back, and what it created there is
+  looked for in the real schema (see `_footprints`).
 """
 
 from __future__ import annotations
@@ -13,12 +22,17 @@ from __future__ import annotations
 import hashlib
 import re
 import tempfile
+import threading
+import time
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import psycopg
+import sqlparse
+from psycopg import sql as pgsql
 from yoyo import exceptions as yoyo_exceptions
 from yoyo import read_migrations
 from yoyo.backends.core.postgresql import PostgresqlPsycopgBackend
@@ -31,6 +45,10 @@ from .errors import UserError
 BASELINE = "0018_baseline"
 DEFINITIONS_TABLE = "_deenroll_definitions"
 _MIGRATION_TABLE = "_yoyo_migration"
+# yoyo's own tables (its defaults) and ours: what `uninstall` drops besides the migrations.
+BOOKKEEPING_TABLES = (_MIGRATION_TABLE, "_yoyo_log", "_yoyo_version", "yoyo_lock", DEFINITIONS_TABLE)
+# The mark a role created by a migration carries (COMMENT ON ROLE ... IS 'deenroll: ...').
+ROLE_MARK = "deenroll:"
 
 
 # --------------------------------------------------------------------------- files
@@ -41,10 +59,6 @@ class MigrationFile:
     stem: str
     apply_path: Path
     rollback_path: Path
-
-    @property
-    def number(self) -> int:
-        return int(self.stem.split("_", 1)[0])
 
 
 @dataclass(frozen=True)
@@ -129,6 +143,149 @@ def resolve_target(value: str) -> str:
     raise UserError(f"no migration {value!r}; known: {', '.join(stems)}")
 
 
+# --------------------------------------------------------------------------- running SQL files
+
+
+@dataclass(frozen=True)
+class Statement:
+    line: int  # where it starts in its file, 1-based
+    sql: str
+
+    @property
+    def first_line(self) -> str:
+        return next((l.strip() for l in self.sql.splitlines() if l.strip() and not l.strip().startswith("--")), "")
+
+
+def statements(text: str) -> list[Statement]:
+    """The file's statements (as yoyo and psql split them), each with its line number."""
+    out: list[Statement] = []
+    offset = 0
+    for chunk in sqlparse.split(text):
+        at = text.find(chunk, offset)
+        offset = at + len(chunk) if at >= 0 else offset
+        code = sqlparse.format(chunk, strip_comments=True).strip()
+        if not code or code == ";":
+            continue
+        lines_before = text.count("\n", 0, max(at, 0))
+        leading = next((i for i, l in enumerate(chunk.splitlines()) if l.strip() and not l.strip().startswith("--")), 0)
+        out.append(Statement(lines_before + leading + 1, chunk))
+    return out
+
+
+class _LockWatch:
+    """Remembers who blocks a session while it waits for a lock, seen from a second connection."""
+
+    def __init__(self, target: Target) -> None:
+        self._target = target
+        self._pid: int | None = None
+        self._blockers: list[str] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "_LockWatch":
+        try:
+            self._conn = connect(self._target, autocommit=True, app="deenroll migrate (lock watch)")
+        except UserError:
+            self._conn = None
+            return self
+        self._thread = threading.Thread(target=self._loop, name="deenroll-lock-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._conn is not None:
+            self._conn.close()
+
+    def watch(self, pid: int) -> None:
+        self._pid = pid
+        self._blockers = []
+
+    def blockers(self) -> list[str]:
+        return list(self._blockers)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.1):
+            pid = self._pid
+            if pid is None or self._conn is None:
+                continue
+            try:
+                rows = self._conn.execute(
+                    """SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.usename::text, ''),
+                              coalesce(a.state, ''), a.xact_start, a.query_start, left(coalesce(a.query, ''), 120)
+                         FROM pg_catalog.pg_stat_activity AS a
+                        WHERE a.pid = ANY (pg_catalog.pg_blocking_pids(%s))
+                        ORDER BY a.pid""",
+                    (pid,),
+                ).fetchall()
+            except psycopg.Error:
+                return
+            if rows:
+                self._blockers = [
+                    f"pid {p} (application_name {app!r}, user {user!r}, state {state!r}, "
+                    f"transaction started {xact:%Y-%m-%d %H:%M:%S%z}, query started {qs:%Y-%m-%d %H:%M:%S%z}, "
+                    f"query {' '.join(q.split())!r})"
+                    if xact and qs
+                    else f"pid {p} (application_name {app!r}, user {user!r}, state {state!r}, query {' '.join(q.split())!r})"
+                    for p, app, user, state, xact, qs, q in rows
+                ]
+
+
+class MigrationError(Exception):
+    """A statement of a SQL file failed: where, what, and who held the lock it waited for."""
+
+    def __init__(self, label: str, path: Path, stmt: Statement, cause: psycopg.Error, blockers: list[str]) -> None:
+        self.label, self.path, self.stmt, self.cause, self.blockers = label, path, stmt, cause, blockers
+        super().__init__(self.message())
+
+    def message(self) -> str:
+        diag = self.cause.diag
+        line = self.stmt.line
+        if diag.statement_position and diag.statement_position.isdigit():
+            line += self.stmt.sql[: int(diag.statement_position) - 1].lstrip("\n").count("\n")
+        where = f"{self.path.parent.name}/{self.path.name} line {line} ({self.stmt.first_line[:80]!r})"
+        msg = _one_line(diag.message_primary or str(self.cause))
+        if diag.message_detail:
+            msg += f" ({_one_line(diag.message_detail)})"
+        if diag.message_hint:
+            msg += f"; hint: {_one_line(diag.message_hint)}"
+        text = f"{self.label} failed at {where}: {msg}"
+        if self.cause.sqlstate == "55P03":
+            if self.blockers:
+                text += f"; the lock is held by {'; '.join(self.blockers)}"
+            text += "; nothing of it was applied, run it again when that transaction has ended"
+        return text
+
+
+def _one_line(text: str) -> str:
+    """A server message on one line: its lines joined with '; '."""
+    return "; ".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
+
+
+# The migration step in flight reports its session here (the lock watch follows it).
+_active_watch: _LockWatch | None = None
+
+
+def run_file(conn: psycopg.Connection, path: Path, label: str, text: str | None = None) -> None:
+    """Execute a SQL file statement by statement on `conn`; a failure raises MigrationError."""
+    watch = _active_watch
+    if watch is not None:
+        watch.watch(conn.info.backend_pid)
+    for stmt in statements(text if text is not None else path.read_text()):
+        try:
+            conn.execute(stmt.sql)
+        except psycopg.Error as exc:
+            blockers = watch.blockers() if watch is not None else []
+            raise MigrationError(label, path, stmt, exc, blockers) from None
+
+
+def _file_step(path: str, label: str) -> Callable[[psycopg.Connection], None]:
+    """A yoyo step: the SQL file, run statement by statement in yoyo's transaction."""
+    return lambda conn: run_file(conn, Path(path), label)
+
+
 # --------------------------------------------------------------------------- yoyo bridge
 
 
@@ -143,7 +300,7 @@ class _Backend(PostgresqlPsycopgBackend):
 
 @contextmanager
 def _yoyo(target: Target) -> Iterator[tuple[_Backend, object]]:
-    """A yoyo backend on the target and our migrations as yoyo migrations."""
+    """A yoyo backend on the target (its tables created if missing) and our migrations."""
     connect(target, autocommit=True).close()  # fail early, with our one-line message
     backend_cls = type("DeenrollBackend", (_Backend,), {"conninfo": target.dsn})
     backend = backend_cls(parse_uri("postgresql+psycopg://deenroll/deenroll"), _MIGRATION_TABLE)
@@ -155,9 +312,10 @@ def _yoyo(target: Target) -> Iterator[tuple[_Backend, object]]:
                 raise RuntimeError(f"{m.apply_path.name} has no rollback/{m.apply_path.name}")
             depends = f"__depends__ = {{{previous!r}}}\n" if previous else ""
             Path(tmp, f"{m.stem}.py").write_text(
-                "from pathlib import Path\n"
+                "from deenroll.schema import _file_step\n"
                 f"{depends}"
-                f"step(Path({str(m.apply_path)!r}).read_text(), Path({str(m.rollback_path)!r}).read_text())\n"
+                f"step(_file_step({str(m.apply_path)!r}, 'migration {m.stem}'),"
+                f" _file_step({str(m.rollback_path)!r}, 'rollback of {m.stem}'))\n"
             )
             previous = m.stem
         try:
@@ -178,18 +336,248 @@ def _locked(backend: _Backend, timeout: float) -> Iterator[None]:
         ) from None
 
 
+@contextmanager
+def _watched(target: Target) -> Iterator[None]:
+    """Migration steps run under a lock watch; their failures become one-line UserErrors."""
+    global _active_watch
+    with _LockWatch(target) as watch:
+        _active_watch = watch
+        try:
+            yield
+        except MigrationError as exc:
+            raise UserError(exc.message()) from None
+        except (psycopg.Error, yoyo_exceptions.BadMigration) as exc:
+            raise _sql_error(exc) from None
+        finally:
+            _active_watch = None
+
+
 def _sql_error(exc: BaseException) -> UserError:
     cause = exc
     while cause.__cause__ is not None and not isinstance(cause, psycopg.Error):
         cause = cause.__cause__
     if isinstance(cause, psycopg.Error) and cause.diag.message_primary:
-        msg = cause.diag.message_primary
+        msg = _one_line(cause.diag.message_primary)
+        if cause.diag.message_detail:
+            msg += f" ({_one_line(cause.diag.message_detail)})"
         if cause.diag.message_hint:
-            msg += f" ({cause.diag.message_hint})"
-        if cause.sqlstate == "55P03":
-            msg += "; a live transaction holds a lock the migration needs, retry when traffic is lower"
+            msg += f"; hint: {_one_line(cause.diag.message_hint)}"
         return UserError(msg)
     return UserError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+
+
+def _recorded_migrations(conn: psycopg.Connection) -> dict[str, object] | None:
+    """yoyo's record (migration id -> applied at, UTC); None when yoyo never ran here. Reads only."""
+    if conn.execute("SELECT pg_catalog.to_regclass(%s)", (_MIGRATION_TABLE,)).fetchone()[0] is None:
+        return None
+    rows = conn.execute(f"SELECT migration_id, applied_at_utc FROM {_MIGRATION_TABLE}").fetchall()
+    return {mid: at for mid, at in rows}
+
+
+# --------------------------------------------------------------------------- prerequisites
+
+
+def check_prerequisites(target: Target) -> None:
+    """Run the baseline in a transaction that is rolled back: refuse, creating nothing, if it fails."""
+    baseline = next(m for m in migration_files() if m.stem == BASELINE)
+    with connect(target) as conn:
+        try:
+            run_file(conn, baseline.apply_path, f"migration {BASELINE}")
+        except MigrationError as exc:
+            diag = exc.cause.diag
+            if exc.cause.sqlstate == "42703" and diag.message_primary:
+                raise UserError(
+                    f"cannot install here: {_one_line(diag.message_primary)}"
+                    + (f"; {_one_line(diag.message_hint)}" if diag.message_hint else "")
+                ) from None
+            raise UserError(exc.message()) from None
+        finally:
+            conn.rollback()
+
+
+# --------------------------------------------------------------------------- migrations applied by hand
+
+# What a footprint holds, for the schema named %(s)s: relations with their kind, columns
+# with their type, and the names of indexes, constraints, triggers and functions (a later
+# migration may redefine those; they still count as there).
+_FOOTPRINT: dict[str, str] = {
+    "relation": """
+        SELECT c.relname, c.relkind::text FROM pg_catalog.pg_class c
+         WHERE c.relnamespace = %(s)s::regnamespace AND c.relkind IN ('r', 'v', 'm', 'S', 'p', 'f')""",
+    "column": """
+        SELECT c.relname || '.' || a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod)
+          FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+         WHERE c.relnamespace = %(s)s::regnamespace AND c.relkind IN ('r', 'p')
+           AND a.attnum > 0 AND NOT a.attisdropped""",
+    "index": """
+        SELECT i.relname, ''
+          FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid
+         WHERE i.relnamespace = %(s)s::regnamespace""",
+    "constraint": """
+        SELECT c.relname || '.' || k.conname, ''
+          FROM pg_catalog.pg_constraint k JOIN pg_catalog.pg_class c ON c.oid = k.conrelid
+         WHERE c.relnamespace = %(s)s::regnamespace""",
+    "trigger": """
+        SELECT c.relname || '.' || t.tgname, ''
+          FROM pg_catalog.pg_trigger t JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid
+         WHERE c.relnamespace = %(s)s::regnamespace AND NOT t.tgisinternal""",
+    "function": """
+        SELECT p.proname || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')', ''
+          FROM pg_catalog.pg_proc p WHERE p.pronamespace = %(s)s::regnamespace""",
+}
+
+Footprint = frozenset[tuple[str, str, str]]  # (kind, name, definition)
+
+
+def _schema_objects(conn: psycopg.Connection, schema: str) -> set[tuple[str, str, str]]:
+    conn.execute(pgsql.SQL("SET LOCAL search_path = {}").format(pgsql.Identifier(schema)))
+    qualified = re.compile(r'(?<![\w"])("?' + re.escape(schema) + r'"?)\.')
+    out = set()
+    for kind, query in _FOOTPRINT.items():
+        for name, definition in conn.execute(query, {"s": schema}).fetchall():
+            out.add((kind, name, qualified.sub("", definition)))
+    return out
+
+
+def _probeable(text: str, schemas: set[str]) -> bool:
+    """A migration that names no schema can be tried in a scratch schema without touching the real one."""
+    if re.search(r"\bCREATE\s+SCHEMA\b", text, re.I):
+        return False
+    return not any(re.search(r'(?<![\w."])"?' + re.escape(s) + r'"?\s*\.\s*[\w"]', text) for s in schemas)
+
+
+def _footprints(target: Target) -> tuple[dict[str, Footprint], set[tuple[str, str, str]]] | str:
+    """What each migration after the baseline creates, learnt on empty tables in a scratch schema
+    (rolled back), and what the real schema holds; a reason when the probe cannot run.
+    The probe stops at the first migration that names a schema (it could reach outside the
+    scratch schema) or fails there."""
+    files = migration_files()
+    after = files[[m.stem for m in files].index(BASELINE) + 1 :]
+    probe = f"deenroll_probe_{uuid.uuid4().hex[:12]}"
+    found: dict[str, Footprint] = {}
+    with connect(target, app="deenroll migrate (probe)") as conn:
+        try:
+            conn.execute("SET LOCAL lock_timeout = '2s'")
+            real_schema = conn.execute("SELECT current_schema()").fetchone()[0]
+            schemas = {
+                r[0]
+                for r in conn.execute(
+                    """SELECT nspname FROM pg_catalog.pg_namespace
+                        WHERE nspname !~ '^pg_' AND nspname <> 'information_schema'"""
+                ).fetchall()
+            }
+            real = _schema_objects(conn, real_schema)
+            conn.execute(pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(probe)))
+            conn.execute(pgsql.SQL("SET LOCAL search_path = {}").format(pgsql.Identifier(probe)))
+            run_file(conn, files[[m.stem for m in files].index(BASELINE)].apply_path, "probe")
+            before = _schema_objects(conn, probe)
+            for m in after:
+                text = m.apply_path.read_text()
+                if not _probeable(text, schemas | {probe}):
+                    break
+                try:
+                    with conn.transaction():
+                        conn.execute(pgsql.SQL("SET LOCAL search_path = {}").format(pgsql.Identifier(probe)))
+                        run_file(conn, m.apply_path, "probe", text)
+                except MigrationError:
+                    break
+                now = _schema_objects(conn, probe)
+                found[m.stem] = frozenset(now - before)
+                before = now
+        except psycopg.Error as exc:
+            return _one_line(exc.diag.message_primary or str(exc))
+        except MigrationError as exc:
+            return exc.message()
+        finally:
+            conn.rollback()
+    return found, real
+
+
+def _describe(items: set[tuple[str, str, str]], limit: int = 6) -> str:
+    names = sorted(f"{kind} {name}" for kind, name, _ in items)
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _recognise(target: Target, notes: list[str]) -> list[str]:
+    """The pending migrations that were applied by hand (all their objects are there).
+
+    Reads only (the probe is rolled back), so it runs before yoyo creates anything: a
+    refusal leaves the database as it was. A pending migration with only some of its
+    objects there is half applied: refused, naming what is there and what is missing.
+    A migration recorded as applied none of whose objects is left was rolled back by
+    hand: refused too, with the command that records that.
+    """
+    probed = _footprints(target)
+    if isinstance(probed, str):
+        notes.append(f"could not look for migrations applied by hand: {probed}")
+        return []
+    footprints, real = probed
+    with connect(target, autocommit=True) as conn:
+        applied = _recorded_migrations(conn) or {}
+    stems = [m.stem for m in migration_files()]
+    recognised: list[str] = []
+    for stem, fp in footprints.items():
+        if not fp:
+            continue
+        present = fp & real
+        if stem not in applied:
+            if present == fp:
+                recognised.append(stem)
+            elif present:
+                raise UserError(
+                    f"{stem} is partly in the database (present: {_describe(present)}; missing: {_describe(fp - present)}): "
+                    f"finish it by hand, or undo it with psql -1 -f {_sop_rollback_path(stem)}, then run migrate again"
+                )
+        elif not present:
+            previous = stems[stems.index(stem) - 1]
+            raise UserError(
+                f"{stem} is recorded as applied but none of its objects is in the database (rolled back by hand?): "
+                f"run `deenroll rollback --to {previous}` to record that (the rollback scripts skip what is gone), "
+                "then run migrate again"
+            )
+    return recognised
+
+
+def _sop_rollback_path(stem: str) -> str:
+    return f"migrations/rollback/{stem.split('_', 1)[0]}_rollback.sql"
+
+
+# --------------------------------------------------------------------------- migrate / rollback
+
+
+@dataclass
+class MigrateResult:
+    applied: list[str] = field(default_factory=list)
+    definitions: list[str] = field(default_factory=list)
+    applied_by_hand: list[str] = field(default_factory=list)  # recognised and recorded as applied
+    notes: list[str] = field(default_factory=list)
+
+
+def migrate(target: Target, to: str | None = None, lock_timeout: float = 60.0) -> MigrateResult:
+    """Apply pending migrations (up to `to`), then every changed function and view.
+
+    Before anything is created: the prerequisites are checked and migrations applied by
+    hand are recognised; either may refuse, leaving the database as it was."""
+    stop_at = resolve_target(to) if to else None
+    result = MigrateResult()
+    check_prerequisites(target)
+    by_hand = _recognise(target, result.notes) if stop_at is None or stop_at > BASELINE else []
+    with _yoyo(target) as (backend, migrations), _watched(target):
+        with _locked(backend, lock_timeout):
+            for m in backend.to_apply(migrations):
+                if m.id in by_hand:
+                    backend.mark_one(m)
+                    result.applied_by_hand.append(m.id)
+            pending = backend.to_apply(migrations)
+            if stop_at:
+                pending = pending.filter(lambda m: m.id <= stop_at)
+            for m in pending:
+                backend.apply_one(m)
+                result.applied.append(m.id)
+            applied = set(_applied_stems(backend, migrations))
+        with _locked(backend, lock_timeout):
+            result.definitions = apply_definitions(target, applied)
+    return result
 
 
 def _applied_stems(backend: _Backend, migrations) -> list[str]:
@@ -197,46 +585,15 @@ def _applied_stems(backend: _Backend, migrations) -> list[str]:
     return [m.id for m in migrations if m.hash in applied]
 
 
-@dataclass
-class MigrateResult:
-    applied: list[str] = field(default_factory=list)
-    definitions: list[str] = field(default_factory=list)
-
-
-def migrate(target: Target, to: str | None = None, lock_timeout: float = 60.0) -> MigrateResult:
-    """Apply pending migrations (up to `to`), then every changed function and view."""
-    stop_at = resolve_target(to) if to else None
-    result = MigrateResult()
-    with _yoyo(target) as (backend, migrations):
-        with _locked(backend, lock_timeout):
-            pending = backend.to_apply(migrations)
-            if stop_at:
-                pending = pending.filter(lambda m: m.id <= stop_at)
-            try:
-                for m in pending:
-                    backend.apply_one(m)
-                    result.applied.append(m.id)
-            except (psycopg.Error, yoyo_exceptions.BadMigration) as exc:
-                raise _sql_error(exc) from None
-            applied = set(_applied_stems(backend, migrations))
-        with _locked(backend, lock_timeout):
-            result.definitions = apply_definitions(target, applied)
-    return result
-
-
 def rollback(target: Target, to: str, lock_timeout: float = 60.0) -> list[str]:
     """Roll back every migration after `to`, newest first."""
     stop_at = resolve_target(to)
     rolled: list[str] = []
-    with _yoyo(target) as (backend, migrations):
+    with _yoyo(target) as (backend, migrations), _watched(target):
         with _locked(backend, lock_timeout):
-            todo = backend.to_rollback(migrations).filter(lambda m: m.id > stop_at)
-            try:
-                for m in todo:
-                    backend.rollback_one(m)
-                    rolled.append(m.id)
-            except (psycopg.Error, yoyo_exceptions.BadMigration) as exc:
-                raise _sql_error(exc) from None
+            for m in backend.to_rollback(migrations).filter(lambda m: m.id > stop_at):
+                backend.rollback_one(m)
+                rolled.append(m.id)
     with connect(target) as conn:
         _forget_missing_definitions(conn)
     return rolled
@@ -247,94 +604,293 @@ def break_lock(target: Target) -> None:
         backend.break_lock()
 
 
+@dataclass
+class UninstallResult:
+    rolled_back: list[str] = field(default_factory=list)
+    dropped_tables: list[str] = field(default_factory=list)
+    dropped_roles: list[str] = field(default_factory=list)
+    kept_roles: list[str] = field(default_factory=list)  # "name: why"
+
+
+def uninstall(target: Target, lock_timeout: float = 60.0) -> UninstallResult:
+    """Everything deenroll added, gone: every migration after the baseline rolled back, the
+    bookkeeping tables dropped, and the roles a migration created (marked by their comment)
+    dropped when no login is a member and no database still grants them anything.
+    The platform's campaigns and leads stay, with every row."""
+    result = UninstallResult()
+    with connect(target, autocommit=True) as conn:
+        never = _recorded_migrations(conn) is None
+    if not never:
+        result.rolled_back = rollback(target, BASELINE, lock_timeout)
+    with connect(target) as conn:
+        conn.execute("SET LOCAL lock_timeout = '5s'")
+        for table in BOOKKEEPING_TABLES:
+            if conn.execute("SELECT pg_catalog.to_regclass(%s)", (table,)).fetchone()[0] is not None:
+                conn.execute(pgsql.SQL("DROP TABLE {}").format(pgsql.Identifier(table)))
+                result.dropped_tables.append(table)
+        roles = conn.execute(
+            """SELECT r.rolname,
+                      EXISTS (SELECT 1 FROM pg_catalog.pg_auth_members m WHERE m.roleid = r.oid)
+                 FROM pg_catalog.pg_roles r
+                WHERE pg_catalog.shobj_description(r.oid, 'pg_authid') LIKE %s
+                ORDER BY r.rolname""",
+            (ROLE_MARK + "%",),
+        ).fetchall()
+        for name, has_members in roles:
+            if has_members:
+                result.kept_roles.append(f"{name}: other roles are members of it")
+                continue
+            try:
+                with conn.transaction():
+                    conn.execute(pgsql.SQL("DROP ROLE {}").format(pgsql.Identifier(name)))
+                result.dropped_roles.append(name)
+            except psycopg.errors.DependentObjectsStillExist:
+                result.kept_roles.append(f"{name}: another database still grants it privileges")
+            except psycopg.errors.InsufficientPrivilege:
+                result.kept_roles.append(f"{name}: this login may not drop roles")
+    return result
+
+
 # --------------------------------------------------------------------------- definitions
 
 
-def _catalog_hash(conn: psycopg.Connection, d: Definition) -> str | None:
-    """md5 of the object's definition as the database holds it; None when absent."""
+# The search path every definition is created and hashed under (pg_get_viewdef and
+# pg_get_functiondef print names relative to the path in force).
+_PINNED_PATH = "SET LOCAL search_path = pg_catalog, pg_temp"
+
+
+def _catalog_hash(conn: psycopg.Connection, d: Definition, schema: str) -> str | None:
+    """md5 of the object's definition as the database holds it (read under _PINNED_PATH); None when absent."""
     if d.kind == "view":
-        sql = """SELECT md5(pg_get_viewdef(c.oid)) FROM pg_class c
-                  WHERE c.relname = %s AND c.relkind IN ('v', 'm')
-                    AND c.relnamespace = current_schema()::regnamespace"""
+        sql = """SELECT pg_catalog.md5(pg_catalog.pg_get_viewdef(c.oid)) FROM pg_catalog.pg_class c
+                  WHERE c.relname = %s AND c.relkind IN ('v', 'm') AND c.relnamespace = %s::regnamespace"""
     else:
-        sql = """SELECT md5(string_agg(pg_get_functiondef(p.oid), ';' ORDER BY p.oid::regprocedure::text))
-                   FROM pg_proc p
-                  WHERE p.proname = %s AND p.pronamespace = current_schema()::regnamespace
+        sql = """SELECT pg_catalog.md5(pg_catalog.string_agg(pg_catalog.pg_get_functiondef(p.oid), ';'
+                                                             ORDER BY p.oid::regprocedure::text))
+                   FROM pg_catalog.pg_proc p
+                  WHERE p.proname = %s AND p.pronamespace = %s::regnamespace
                  HAVING count(*) > 0"""
-    row = conn.execute(sql, (d.name,)).fetchone()
+    row = conn.execute(sql, (d.name, schema)).fetchone()
     return row[0] if row else None
 
 
-def _ensure_definitions_table(conn: psycopg.Connection) -> None:
+def _definitions_table(schema: str) -> pgsql.Composed:
+    return pgsql.SQL("{}.{}").format(pgsql.Identifier(schema), pgsql.Identifier(DEFINITIONS_TABLE))
+
+
+def _ensure_definitions_table(conn: psycopg.Connection, schema: str) -> None:
     conn.execute(
-        f"""CREATE TABLE IF NOT EXISTS {DEFINITIONS_TABLE} (
+        pgsql.SQL(
+            """CREATE TABLE IF NOT EXISTS {} (
                 name         text PRIMARY KEY,
                 kind         text NOT NULL,
                 file_sha256  text NOT NULL,
                 catalog_md5  text NOT NULL,
                 applied_at   timestamptz NOT NULL DEFAULT now())"""
+        ).format(_definitions_table(schema))
     )
 
 
-def _recorded(conn: psycopg.Connection) -> dict[str, tuple[str, str]]:
-    exists = conn.execute("SELECT to_regclass(%s)", (DEFINITIONS_TABLE,)).fetchone()[0]
+def _recorded(conn: psycopg.Connection, schema: str) -> dict[str, tuple[str, str]]:
+    exists = conn.execute(
+        "SELECT 1 FROM pg_catalog.pg_class WHERE relname = %s AND relnamespace = %s::regnamespace",
+        (DEFINITIONS_TABLE, schema),
+    ).fetchone()
     if not exists:
         return {}
-    rows = conn.execute(f"SELECT name, file_sha256, catalog_md5 FROM {DEFINITIONS_TABLE}").fetchall()
+    rows = conn.execute(
+        pgsql.SQL("SELECT name, file_sha256, catalog_md5 FROM {}").format(_definitions_table(schema))
+    ).fetchall()
     return {name: (sha, md5) for name, sha, md5 in rows}
 
 
-def _drop_existing(conn: psycopg.Connection, d: Definition) -> None:
-    """Drop the object (every overload) so a changed signature or column list can be created."""
+def _or_replace(sql: str) -> str:
+    """The file's `CREATE FUNCTION` / `CREATE VIEW` as CREATE OR REPLACE: replaced in place,
+    so that what others built on it (views, grants) stays."""
+    return re.sub(r"^(\s*)CREATE\s+(FUNCTION|VIEW)\b", r"\1CREATE OR REPLACE \2", sql, count=1, flags=re.M | re.I)
+
+
+# Every object that depends on one (views through their rewrite rule, functions through a
+# view's row type too), transitively; what DROP ... CASCADE would take with it.
+_DEPENDENTS = """
+WITH RECURSIVE dep(classid, objid) AS (
+    SELECT %(classid)s::regclass::oid, %(objid)s::oid
+  UNION
+    SELECT CASE WHEN d.classid = 'pg_catalog.pg_rewrite'::regclass THEN 'pg_catalog.pg_class'::regclass::oid
+                ELSE d.classid END,
+           CASE WHEN d.classid = 'pg_catalog.pg_rewrite'::regclass THEN r.ev_class ELSE d.objid END
+      FROM dep
+     CROSS JOIN LATERAL (SELECT dep.classid AS c, dep.objid AS o
+                         UNION ALL
+                         SELECT 'pg_catalog.pg_type'::regclass::oid, rel.reltype
+                           FROM pg_catalog.pg_class AS rel
+                          WHERE dep.classid = 'pg_catalog.pg_class'::regclass AND rel.oid = dep.objid) AS ref
+      JOIN pg_catalog.pg_depend AS d ON d.refclassid = ref.c AND d.refobjid = ref.o AND d.deptype IN ('n', 'a')
+      LEFT JOIN pg_catalog.pg_rewrite AS r ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND r.oid = d.objid
+     WHERE NOT (d.classid = 'pg_catalog.pg_rewrite'::regclass AND r.ev_class = dep.objid)
+)
+SELECT dep.classid::regclass::text, dep.objid, pg_catalog.pg_describe_object(dep.classid, dep.objid, 0),
+       coalesce(c.relname, p.proname), coalesce(c.relnamespace, p.pronamespace)
+  FROM dep
+  LEFT JOIN pg_catalog.pg_class AS c ON dep.classid = 'pg_catalog.pg_class'::regclass AND c.oid = dep.objid
+  LEFT JOIN pg_catalog.pg_proc AS p ON dep.classid = 'pg_catalog.pg_proc'::regclass AND p.oid = dep.objid
+ WHERE NOT (dep.classid = %(classid)s::regclass::oid AND dep.objid = %(objid)s::oid)
+"""
+
+
+def _objects_of(conn: psycopg.Connection, d: Definition, schema: str) -> list[tuple[str, int, str]]:
+    """(catalog, oid, signature or name) of the database's objects named like `d`."""
     if d.kind == "view":
-        conn.execute(f'DROP VIEW IF EXISTS "{d.name}" CASCADE')
+        sql = """SELECT 'pg_catalog.pg_class', c.oid, pg_catalog.format('%%I.%%I', n.nspname, c.relname)
+                   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.relname = %s AND c.relkind IN ('v', 'm') AND n.nspname = %s"""
+    else:
+        sql = """SELECT 'pg_catalog.pg_proc', p.oid, p.oid::regprocedure::text
+                   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                  WHERE p.proname = %s AND n.nspname = %s ORDER BY p.oid"""
+    return [(c, int(o), s) for c, o, s in conn.execute(sql, (d.name, schema)).fetchall()]
+
+
+class _Refused(Exception):
+    pass
+
+
+def _drop_ours(conn: psycopg.Connection, d: Definition, obj: tuple[str, int, str], schema: str) -> list[str]:
+    """Drop one of our objects whose replacement cannot be made in place. Refuses, naming them,
+    when anything that is not one of our functions or views depends on it; our dependents go
+    with it (and are created again from their files). Returns the names of those dependents."""
+    catalog, oid, ident = obj
+    if catalog == "pg_catalog.pg_class":
+        conn.execute(pgsql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(pgsql.SQL(ident)))
+    ours = {(x.kind, x.name) for x in definitions()}
+    schema_oid = conn.execute("SELECT %s::regnamespace::oid", (schema,)).fetchone()[0]
+    foreign, mine = [], []
+    for cls, _, described, name, nsp in conn.execute(_DEPENDENTS, {"classid": catalog, "objid": oid}).fetchall():
+        kind = {"pg_class": "view", "pg_proc": "function"}.get(cls.split(".")[-1])
+        if kind and nsp == schema_oid and (kind, name) in ours:
+            mine.append(name)
+        else:
+            foreign.append(described)
+    if foreign:
+        raise _Refused(
+            f"{d.path.parent.name}/{d.path.name} changes {ident} in a way that needs it dropped and created again, "
+            f"and objects deenroll does not own depend on it: {', '.join(sorted(set(foreign)))}; "
+            "drop or change them first (they would be lost), then run migrate again"
+        )
+    what = "VIEW" if catalog == "pg_catalog.pg_class" else "FUNCTION"
+    conn.execute(pgsql.SQL("DROP {} {} CASCADE").format(pgsql.SQL(what), pgsql.SQL(ident)))
+    return mine
+
+
+def _apply_one(conn: psycopg.Connection, d: Definition, schema: str) -> None:
+    """Create or replace one definition in place; drop and create only when it must, and never
+    anything someone else built on it."""
+    text = _or_replace(d.sql)
+    before = _objects_of(conn, d, schema)
+    try:
+        with conn.transaction():
+            run_file(conn, d.path, d.path.stem, text)
+    except MigrationError as exc:
+        # 42P16: a view's columns changed; 42P13: a function's result type or parameter names.
+        if exc.cause.sqlstate not in ("42P16", "42P13"):
+            raise
+        for obj in before:
+            _drop_ours(conn, d, obj, schema)
+        run_file(conn, d.path, d.path.stem, text)
         return
-    procs = conn.execute(
-        "SELECT p.oid::regprocedure::text FROM pg_proc p "
-        "WHERE p.proname = %s AND p.pronamespace = current_schema()::regnamespace",
-        (d.name,),
-    ).fetchall()
-    for (signature,) in procs:
-        conn.execute(f"DROP FUNCTION IF EXISTS {signature} CASCADE")
+    if d.kind == "function":
+        after = _objects_of(conn, d, schema)
+        if len(after) > len(before):  # a new signature: the old overloads are stale
+            for obj in before:
+                _drop_ours(conn, d, obj, schema)
 
 
-def apply_definitions(target: Target, applied: set[str]) -> list[str]:
-    """(Re)create every function and view whose file changed, was dropped or was edited by hand."""
+def apply_definitions(target: Target, applied: set[str], attempts: int = 4) -> list[str]:
+    """(Re)create every function and view whose file changed, was dropped or was edited by hand,
+    all in one short transaction; a lock wait gives up after lock_timeout and the whole is retried."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _apply_definitions_once(target, applied)
+        except MigrationError as exc:
+            if exc.cause.sqlstate != "55P03" or attempt == attempts:
+                raise UserError(exc.message()) from None
+            time.sleep(min(2.0, 0.25 * 2**attempt))
+        except _Refused as exc:
+            raise UserError(str(exc)) from None
+    raise AssertionError("unreachable")
+
+
+def _apply_definitions_once(target: Target, applied: set[str]) -> list[str]:
+    global _active_watch
     changed: list[str] = []
-    with connect(target) as conn:
-        conn.execute("SET LOCAL lock_timeout = '5s'")
-        _ensure_definitions_table(conn)
-        recorded = _recorded(conn)
-        for d in definitions():
-            if d.requires not in applied:
-                continue
-            current = _catalog_hash(conn, d)
-            seen = recorded.get(d.name)
-            if current is not None and seen == (d.sha256, current):
-                continue
-            try:
-                _drop_existing(conn, d)
-                conn.execute(d.sql)
-            except psycopg.Error as exc:
-                raise UserError(f"{d.path.parent.name}/{d.path.name}: {_sql_error(exc)}") from None
-            conn.execute(
-                f"""INSERT INTO {DEFINITIONS_TABLE} (name, kind, file_sha256, catalog_md5)
-                    VALUES (%s, %s, %s, %s)
-                    ON CONFLICT (name) DO UPDATE
-                       SET kind = EXCLUDED.kind, file_sha256 = EXCLUDED.file_sha256,
-                           catalog_md5 = EXCLUDED.catalog_md5, applied_at = now()""",
-                (d.name, d.kind, d.sha256, _catalog_hash(conn, d)),
-            )
-            changed.append(d.name)
+    with _LockWatch(target) as watch, connect(target) as conn:
+        _active_watch = watch
+        try:
+            schema = conn.execute("SELECT current_schema()").fetchone()[0]
+            # Views and SQL-standard function bodies bind the functions and operators they call
+            # when they are created: with only pg_catalog in the path, a better-matching overload
+            # planted in a schema others can write to is never bound. Every name of ours in the
+            # files is schema-qualified. (The catalog hashes are read under the same path.)
+            conn.execute(_PINNED_PATH)
+            conn.execute("SET LOCAL lock_timeout = '3s'")
+            _ensure_definitions_table(conn, schema)
+            recorded = _recorded(conn, schema)
+            todo = [d for d in definitions() if d.requires in applied]
+            for _pass in range(3):  # a drop may take our dependents with it: they come back next pass
+                redo = False
+                for d in todo:
+                    current = _catalog_hash(conn, d, schema)
+                    if current is not None and recorded.get(d.name) == (d.sha256, current):
+                        continue
+                    _apply_one(conn, d, schema)
+                    new_hash = _catalog_hash(conn, d, schema)
+                    conn.execute(
+                        pgsql.SQL(
+                            """INSERT INTO {} (name, kind, file_sha256, catalog_md5)
+                               VALUES (%s, %s, %s, %s)
+                               ON CONFLICT (name) DO UPDATE
+                                  SET kind = EXCLUDED.kind, file_sha256 = EXCLUDED.file_sha256,
+                                      catalog_md5 = EXCLUDED.catalog_md5, applied_at = now()"""
+                        ).format(_definitions_table(schema)),
+                        (d.name, d.kind, d.sha256, new_hash),
+                    )
+                    recorded[d.name] = (d.sha256, new_hash)
+                    if d.name not in changed:
+                        changed.append(d.name)
+                for d in todo:
+                    if _catalog_hash(conn, d, schema) is None:
+                        recorded.pop(d.name, None)
+                        redo = True
+                if not redo:
+                    break
+            # New objects of ours start closed to PUBLIC; default privileges may also have handed
+            # them (or tables a migration just made) to API roles: the one list of grants is
+            # applied after every migrate.
+            for name in changed:
+                for (signature,) in conn.execute(
+                    "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p "
+                    "WHERE p.proname = %s AND p.pronamespace = %s::regnamespace",
+                    (name, schema),
+                ).fetchall():
+                    conn.execute(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
+            if conn.execute("SELECT to_regprocedure('public.deenroll_apply_privileges()')").fetchone()[0]:
+                conn.execute("SELECT public.deenroll_apply_privileges()")
+            conn.commit()
+        finally:
+            _active_watch = None
     return changed
 
 
 def _forget_missing_definitions(conn: psycopg.Connection) -> None:
-    if not _recorded(conn):
+    schema = conn.execute("SELECT current_schema()").fetchone()[0]
+    conn.execute(_PINNED_PATH)
+    if not _recorded(conn, schema):
         return
     for d in definitions():
-        if _catalog_hash(conn, d) is None:
-            conn.execute(f"DELETE FROM {DEFINITIONS_TABLE} WHERE name = %s", (d.name,))
+        if _catalog_hash(conn, d, schema) is None:
+            conn.execute(
+                pgsql.SQL("DELETE FROM {} WHERE name = %s").format(_definitions_table(schema)), (d.name,)
+            )
 
 
 # --------------------------------------------------------------------------- status
@@ -344,34 +900,27 @@ def _forget_missing_definitions(conn: psycopg.Connection) -> None:
 class Status:
     migrations: list[tuple[str, str]]  # (stem, "applied <when>" | "pending")
     definitions: list[tuple[str, str, str]]  # (name, kind, state)
-
-    @property
-    def pending(self) -> list[str]:
-        return [stem for stem, state in self.migrations if state == "pending"]
-
-    @property
-    def out_of_date(self) -> list[str]:
-        return [name for name, _, state in self.definitions if state not in ("up to date",) and not state.startswith("waits")]
+    never_migrated: bool = False  # no migration was ever recorded in this database
 
 
 def status(target: Target) -> Status:
-    with _yoyo(target) as (backend, migrations):
-        rows = backend.execute(
-            f"SELECT migration_id, applied_at_utc FROM {_MIGRATION_TABLE}"
-        ).fetchall()
-        when = {mid: at for mid, at in rows}
-        applied = set(_applied_stems(backend, migrations))
-    mig_states = [
-        (m.stem, f"applied {when[m.stem]:%Y-%m-%d %H:%M:%S} UTC" if m.stem in applied else "pending")
-        for m in migration_files()
-    ]
-    def_states = []
+    """What is applied and current, read from the catalog in a read-only transaction."""
     with connect(target) as conn:
-        recorded = _recorded(conn)
+        conn.execute("SET TRANSACTION READ ONLY")
+        recorded = _recorded_migrations(conn)
+        when = recorded or {}
+        mig_states = [
+            (m.stem, f"applied {when[m.stem]:%Y-%m-%d %H:%M:%S} UTC" if m.stem in when else "pending")
+            for m in migration_files()
+        ]
+        schema = conn.execute("SELECT current_schema()").fetchone()[0]
+        conn.execute(_PINNED_PATH)
+        seen_defs = _recorded(conn, schema)
+        def_states = []
         for d in definitions():
-            current = _catalog_hash(conn, d)
-            seen = recorded.get(d.name)
-            if d.requires not in applied:
+            current = _catalog_hash(conn, d, schema)
+            seen = seen_defs.get(d.name)
+            if d.requires not in when:
                 state = f"waits for {d.requires}"
             elif current is None:
                 state = "missing (run migrate)"
@@ -384,7 +933,8 @@ def status(target: Target) -> Status:
             else:
                 state = "up to date"
             def_states.append((d.name, d.kind, state))
-    return Status(mig_states, def_states)
+        conn.rollback()
+    return Status(mig_states, def_states, never_migrated=recorded is None)
 
 
 # --------------------------------------------------------------------------- verify

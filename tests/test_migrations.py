@@ -192,8 +192,8 @@ def test_missing_prerequisite_column_is_named_and_nothing_is_applied(empty_db_ur
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert "Traceback" not in res.stderr
     assert diff(before, _catalog(empty_db_url)) == []
-    with psycopg.connect(empty_db_url) as conn:
-        assert conn.execute("SELECT count(*) FROM _yoyo_migration").fetchone()[0] == 0
+    with psycopg.connect(empty_db_url) as conn:  # refused before yoyo creates its tables
+        assert conn.execute("SELECT to_regclass('_yoyo_migration')").fetchone()[0] is None
 
 
 def test_two_migrate_processes_at_once_are_safe(empty_db_url: str, pg_server) -> None:

@@ -1,0 +1,1 @@
+../../rollback/0019_add_campaign_completion_tracking.sql

@@ -1,0 +1,1 @@
+../../rollback/0020_unify_campaign_model.sql

@@ -1,0 +1,1 @@
+../../rollback/0021_add_de_enrollment_monitoring.sql

@@ -1,0 +1,1 @@
+../../rollback/0022_add_analyst_role.sql

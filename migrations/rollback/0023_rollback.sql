@@ -1,0 +1,1 @@
+../../rollback/0023_add_private_schema.sql

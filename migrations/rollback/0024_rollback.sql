@@ -1,0 +1,1 @@
+../../rollback/0024_isolate_dirty_platform_data.sql
