@@ -96,6 +96,10 @@ def create(conn: psycopg.Connection, day: str) -> list[BackupTable]:
                     )
                 )
                 made.append(BackupTable(table, name, backup_rows))
+            # The copies hold personal data and got whatever default privileges hand out
+            # (on Supabase: everything, to the API roles): closed like every table of ours.
+            if queries.value(conn, "function_exists", signature="public.deenroll_apply_privileges()"):
+                queries.run(conn, "apply_privileges")
     except psycopg.errors.DuplicateTable:
         raise UserError(f"backup {day} was created meanwhile by another session; nothing changed") from None
     finally:

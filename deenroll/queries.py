@@ -59,12 +59,12 @@ def run(conn: psycopg.Connection, name: str, /, **params: Any) -> psycopg.Cursor
 
 def require_relation(conn: psycopg.Connection, name: str) -> None:
     """One clear error when a view or table of ours is missing (the database was not migrated)."""
-    if not value(conn, "relation_exists", name=name):
+    if not value(conn, "relation_exists", name=name if "." in name else f"public.{name}"):
         raise UserError(f"{name} does not exist in this database: run `deenroll migrate` first")
 
 
 def require_function(conn: psycopg.Connection, signature: str) -> None:
     """One clear error when a function of ours is missing (the database was not migrated)."""
-    if not value(conn, "function_exists", signature=signature):
+    if not value(conn, "function_exists", signature=signature if "." in signature else f"public.{signature}"):
         name = signature.split("(", 1)[0]
         raise UserError(f"{name}() does not exist in this database: run `deenroll migrate` first")

@@ -14,14 +14,14 @@ SELECT to_regprocedure(%(signature)s) IS NOT NULL;
 -- name: health
 -- Every client's health (or one client's), errors first, then warnings.
 SELECT *
-  FROM de_enrollment_health
+  FROM public.de_enrollment_health
  WHERE %(client_id)s::uuid IS NULL OR client_id = %(client_id)s::uuid
  ORDER BY CASE status WHEN 'error' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, client_id;
 
 -- name: stuck_by_reason
 -- How many leads are stuck, per reason (every client, or one).
 SELECT reason, count(*)
-  FROM de_enrollment_stuck_leads
+  FROM public.de_enrollment_stuck_leads
  WHERE %(client_id)s::uuid IS NULL OR client_id = %(client_id)s::uuid
  GROUP BY reason
  ORDER BY reason;
@@ -29,7 +29,7 @@ SELECT reason, count(*)
 -- name: stuck_leads
 -- The first stuck leads (every client, or one), in a stable order.
 SELECT *
-  FROM de_enrollment_stuck_leads
+  FROM public.de_enrollment_stuck_leads
  WHERE %(client_id)s::uuid IS NULL OR client_id = %(client_id)s::uuid
  ORDER BY client_id, campaign_id, lead_id
  LIMIT %(limit)s;
@@ -37,28 +37,28 @@ SELECT *
 -- name: drift
 -- Campaigns whose stored counters differ from their leads, largest difference first.
 SELECT *
-  FROM campaign_stats_drift
+  FROM public.campaign_stats_drift
  ORDER BY max_difference DESC, client_id, campaign_id;
 
--- name: client_has_campaigns
--- Whether a client has at least one campaign.
-SELECT EXISTS (SELECT 1 FROM campaigns WHERE client_id = %(client_id)s::uuid);
+-- name: client_exists
+-- Whether a client has at least one campaign or lead.
+SELECT public.de_enrollment_client_exists(%(client_id)s::uuid);
 
 -- name: recalculate
 -- Recount the counters of one client's campaigns (NULL: all); the campaigns that changed.
-SELECT * FROM recalculate_campaign_stats(%(client_id)s::uuid);
+SELECT * FROM public.recalculate_campaign_stats(%(client_id)s::uuid);
 
 -- name: archive_history
 -- The monthly cleanup: archive old runs, delete old lead logs (or only count, on a dry run).
-SELECT * FROM archive_de_enrollment_history(%(runs_days)s, %(logs_days)s, %(dry_run)s);
+SELECT * FROM public.archive_de_enrollment_history(%(runs_days)s::integer, %(logs_days)s::integer, %(dry_run)s::boolean);
 
 -- name: vacuum_runs
 -- Reclaim the space of archived runs and refresh the planner's statistics.
-VACUUM (ANALYZE) de_enrollment_runs;
+VACUUM (ANALYZE) public.de_enrollment_runs;
 
 -- name: vacuum_lead_log
 -- Reclaim the space of deleted lead logs and refresh the planner's statistics.
-VACUUM (ANALYZE) de_enrollment_lead_log;
+VACUUM (ANALYZE) public.de_enrollment_lead_log;
 
 -- name: demo_outcomes
 -- What the runs did for the given clients: de-enrolled per outcome, stuck, drifted, duplicated.
@@ -97,6 +97,10 @@ SELECT a.attname
    AND EXISTS (SELECT 1 FROM pg_attribute AS b
                 WHERE b.attrelid = to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%(backup)s))
                   AND b.attname = a.attname AND b.attnum > 0 AND NOT b.attisdropped);
+
+-- name: apply_privileges
+-- Close new tables of ours to PUBLIC and API roles and re-apply the one list of grants.
+SELECT public.deenroll_apply_privileges();
 
 -- name: lock_platform_tables
 -- Hold writes to leads and campaigns while a backup is restored (reads go on).

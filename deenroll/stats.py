@@ -31,8 +31,8 @@ def drift_line(d: dict[str, Any]) -> str:
 def recalculate(conn: psycopg.Connection, client_id: str | None) -> list[dict[str, Any]]:
     """recalculate_campaign_stats(): the campaigns whose counters changed (the caller's transaction)."""
     queries.require_function(conn, "recalculate_campaign_stats(uuid)")
-    if client_id is not None and not queries.value(conn, "client_has_campaigns", client_id=client_id):
-        raise UserError(f"client {client_id} has no campaigns")
+    if client_id is not None and not queries.value(conn, "client_exists", client_id=client_id):
+        raise UserError(f"client {client_id} has no campaigns and no leads")
     return queries.rows(conn, "recalculate", client_id=client_id)
 
 

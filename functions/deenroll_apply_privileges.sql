@@ -29,7 +29,7 @@ DECLARE
         'get_leads_for_de_enrollment', 'process_de_enrollment_batch', 'count_leads_for_de_enrollment',
         'de_enrollment_clients', 'de_enrollment_invalid_campaigns', 'start_de_enrollment_run',
         'finish_de_enrollment_run', 'apply_campaign_stats_deltas', 'recalculate_campaign_stats',
-        'archive_de_enrollment_history', 'de_enrollment_rls_blind_spots'];
+        'archive_de_enrollment_history', 'de_enrollment_rls_blind_spots', 'de_enrollment_client_exists'];
     -- Functions that views call (readers need EXECUTE on them).
     c_view_functions CONSTANT text[] := ARRAY['de_enrollment_due_outcome'];
     c_maintained CONSTANT text[] := ARRAY['public.de_enrollment_runs', 'public.de_enrollment_lead_log'];

@@ -269,6 +269,7 @@ RUNNER_FUNCTIONS = {
     "apply_campaign_stats_deltas(uuid[])",
     "archive_de_enrollment_history(integer,integer,boolean)",
     "count_leads_for_de_enrollment(uuid)",
+    "de_enrollment_client_exists(uuid)",
     "de_enrollment_clients()",
     "de_enrollment_invalid_campaigns(uuid)",
     "de_enrollment_rls_blind_spots()",
