@@ -61,12 +61,13 @@ REQUIRED_FUNCTIONS = (
     "de_enrollment_clients()",
     "de_enrollment_invalid_campaigns(uuid)",
     "count_leads_for_de_enrollment(uuid)",
+    "de_enrollment_held_leads(uuid)",
 )
 REQUIRED_TABLES = ("campaigns", "leads", "campaign_stats_delta", "de_enrollment_runs", "de_enrollment_lead_log")
 
 BATCH_SQL = (
-    "SELECT lead_id, campaign_id, outcome, messages_received "
-    "FROM process_de_enrollment_batch(%s, ARRAY(SELECT lead_id FROM get_leads_for_de_enrollment(%s, %s)))"
+    "SELECT lead_id, campaign_id, outcome, messages_received, held_reason "
+    "FROM public.process_de_enrollment_batch(%s, ARRAY(SELECT lead_id FROM public.get_leads_for_de_enrollment(%s, %s)))"
 )
 
 
@@ -147,6 +148,12 @@ class ClientResult:
     invalid_campaigns: list[CampaignIssue] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     campaigns: list[dict[str, Any]] = field(default_factory=list)  # dry run only
+    held: dict[str, int] = field(default_factory=dict)  # leads runs hold, by reason, after the run
+    newly_held: int = 0  # of them, held by this run
+
+    @property
+    def leads_held(self) -> int:
+        return sum(self.held.values())
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -162,6 +169,9 @@ class ClientResult:
             "error": self.error,
             "invalid_campaigns": [c.to_json() for c in self.invalid_campaigns],
             "warnings": self.warnings,
+            "leads_held": self.leads_held,
+            "held": dict(self.held),
+            "newly_held": self.newly_held,
         }
         if self.status == "dry_run":
             out["would_de_enroll"] = self.completed + self.opted_out
@@ -184,10 +194,11 @@ class RunReport:
 
     @property
     def exit_code(self) -> int:
-        """2 when a client (or the final fold) failed, 1 when one ended partial (or, dry run, would), else 0."""
+        """2 when a client (or the final fold) failed; 1 when one ended partial (or, dry run, would) or
+        leads are held (they need someone's attention); else 0."""
         if self.count("failed") or self.fold_error:
             return 2
-        if self.count("partial"):
+        if self.count("partial") or any(c.held for c in self.clients):
             return 1
         if self.options.dry_run and any(c.invalid_campaigns for c in self.clients):
             return 1
@@ -205,6 +216,7 @@ class RunReport:
             "completed": sum(c.completed for c in self.clients),
             "opted_out": sum(c.opted_out for c in self.clients),
             "batches": sum(c.batches for c in self.clients),
+            "leads_held": sum(c.leads_held for c in self.clients),
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -265,11 +277,19 @@ def describe_client(r: ClientResult) -> str:
             f"{r.status}: de-enrolled {r.leads_de_enrolled} (completed {r.completed}, "
             f"opted out {r.opted_out}) in {r.batches} batch{'es' if r.batches != 1 else ''}, {r.duration_ms} ms"
         )
+    if r.held:
+        text += f"; {describe_held(r.held)}"
     if r.invalid_campaigns:
         text += f"; {len(r.invalid_campaigns)} campaign(s) with invalid messages"
-    if r.error and r.status != "dry_run":
+    if r.error and r.status not in ("dry_run", "success"):  # a success's details only repeat the held leads
         text += f"; {r.error}"
     return text
+
+
+def describe_held(held: dict[str, int]) -> str:
+    """'held 3 (check_violation 2, refused_by_trigger 1)'."""
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(held.items()))
+    return f"held {sum(held.values())} ({reasons})"
 
 
 # --------------------------------------------------------------------------- the run
@@ -304,20 +324,33 @@ def check_prerequisites(conn: psycopg.Connection) -> None:
 
 def _clients(conn: psycopg.Connection, only: str | None) -> list[str]:
     if only is not None:
-        known = conn.execute("SELECT EXISTS (SELECT 1 FROM campaigns WHERE client_id = %s)", (only,)).fetchone()
+        known = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM public.campaigns WHERE client_id = %s) "
+            "OR EXISTS (SELECT 1 FROM public.leads WHERE client_id = %s)",
+            (only, only),
+        ).fetchone()
         if not known or not known[0]:
-            raise UserError(f"client {only} has no campaigns: nothing to de-enroll (check --client-id)")
+            raise UserError(f"client {only} has no campaigns and no leads: nothing to de-enroll (check --client-id)")
         return [only]
-    rows = conn.execute("SELECT client_id FROM de_enrollment_clients()").fetchall()
+    rows = conn.execute("SELECT client_id FROM public.de_enrollment_clients()").fetchall()
     return [str(r[0]) for r in rows]
 
 
 def _invalid_campaigns(conn: psycopg.Connection, client_id: str) -> list[CampaignIssue]:
     rows = conn.execute(
-        "SELECT campaign_id, campaign_name, messages_type, active_leads FROM de_enrollment_invalid_campaigns(%s)",
+        "SELECT campaign_id, campaign_name, messages_type, active_leads FROM public.de_enrollment_invalid_campaigns(%s)",
         (client_id,),
     ).fetchall()
     return [CampaignIssue(str(r[0]), r[1], r[2], int(r[3])) for r in rows]
+
+
+def _held(conn: psycopg.Connection, client_id: str) -> dict[str, int]:
+    """The client's held leads (the ones a run skips), counted by reason."""
+    rows = conn.execute(
+        "SELECT reason, count(*) FROM public.de_enrollment_held_leads(%s) GROUP BY reason ORDER BY reason",
+        (client_id,),
+    ).fetchall()
+    return {str(r[0]): int(r[1]) for r in rows}
 
 
 class Runner:
@@ -402,7 +435,7 @@ class Runner:
         """Fold the deltas of campaigns no client run touched (clients without an active campaign)."""
         try:
             conn = self.conn
-            report.deltas_folded = conn.execute("SELECT apply_campaign_stats_deltas()").fetchone()[0]
+            report.deltas_folded = conn.execute("SELECT public.apply_campaign_stats_deltas()").fetchone()[0]
         except (psycopg.Error, UserError) as exc:
             self._abandon()
             report.fold_error = f"folding the remaining counter deltas failed: {_first_line(exc)}"
@@ -413,10 +446,11 @@ class Runner:
         result = ClientResult(client_id, status="dry_run")
         rows = self.conn.execute(
             "SELECT campaign_id, campaign_name, total_messages, completed, opted_out "
-            "FROM count_leads_for_de_enrollment(%s)",
+            "FROM public.count_leads_for_de_enrollment(%s)",
             (client_id,),
         ).fetchall()
         result.invalid_campaigns = _invalid_campaigns(self.conn, client_id)
+        result.held = _held(self.conn, client_id)
         for campaign_id, name, total, completed, opted_out in rows:
             result.campaigns.append(
                 {
@@ -439,7 +473,7 @@ class Runner:
         try:
             conn = self.conn
             row = conn.execute(
-                "SELECT start_de_enrollment_run(%s, %s, %s, %s, %s)",
+                "SELECT public.start_de_enrollment_run(%s, %s, %s, %s, %s)",
                 (client_id, self.options.batch_size, self.options.max_runtime_ms, self.host, self.pid),
             ).fetchone()
         except (psycopg.Error, UserError) as exc:
@@ -461,7 +495,7 @@ class Runner:
         try:
             status, details = self._process(conn, result, deadline)
             conn.execute(
-                "SELECT apply_campaign_stats_deltas(ARRAY(SELECT id FROM campaigns WHERE client_id = %s))",
+                "SELECT public.apply_campaign_stats_deltas(ARRAY(SELECT id FROM public.campaigns WHERE client_id = %s))",
                 (client_id,),
             )
             self._finish(conn, result, status, details)
@@ -489,13 +523,22 @@ class Runner:
                 break
             rows = self._batch(conn, result.run_id, result.client_id, size)
             result.batches += 1
-            result.leads_de_enrolled += len(rows)
-            result.completed += sum(1 for r in rows if r[2] == "completed")
-            result.opted_out += sum(1 for r in rows if r[2] == "opted_out")
-            self.observer.batch_done(result, len(rows))
+            completed = sum(1 for r in rows if r[2] == "completed")
+            opted_out = sum(1 for r in rows if r[2] == "opted_out")
+            result.leads_de_enrolled += completed + opted_out
+            result.completed += completed
+            result.opted_out += opted_out
+            result.newly_held += sum(1 for r in rows if r[2] == "held")
+            self.observer.batch_done(result, completed + opted_out)
+            # held and deferred leads fill a batch too: a full batch means more may be due
             if len(rows) < size:
                 break
-        return ("partial" if problems else "success"), ("; ".join(problems) or None)
+        result.held = _held(conn, result.client_id)
+        status = "partial" if problems else "success"
+        if result.held:
+            # Held leads alone leave the run a success (it did all it could); they are reported.
+            problems.append(f"{describe_held(result.held)}: `deenroll stuck` lists them")
+        return status, ("; ".join(problems) or None)
 
     def _batch(self, conn: psycopg.Connection, run_id: str | None, client_id: str, size: int) -> list[tuple]:
         """One claim-and-process statement, its own transaction; a lost deadlock is retried."""
@@ -512,7 +555,7 @@ class Runner:
     def _finish(self, conn: psycopg.Connection, result: ClientResult, status: str, details: str | None) -> None:
         row = conn.execute(
             "SELECT status, leads_evaluated, leads_de_enrolled, leads_completed, leads_opted_out, batches, "
-            "duration_ms, error_details FROM finish_de_enrollment_run(%s, %s, %s)",
+            "duration_ms, error_details FROM public.finish_de_enrollment_run(%s, %s, %s)",
             (result.run_id, status, details),
         ).fetchone()
         if row is None:
@@ -554,15 +597,16 @@ def _alert_payload(report: RunReport) -> dict[str, Any]:
         "command": "run",
         "exit_code": report.exit_code,
         "totals": report.totals(),
-        "clients": [c.to_json() for c in report.clients if c.status in ("failed", "partial")],
+        "clients": [c.to_json() for c in report.clients if c.status in ("failed", "partial") or c.held],
         "fold_error": report.fold_error,
     }
 
 
 def _alert_summary(report: RunReport, host: str) -> str:
+    held = sum(c.leads_held for c in report.clients)
     return (
         f"deenroll run on {host}: {report.count('failed')} failed, {report.count('partial')} partial "
-        f"of {len(report.clients)} client(s)"
+        f"of {len(report.clients)} client(s)" + (f", {held} lead(s) held" if held else "")
     )
 
 
@@ -579,11 +623,11 @@ def summary_lines(report: RunReport) -> Iterable[str]:
     if report.options.dry_run:
         yield (
             f"dry run: {t['clients']} client(s), would de-enroll {t['completed'] + t['opted_out']} "
-            f"(completed {t['completed']}, opted out {t['opted_out']}); nothing was changed"
+            f"(completed {t['completed']}, opted out {t['opted_out']}), held {t['leads_held']}; nothing was changed"
         )
     else:
         yield (
             f"{t['clients']} client(s): {t['success']} success, {t['partial']} partial, {t['failed']} failed, "
             f"{t['skipped']} skipped; de-enrolled {t['leads_de_enrolled']} (completed {t['completed']}, "
-            f"opted out {t['opted_out']}) in {report.duration_ms} ms; exit {report.exit_code}"
+            f"opted out {t['opted_out']}), held {t['leads_held']} in {report.duration_ms} ms; exit {report.exit_code}"
         )

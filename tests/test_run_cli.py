@@ -24,11 +24,11 @@ from test_engine_sql import (
 
 CLIENT_KEYS = {
     "client_id", "run_id", "status", "leads_evaluated", "leads_de_enrolled", "completed", "opted_out",
-    "batches", "duration_ms", "error", "invalid_campaigns", "warnings",
+    "batches", "duration_ms", "error", "invalid_campaigns", "warnings", "leads_held", "held", "newly_held",
 }
 TOTAL_KEYS = {
     "clients", "success", "partial", "failed", "skipped", "leads_evaluated", "leads_de_enrolled",
-    "completed", "opted_out", "batches",
+    "completed", "opted_out", "batches", "leads_held",
 }
 
 
@@ -46,16 +46,24 @@ def run_rows(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT count(*) FROM de_enrollment_runs").fetchone()[0]
 
 
-def add_invalid_campaign(conn: psycopg.Connection, client: str) -> str:
+def add_invalid_campaign(conn: psycopg.Connection, client: str, ds=None) -> str:
+    """A campaign whose messages is a string: its waiting lead stays; its opted-out lead leaves (added to ds)."""
     bad = str(uuid.uuid4())
     conn.execute(
         "INSERT INTO campaigns (id, client_id, name, messages) VALUES (%s, %s, 'broken one', '\"three steps\"')",
         (bad, client),
     )
     conn.execute(
-        "INSERT INTO leads (client_id, campaign_link_id, current_message_position, opted_out) VALUES (%s, %s, 7, false), (%s, %s, 0, true)",
-        (client, bad, client, bad),
+        "INSERT INTO leads (client_id, campaign_link_id, current_message_position, opted_out) VALUES (%s, %s, 7, false)",
+        (client, bad),
     )
+    stop = str(conn.execute(
+        "INSERT INTO leads (client_id, campaign_link_id, current_message_position, opted_out) VALUES (%s, %s, 0, true) RETURNING id",
+        (client, bad),
+    ).fetchone()[0])
+    if ds is not None:
+        ds.expected[stop] = "opted_out"
+        ds.client_of[stop] = client
     return bad
 
 
@@ -139,7 +147,7 @@ def test_counters_exact_after_platform_writes_between_runs(cli, db_url: str, con
 
 def test_invalid_messages_campaign_gives_partial_and_the_rest_is_done(cli, db_url: str, conn: psycopg.Connection) -> None:
     ds = build_dataset(conn)
-    bad = add_invalid_campaign(conn, CLIENT_A)
+    bad = add_invalid_campaign(conn, CLIENT_A, ds)
     code, doc, _ = run_json(cli, db_url)
     assert code == 1 and doc["exit_code"] == 1
     clients = by_client(doc)
@@ -147,18 +155,18 @@ def test_invalid_messages_campaign_gives_partial_and_the_rest_is_done(cli, db_ur
     assert a["status"] == "partial"
     assert bad in a["error"] and "not a JSON array" in a["error"]
     assert a["invalid_campaigns"] == [
-        {"campaign_id": bad, "campaign_name": "broken one", "messages_type": "string", "active_leads": 2}
+        {"campaign_id": bad, "campaign_name": "broken one", "messages_type": "string", "active_leads": 1}
     ]
     assert clients[CLIENT_B]["status"] == clients[CLIENT_C]["status"] == "success"
-    assert de_enrolled(conn) == ds.expected  # A's other campaigns proceeded; the broken one's leads untouched
+    assert de_enrolled(conn) == ds.expected  # A's other campaigns proceeded; in the broken one only the STOP left
     status, details = conn.execute("SELECT status, error_details FROM de_enrollment_runs WHERE id = %s", (a["run_id"],)).fetchone()
     assert status == "partial" and bad in details
-    assert conn.execute("SELECT count(*) FROM leads WHERE campaign_link_id = %s AND is_active", (bad,)).fetchone()[0] == 2
+    assert conn.execute("SELECT count(*) FROM leads WHERE campaign_link_id = %s AND is_active", (bad,)).fetchone()[0] == 1
 
 
 def test_dry_run_counts_and_changes_nothing(cli, db_url: str, conn: psycopg.Connection) -> None:
     ds = build_dataset(conn)
-    add_invalid_campaign(conn, CLIENT_B)
+    add_invalid_campaign(conn, CLIENT_B, ds)
     tables = ("leads", "campaigns", "campaign_stats_delta", "de_enrollment_runs", "de_enrollment_lead_log")
 
     def fingerprint() -> list:
@@ -197,37 +205,54 @@ def test_budget_exhaustion_gives_partial_and_the_next_run_finishes(cli, db_url: 
     assert stored(conn) == recount(conn)
 
 
-def test_a_failing_client_is_recorded_failed_and_the_others_proceed(cli, db_url: str, conn: psycopg.Connection, webhook: Webhook) -> None:
+def test_a_lead_the_platform_refuses_is_held_and_the_rest_commits(cli, db_url: str, conn: psycopg.Connection, webhook: Webhook) -> None:
     ds = build_dataset(conn)
     victim = next(iter(ds.expected_for(CLIENT_B)))
-    # the platform's own trigger refuses to let this lead change (a stand-in for any database error)
+    # the platform's own trigger refuses to let this lead change (a stand-in for any per-lead refusal)
     conn.execute(
         f"""CREATE FUNCTION zz_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN IF OLD.id = '{victim}' THEN RAISE EXCEPTION 'lead % is frozen by the platform', OLD.id; END IF;
+            BEGIN IF OLD.id = '{victim}' AND NOT NEW.is_active THEN
+                  RAISE EXCEPTION 'lead % is frozen by the platform', OLD.id; END IF;
                   RETURN NEW; END $$;
             CREATE TRIGGER zz_refuse BEFORE UPDATE ON leads FOR EACH ROW EXECUTE FUNCTION zz_refuse();"""
     )
-    code, doc, stderr = run_json(cli, db_url, env={"DE_ENROLLMENT_ALERT_WEBHOOK": webhook.url})
-    assert code == 2 and doc["exit_code"] == 2
+    code, doc, stderr = run_json(cli, db_url, "--batch-size", "2", env={"DE_ENROLLMENT_ALERT_WEBHOOK": webhook.url})
+    assert code == 1 and doc["exit_code"] == 1  # attention, not failure
     clients = by_client(doc)
     b = clients[CLIENT_B]
-    assert b["status"] == "failed" and "frozen by the platform" in b["error"]
+    assert b["status"] == "success" and b["held"] == {"refused_by_trigger": 1} and b["newly_held"] == 1
+    assert b["leads_held"] == doc["totals"]["leads_held"] == 1
     assert clients[CLIENT_A]["status"] == clients[CLIENT_C]["status"] == "success"
-    row = conn.execute("SELECT status, error_details, finished_at IS NOT NULL FROM de_enrollment_runs WHERE id = %s", (b["run_id"],)).fetchone()
-    assert row[0] == "failed" and "frozen" in row[1] and row[2]
-    done = de_enrolled(conn)
-    assert {k: v for k, v in done.items() if ds.client_of[k] != CLIENT_B} == {
-        k: v for k, v in ds.expected.items() if ds.client_of[k] != CLIENT_B
-    }
-    assert victim not in done
+    assert clients[CLIENT_A]["held"] == {}
+    expected = {k: v for k, v in ds.expected.items() if k != victim}
+    assert de_enrolled(conn) == expected  # B's other leads, in the same batches, committed
+    row = conn.execute("SELECT status, leads_held, error_details FROM de_enrollment_runs WHERE id = %s", (b["run_id"],)).fetchone()
+    assert row[0] == "success" and row[1] == 1 and "held 1" in row[2]
+    stuck = conn.execute("SELECT lead_id::text, reason, error_message FROM de_enrollment_stuck_leads").fetchall()
+    assert [(r[0], r[1]) for r in stuck] == [(victim, "held:refused_by_trigger")] and "frozen" in stuck[0][2]
     assert_exactly_once(conn)
-    # one alert, naming the failed client
+    assert stored(conn) == recount(conn)
+    # one alert, naming the client with the held lead
     assert doc["alert"]["attempted"] and doc["alert"]["delivered"]
-    assert len(webhook.received) == 1
-    sent = webhook.received[0]["body"]
-    assert sent["kind"] == "run" and sent["details"]["exit_code"] == 2
-    assert [c["client_id"] for c in sent["details"]["clients"]] == [CLIENT_B]
+    assert [c["client_id"] for c in webhook.received[0]["body"]["details"]["clients"]] == [CLIENT_B]
     assert "Traceback" not in stderr
+
+    # the next run does not try it again (nothing changed): same report, no new attempt
+    code, doc, _ = run_json(cli, db_url, "--dry-run")
+    assert code == 1 and by_client(doc)[CLIENT_B]["held"] == {"refused_by_trigger": 1}
+    assert by_client(doc)[CLIENT_B]["would_de_enroll"] == 0
+    code, doc, _ = run_json(cli, db_url)
+    assert code == 1 and by_client(doc)[CLIENT_B]["newly_held"] == 0 and by_client(doc)[CLIENT_B]["held"]
+    assert conn.execute("SELECT attempts FROM deenroll.held_leads WHERE lead_id = %s", (victim,)).fetchone()[0] == 1
+
+    # the platform lifts its refusal; an operator releases the lead; the next run de-enrolls it
+    conn.execute("DROP TRIGGER zz_refuse ON leads")
+    assert conn.execute("SELECT de_enrollment_release_held_leads(%s)", (CLIENT_B,)).fetchone()[0] == 1
+    code, doc, _ = run_json(cli, db_url)
+    assert code == 0 and by_client(doc)[CLIENT_B]["leads_de_enrolled"] == 1
+    assert de_enrolled(conn) == ds.expected
+    assert conn.execute("SELECT count(*) FROM deenroll.held_leads").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM de_enrollment_stuck_leads").fetchone()[0] == 0
 
 
 def test_alert_on_partial_and_a_webhook_that_is_down(cli, db_url: str, conn: psycopg.Connection, webhook: Webhook) -> None:
