@@ -53,21 +53,25 @@ BATCH_RETRIES = 3  # a batch that loses a deadlock or serialization race is retr
 LOCK_WAIT_FLOOR_MS = 5000  # lock_timeout of the runner's session: max(budget, this)
 
 REQUIRED_FUNCTIONS = (
-    "get_leads_for_de_enrollment(uuid,integer)",
-    "process_de_enrollment_batch(uuid,uuid[])",
-    "apply_campaign_stats_deltas(uuid[])",
-    "start_de_enrollment_run(uuid,integer,integer,text,integer)",
-    "finish_de_enrollment_run(uuid,text,text)",
-    "de_enrollment_clients()",
-    "de_enrollment_invalid_campaigns(uuid)",
-    "count_leads_for_de_enrollment(uuid)",
-    "de_enrollment_held_leads(uuid)",
+    "public.get_leads_for_de_enrollment(uuid,integer)",
+    "public.process_de_enrollment_batch(uuid,uuid[])",
+    "public.apply_campaign_stats_deltas(uuid[])",
+    "public.apply_client_stats_deltas(uuid)",
+    "public.start_de_enrollment_run(uuid,integer,integer,text,integer)",
+    "public.finish_de_enrollment_run(uuid,text,text)",
+    "public.de_enrollment_clients()",
+    "public.de_enrollment_client_exists(uuid)",
+    "public.de_enrollment_invalid_campaigns(uuid)",
+    "public.count_leads_for_de_enrollment(uuid)",
+    "public.de_enrollment_held_leads(uuid)",
+    "public.de_enrollment_rls_blind_spots()",
 )
-REQUIRED_TABLES = ("campaigns", "leads", "campaign_stats_delta", "de_enrollment_runs", "de_enrollment_lead_log")
+REQUIRED_TABLES = ("public.campaigns", "public.leads", "public.de_enrollment_runs", "public.de_enrollment_lead_log")
 
 BATCH_SQL = (
     "SELECT lead_id, campaign_id, outcome, messages_received, held_reason "
-    "FROM public.process_de_enrollment_batch(%s, ARRAY(SELECT lead_id FROM public.get_leads_for_de_enrollment(%s, %s)))"
+    "FROM public.process_de_enrollment_batch(%s::uuid, "
+    "ARRAY(SELECT lead_id FROM public.get_leads_for_de_enrollment(%s::uuid, %s::integer)))"
 )
 
 
@@ -320,15 +324,17 @@ def check_prerequisites(conn: psycopg.Connection) -> None:
         what = [f"table {t}" for t in missing_tables] + [f"function {f}" for f in missing_functions]
         shown = ", ".join(what[:3]) + (f" and {len(what) - 3} more" if len(what) > 3 else "")
         raise UserError(f"the database is not ready for de-enrollment ({shown} missing): run `deenroll migrate` first")
+    blind = conn.execute("SELECT reason FROM public.de_enrollment_rls_blind_spots()").fetchall()
+    if blind:
+        raise UserError(
+            "row-level security hides leads from deenroll: " + "; ".join(r[0] for r in blind)
+            + " (grant BYPASSRLS to that role or make it the tables' owner, then run again)"
+        )
 
 
 def _clients(conn: psycopg.Connection, only: str | None) -> list[str]:
     if only is not None:
-        known = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM public.campaigns WHERE client_id = %s) "
-            "OR EXISTS (SELECT 1 FROM public.leads WHERE client_id = %s)",
-            (only, only),
-        ).fetchone()
+        known = conn.execute("SELECT public.de_enrollment_client_exists(%s::uuid)", (only,)).fetchone()
         if not known or not known[0]:
             raise UserError(f"client {only} has no campaigns and no leads: nothing to de-enroll (check --client-id)")
         return [only]
@@ -338,7 +344,7 @@ def _clients(conn: psycopg.Connection, only: str | None) -> list[str]:
 
 def _invalid_campaigns(conn: psycopg.Connection, client_id: str) -> list[CampaignIssue]:
     rows = conn.execute(
-        "SELECT campaign_id, campaign_name, messages_type, active_leads FROM public.de_enrollment_invalid_campaigns(%s)",
+        "SELECT campaign_id, campaign_name, messages_type, active_leads FROM public.de_enrollment_invalid_campaigns(%s::uuid)",
         (client_id,),
     ).fetchall()
     return [CampaignIssue(str(r[0]), r[1], r[2], int(r[3])) for r in rows]
@@ -347,7 +353,7 @@ def _invalid_campaigns(conn: psycopg.Connection, client_id: str) -> list[Campaig
 def _held(conn: psycopg.Connection, client_id: str) -> dict[str, int]:
     """The client's held leads (the ones a run skips), counted by reason."""
     rows = conn.execute(
-        "SELECT reason, count(*) FROM public.de_enrollment_held_leads(%s) GROUP BY reason ORDER BY reason",
+        "SELECT reason, count(*) FROM public.de_enrollment_held_leads(%s::uuid) GROUP BY reason ORDER BY reason",
         (client_id,),
     ).fetchall()
     return {str(r[0]): int(r[1]) for r in rows}
@@ -371,9 +377,12 @@ class Runner:
     def _connect(self) -> psycopg.Connection:
         conn = database.connect(self.target, autocommit=True, app="deenroll run")
         conn.add_notice_handler(self._on_notice)
-        # A lock wait longer than the whole budget (at least 5 s) is a failure, not a hang.
+        # A lock wait longer than the whole budget (at least 5 s) is a failure, not a hang. Only
+        # pg_catalog on the path: every name of ours below is schema-qualified, so nothing
+        # another login planted in a schema it can write to is ever resolved.
         conn.execute(
-            "SELECT set_config('lock_timeout', %s, false), set_config('synchronous_commit', 'off', false)",
+            "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false), "
+            "set_config('lock_timeout', %s, false), set_config('synchronous_commit', 'off', false)",
             (f"{max(self.options.max_runtime_ms, LOCK_WAIT_FLOOR_MS)}ms",),
         )
         return conn
@@ -446,7 +455,7 @@ class Runner:
         result = ClientResult(client_id, status="dry_run")
         rows = self.conn.execute(
             "SELECT campaign_id, campaign_name, total_messages, completed, opted_out "
-            "FROM public.count_leads_for_de_enrollment(%s)",
+            "FROM public.count_leads_for_de_enrollment(%s::uuid)",
             (client_id,),
         ).fetchall()
         result.invalid_campaigns = _invalid_campaigns(self.conn, client_id)
@@ -473,7 +482,7 @@ class Runner:
         try:
             conn = self.conn
             row = conn.execute(
-                "SELECT public.start_de_enrollment_run(%s, %s, %s, %s, %s)",
+                "SELECT public.start_de_enrollment_run(%s::uuid, %s::integer, %s::integer, %s::text, %s::integer)",
                 (client_id, self.options.batch_size, self.options.max_runtime_ms, self.host, self.pid),
             ).fetchone()
         except (psycopg.Error, UserError) as exc:
@@ -495,7 +504,7 @@ class Runner:
         try:
             status, details = self._process(conn, result, deadline)
             conn.execute(
-                "SELECT public.apply_campaign_stats_deltas(ARRAY(SELECT id FROM public.campaigns WHERE client_id = %s))",
+                "SELECT public.apply_client_stats_deltas(%s::uuid)",
                 (client_id,),
             )
             self._finish(conn, result, status, details)
@@ -555,7 +564,7 @@ class Runner:
     def _finish(self, conn: psycopg.Connection, result: ClientResult, status: str, details: str | None) -> None:
         row = conn.execute(
             "SELECT status, leads_evaluated, leads_de_enrolled, leads_completed, leads_opted_out, batches, "
-            "duration_ms, error_details FROM public.finish_de_enrollment_run(%s, %s, %s)",
+            "duration_ms, error_details FROM public.finish_de_enrollment_run(%s::uuid, %s::text, %s::text)",
             (result.run_id, status, details),
         ).fetchone()
         if row is None:

@@ -2,20 +2,24 @@
 -- requires: 0022_add_analyst_role
 --
 -- Every object of ours (the functions and views recorded in _deenroll_definitions, the
--- tables of deenroll.own_tables()) is first closed to PUBLIC and to the API roles of a
--- Supabase-style database (anon, authenticated, service_role), whatever default privileges
--- handed them, then opened exactly as the list below says:
+-- functions and tables of the private schema, the tables of deenroll.own_tables()) is first
+-- closed to PUBLIC and to the API roles of a Supabase-style database (anon, authenticated,
+-- service_role), whatever default privileges handed them, then opened exactly so:
 --   deenroll_analyst  SELECT on every view of ours
 --   deenroll_runner   SELECT on every view of ours; EXECUTE on the functions the scheduler's
---                     commands call (run, run --dry-run, health-check, stuck, stats,
---                     maintenance cleanup); no privilege on any table: those functions run
---                     as their owner (SECURITY DEFINER) and do the writing. On PostgreSQL 17+
---                     also MAINTAIN on the monitoring tables, for the cleanup's VACUUM ANALYZE.
--- Functions used inside the views are executed with the reader's rights, so both roles get
--- EXECUTE on them too. Our tables get row-level security with no policy: only their owner
--- (the migrating role) and roles with BYPASSRLS see their rows, which keeps them out of
--- reach of any API even if a grant slips through. Trigger functions are left alone: they
--- cannot be called directly and need no grant to fire.
+--                     commands call (the list below: run, run --dry-run, health-check, stuck,
+--                     stats, maintenance cleanup); no privilege on any table: those functions
+--                     run as their owner (SECURITY DEFINER) and do the writing. On PostgreSQL
+--                     17+ also MAINTAIN on the monitoring tables, for the cleanup's VACUUM.
+--   both              EXECUTE on every function one of our views calls (read from the
+--                     catalog): a view runs the functions it calls with its reader's rights.
+--   PUBLIC            EXECUTE on the helpers that CHECK constraints of ours call (read from
+--                     the catalog): a constraint runs with the rights of whoever writes the
+--                     row. They are IMMUTABLE, not SECURITY DEFINER, and free of side effects.
+-- Our tables get row-level security with no policy: only their owner (the migrating role)
+-- and roles with BYPASSRLS see their rows, which keeps them out of reach of any API even if
+-- a grant slips through. Trigger functions are left alone: they cannot be called directly
+-- and need no grant to fire.
 -- The runner role and the private schema exist once 0023 is applied; before that, only the
 -- analyst part applies. Safe to run any number of times.
 CREATE FUNCTION public.deenroll_apply_privileges()
@@ -28,10 +32,9 @@ DECLARE
     c_runner_functions CONSTANT text[] := ARRAY[
         'get_leads_for_de_enrollment', 'process_de_enrollment_batch', 'count_leads_for_de_enrollment',
         'de_enrollment_clients', 'de_enrollment_invalid_campaigns', 'start_de_enrollment_run',
-        'finish_de_enrollment_run', 'apply_campaign_stats_deltas', 'recalculate_campaign_stats',
-        'archive_de_enrollment_history', 'de_enrollment_rls_blind_spots', 'de_enrollment_client_exists'];
-    -- Functions that views call (readers need EXECUTE on them).
-    c_view_functions CONSTANT text[] := ARRAY['de_enrollment_due_outcome'];
+        'finish_de_enrollment_run', 'apply_campaign_stats_deltas', 'apply_client_stats_deltas', 'recalculate_campaign_stats',
+        'archive_de_enrollment_history', 'de_enrollment_rls_blind_spots', 'de_enrollment_client_exists',
+        'de_enrollment_held_leads'];
     c_maintained CONSTANT text[] := ARRAY['public.de_enrollment_runs', 'public.de_enrollment_lead_log'];
     v_secured boolean := to_regnamespace('deenroll') IS NOT NULL;
     v_runner  boolean := v_secured AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'deenroll_runner');
@@ -43,17 +46,41 @@ BEGIN
     v_closed := concat_ws(', ', 'PUBLIC', v_closed);
 
     FOR v_obj IN
-        SELECT p.oid::regprocedure::text AS sig, p.proname::text AS name
-          FROM pg_proc AS p
-          JOIN public._deenroll_definitions AS d ON d.name = p.proname AND d.kind = 'function'
-         WHERE p.pronamespace = 'public'::regnamespace
-           AND p.prorettype <> 'trigger'::regtype
+        WITH ours AS (
+            SELECT p.oid, p.proname::text AS name
+              FROM pg_proc AS p
+             WHERE p.prorettype <> 'trigger'::regtype
+               AND ((p.pronamespace = 'public'::regnamespace
+                     AND p.proname IN (SELECT d.name FROM public._deenroll_definitions AS d WHERE d.kind = 'function'))
+                    OR p.pronamespace = to_regnamespace('deenroll'))
+        ), called_by_views AS (
+            SELECT DISTINCT d.refobjid AS oid
+              FROM pg_depend AS d
+              JOIN pg_rewrite AS w ON w.oid = d.objid
+              JOIN pg_class AS v ON v.oid = w.ev_class
+              JOIN public._deenroll_definitions AS k ON k.name = v.relname AND k.kind = 'view'
+             WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_proc'::regclass
+               AND v.relnamespace = 'public'::regnamespace
+        ), called_by_checks AS (
+            SELECT DISTINCT d.refobjid AS oid
+              FROM pg_depend AS d
+              JOIN pg_constraint AS k ON k.oid = d.objid
+             WHERE d.classid = 'pg_constraint'::regclass AND d.refclassid = 'pg_proc'::regclass
+               AND k.contype = 'c'
+        )
+        SELECT o.oid::regprocedure::text AS sig, o.name,
+               o.oid IN (SELECT oid FROM called_by_views) AS in_views,
+               o.oid IN (SELECT oid FROM called_by_checks) AS in_checks
+          FROM ours AS o
     LOOP
         EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %s', v_obj.sig, v_closed);
-        IF v_runner AND (v_obj.name = ANY (c_runner_functions) OR v_obj.name = ANY (c_view_functions)) THEN
+        IF v_obj.in_checks THEN
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', v_obj.sig);
+        END IF;
+        IF v_runner AND (v_obj.name = ANY (c_runner_functions) OR v_obj.in_views) THEN
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO deenroll_runner', v_obj.sig);
         END IF;
-        IF v_analyst AND v_obj.name = ANY (c_view_functions) THEN
+        IF v_analyst AND v_obj.in_views THEN
             EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO deenroll_analyst', v_obj.sig);
         END IF;
     END LOOP;
