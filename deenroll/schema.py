@@ -498,11 +498,10 @@ def _describe(items: set[tuple[str, str, str]], limit: int = 6) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _recognise(target: Target, notes: list[str]) -> list[str]:
-    """The pending migrations that were applied by hand (all their objects are there).
+def _recognise(target: Target, applied: set[str], notes: list[str]) -> list[str]:
+    """The migrations not in `applied` that were applied by hand (all their objects are there).
 
-    Reads only (the probe is rolled back), so it runs before yoyo creates anything: a
-    refusal leaves the database as it was. A pending migration with only some of its
+    Reads only (the probe is rolled back). A pending migration with only some of its
     objects there is half applied: refused, naming what is there and what is missing.
     A migration recorded as applied none of whose objects is left was rolled back by
     hand: refused too, with the command that records that.
@@ -512,8 +511,6 @@ def _recognise(target: Target, notes: list[str]) -> list[str]:
         notes.append(f"could not look for migrations applied by hand: {probed}")
         return []
     footprints, real = probed
-    with connect(target, autocommit=True) as conn:
-        applied = _recorded_migrations(conn) or {}
     stems = [m.stem for m in migration_files()]
     recognised: list[str] = []
     for stem, fp in footprints.items():
@@ -561,9 +558,17 @@ def migrate(target: Target, to: str | None = None, lock_timeout: float = 60.0) -
     stop_at = resolve_target(to) if to else None
     result = MigrateResult()
     check_prerequisites(target)
-    by_hand = _recognise(target, result.notes) if stop_at is None or stop_at > BASELINE else []
+    recognise = stop_at is None or stop_at > BASELINE
+    with connect(target, autocommit=True) as conn:
+        first_time = _recorded_migrations(conn) is None
+    # On a database deenroll never migrated, a refusal must leave nothing behind: look before
+    # yoyo creates its tables. Otherwise look under the migration lock, where no other
+    # migrate changes the database between the look and the record.
+    by_hand = _recognise(target, set(), result.notes) if recognise and first_time else []
     with _yoyo(target) as (backend, migrations), _watched(target):
         with _locked(backend, lock_timeout):
+            if recognise and not first_time:
+                by_hand = _recognise(target, set(_applied_stems(backend, migrations)), result.notes)
             for m in backend.to_apply(migrations):
                 if m.id in by_hand:
                     backend.mark_one(m)
@@ -875,6 +880,14 @@ def _apply_definitions_once(target: Target, applied: set[str]) -> list[str]:
                     conn.execute(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
             if conn.execute("SELECT to_regprocedure('public.deenroll_apply_privileges()')").fetchone()[0]:
                 conn.execute("SELECT public.deenroll_apply_privileges()")
+            # What ran after a file may have altered its object (owner, settings): record the final state.
+            for d in todo:
+                final = _catalog_hash(conn, d, schema)
+                if d.name in recorded and final is not None and recorded[d.name][1] != final:
+                    conn.execute(
+                        pgsql.SQL("UPDATE {} SET catalog_md5 = %s WHERE name = %s").format(_definitions_table(schema)),
+                        (final, d.name),
+                    )
             conn.commit()
         finally:
             _active_watch = None
