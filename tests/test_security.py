@@ -372,3 +372,19 @@ def test_rls_that_hides_rows_from_the_engine_is_reported(shared: Shared) -> None
         conn.execute("ALTER FUNCTION public.de_enrollment_rls_blind_spots() OWNER TO deenroll_t_platform")
         rows = conn.execute("SELECT table_name, function_owner FROM public.de_enrollment_rls_blind_spots()").fetchall()
     assert rows == [("public.leads", "deenroll_t_platform")]
+
+
+def test_a_login_without_the_runner_role_cannot_run(shared: Shared) -> None:
+    """PUBLIC's rights are not enough: `run` fails with one line and leaves no run row or lock behind."""
+    assert run_cli("migrate", db=shared.admin).code == 0
+    with psycopg.connect(shared.admin, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO campaigns (client_id, name, messages) VALUES (gen_random_uuid(), 'c', '[1]')"
+        )
+    result = run_cli("run", db=shared.nobody, env={"DEENROLL_EMBEDDED": "never"})
+    assert result.code == 2
+    assert "Traceback" not in result.stderr
+    assert "permission denied" in result.stderr
+    with psycopg.connect(shared.admin, autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM de_enrollment_runs").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0] == 0
