@@ -286,6 +286,21 @@ def _file_step(path: str, label: str) -> Callable[[psycopg.Connection], None]:
     return lambda conn: run_file(conn, Path(path), label)
 
 
+def _rollback_step(path: str, stem: str) -> Callable[[psycopg.Connection], None]:
+    """A yoyo rollback step: first the functions and views whose `-- requires:` names this
+    migration (and ours built on them), newest first, then the rollback file; one transaction."""
+
+    def step(conn: psycopg.Connection) -> None:
+        schema = conn.execute("SELECT current_schema()").fetchone()[0]
+        for d in reversed(definitions()):
+            if d.requires == stem:
+                for obj in _objects_of(conn, d, schema):
+                    _drop_ours(conn, d, obj, schema, why=f"rolling back {stem} drops it")
+        run_file(conn, Path(path), f"rollback of {stem}")
+
+    return step
+
+
 # --------------------------------------------------------------------------- yoyo bridge
 
 
@@ -312,10 +327,10 @@ def _yoyo(target: Target) -> Iterator[tuple[_Backend, object]]:
                 raise RuntimeError(f"{m.apply_path.name} has no rollback/{m.apply_path.name}")
             depends = f"__depends__ = {{{previous!r}}}\n" if previous else ""
             Path(tmp, f"{m.stem}.py").write_text(
-                "from deenroll.schema import _file_step\n"
+                "from deenroll.schema import _file_step, _rollback_step\n"
                 f"{depends}"
                 f"step(_file_step({str(m.apply_path)!r}, 'migration {m.stem}'),"
-                f" _file_step({str(m.rollback_path)!r}, 'rollback of {m.stem}'))\n"
+                f" _rollback_step({str(m.rollback_path)!r}, {m.stem!r}))\n"
             )
             previous = m.stem
         try:
@@ -346,6 +361,8 @@ def _watched(target: Target) -> Iterator[None]:
             yield
         except MigrationError as exc:
             raise UserError(exc.message()) from None
+        except _Refused as exc:
+            raise UserError(str(exc)) from None
         except (psycopg.Error, yoyo_exceptions.BadMigration) as exc:
             raise _sql_error(exc) from None
         finally:
@@ -760,10 +777,16 @@ class _Refused(Exception):
     pass
 
 
-def _drop_ours(conn: psycopg.Connection, d: Definition, obj: tuple[str, int, str], schema: str) -> list[str]:
-    """Drop one of our objects whose replacement cannot be made in place. Refuses, naming them,
-    when anything that is not one of our functions or views depends on it; our dependents go
-    with it (and are created again from their files). Returns the names of those dependents."""
+def _drop_ours(
+    conn: psycopg.Connection,
+    d: Definition,
+    obj: tuple[str, int, str],
+    schema: str,
+    why: str = "",
+) -> list[str]:
+    """Drop one of our objects (a changed file cannot replace it in place, or a rollback). Refuses,
+    naming them, when anything that is not one of our functions or views depends on it; our
+    dependents go with it (migrate creates them again from their files). Returns their names."""
     catalog, oid, ident = obj
     if catalog == "pg_catalog.pg_class":
         conn.execute(pgsql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(pgsql.SQL(ident)))
@@ -777,10 +800,10 @@ def _drop_ours(conn: psycopg.Connection, d: Definition, obj: tuple[str, int, str
         else:
             foreign.append(described)
     if foreign:
+        reason = why or f"{d.path.parent.name}/{d.path.name} changes it in a way that needs it dropped and created again"
         raise _Refused(
-            f"{d.path.parent.name}/{d.path.name} changes {ident} in a way that needs it dropped and created again, "
-            f"and objects deenroll does not own depend on it: {', '.join(sorted(set(foreign)))}; "
-            "drop or change them first (they would be lost), then run migrate again"
+            f"cannot drop {ident} ({reason}): objects deenroll does not own depend on it: "
+            f"{', '.join(sorted(set(foreign)))}; drop or change them first (they would be lost), then try again"
         )
     what = "VIEW" if catalog == "pg_catalog.pg_class" else "FUNCTION"
     conn.execute(pgsql.SQL("DROP {} {} CASCADE").format(pgsql.SQL(what), pgsql.SQL(ident)))

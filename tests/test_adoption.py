@@ -4,6 +4,7 @@ definitions replaced without touching what others built on them, and uninstall."
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -306,3 +307,17 @@ def test_uninstall_leaves_the_platform_schema_as_it_was(empty_db_url: str, cli) 
     again = schema.uninstall(Target(empty_db_url, "test"))
     assert again.rolled_back == [] and again.dropped_tables == []
     assert _pg_class(empty_db_url) == before_rows
+
+
+def test_each_rollback_file_drops_the_functions_and_views_that_need_its_migration() -> None:
+    """The SOP's psql rollbacks run the files alone: each must drop what `-- requires:` its migration."""
+    missing = [
+        f"rollback/{d.requires}.sql does not drop {d.kind} {d.name}"
+        for d in schema.definitions()
+        if not re.search(
+            rf"DROP\s+{d.kind.upper()}\s+IF\s+EXISTS\s+(\w+\.)?{d.name}\b",
+            (paths.sql_dir("rollback") / f"{d.requires}.sql").read_text(),
+            re.I,
+        )
+    ]
+    assert missing == []
