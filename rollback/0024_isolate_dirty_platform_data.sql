@@ -1,17 +1,36 @@
--- Undo 0024: the held leads (their rows are lost: they are re-found by the next run), the
--- run column, the client indexes, and 0019's one-entry-per-campaign check as it was.
+-- Undo 0024: the views and functions installed on top of it, the held leads (their rows are
+-- lost: the next run finds those leads again), the run column, the client indexes, and 0019's
+-- one-entry-per-campaign check as it was.
 -- Before rolling back, histories must again satisfy 0019's stricter check for rows written
 -- later; rows already stored are not re-checked (NOT VALID, as 0019 created it).
 SET LOCAL lock_timeout = '5s';
 
-DROP INDEX IF EXISTS de_enrollment_leads_client_opted_out_idx;
-DROP INDEX IF EXISTS de_enrollment_leads_client_candidates_idx;
+-- views (views/*.sql that require 0024, and de_enrollment_health, which reads the stuck view)
+DROP VIEW IF EXISTS public.de_enrollment_health;
+DROP VIEW IF EXISTS public.de_enrollment_campaign_links;
+DROP VIEW IF EXISTS public.de_enrollment_stuck_leads;
+DROP VIEW IF EXISTS public.de_enrollment_due_leads;
+DROP VIEW IF EXISTS public.de_enrollment_duplicates;
+
+-- functions (functions/*.sql that require 0024)
+DROP FUNCTION IF EXISTS public.process_de_enrollment_batch(uuid, uuid[]);
+DROP FUNCTION IF EXISTS public.get_leads_for_de_enrollment(uuid, integer);
+DROP FUNCTION IF EXISTS public.count_leads_for_de_enrollment(uuid);
+DROP FUNCTION IF EXISTS public.de_enrollment_clients();
+DROP FUNCTION IF EXISTS public.de_enrollment_invalid_campaigns(uuid);
+DROP FUNCTION IF EXISTS public.de_enrollment_held_leads(uuid);
+DROP FUNCTION IF EXISTS public.de_enrollment_release_held_leads(uuid, uuid[]);
+DROP FUNCTION IF EXISTS public.de_enrollment_lead_fingerprint(xid, uuid, jsonb);
+DROP FUNCTION IF EXISTS public.de_enrollment_due_outcome(boolean, timestamptz, boolean, integer, uuid, jsonb);
+
+DROP INDEX IF EXISTS public.de_enrollment_leads_client_opted_out_idx;
+DROP INDEX IF EXISTS public.de_enrollment_leads_client_candidates_idx;
 DROP TABLE IF EXISTS deenroll.held_leads;
-ALTER TABLE de_enrollment_runs DROP COLUMN IF EXISTS leads_held;
-ALTER TABLE leads
+ALTER TABLE public.de_enrollment_runs DROP COLUMN IF EXISTS leads_held;
+ALTER TABLE public.leads
     DROP CONSTRAINT IF EXISTS leads_campaign_history_one_entry_per_campaign,
     ADD CONSTRAINT leads_campaign_history_one_entry_per_campaign
         CHECK (jsonb_array_length(campaign_history) < 2
-               OR campaign_history_has_no_repeats(campaign_history)) NOT VALID;
+               OR public.campaign_history_has_no_repeats(campaign_history)) NOT VALID;
 DROP FUNCTION IF EXISTS deenroll.campaign_history_has_no_repeats_of_ours(jsonb);
 DROP FUNCTION IF EXISTS deenroll.json_timestamptz(text);
