@@ -640,8 +640,11 @@ def uninstall(target: Target, lock_timeout: float = 60.0) -> UninstallResult:
     dropped when no login is a member and no database still grants them anything.
     The platform's campaigns and leads stay, with every row."""
     result = UninstallResult()
+    marked_roles = """SELECT r.rolname FROM pg_catalog.pg_roles r
+                       WHERE pg_catalog.shobj_description(r.oid, 'pg_authid') LIKE %s ORDER BY 1"""
     with connect(target, autocommit=True) as conn:
         never = _recorded_migrations(conn) is None
+        roles_before = [r[0] for r in conn.execute(marked_roles, (ROLE_MARK + "%",)).fetchall()]
     if not never:
         result.rolled_back = rollback(target, BASELINE, lock_timeout)
     with connect(target) as conn:
@@ -665,11 +668,13 @@ def uninstall(target: Target, lock_timeout: float = 60.0) -> UninstallResult:
             try:
                 with conn.transaction():
                     conn.execute(pgsql.SQL("DROP ROLE {}").format(pgsql.Identifier(name)))
-                result.dropped_roles.append(name)
             except psycopg.errors.DependentObjectsStillExist:
                 result.kept_roles.append(f"{name}: another database still grants it privileges")
             except psycopg.errors.InsufficientPrivilege:
                 result.kept_roles.append(f"{name}: this login may not drop roles")
+        conn.commit()
+        left = {r[0] for r in conn.execute(marked_roles, (ROLE_MARK + "%",)).fetchall()}
+        result.dropped_roles = [r for r in roles_before if r not in left]
     return result
 
 
@@ -851,6 +856,7 @@ def apply_definitions(target: Target, applied: set[str], attempts: int = 4) -> l
 def _apply_definitions_once(target: Target, applied: set[str]) -> list[str]:
     global _active_watch
     changed: list[str] = []
+    outer = _active_watch
     with _LockWatch(target) as watch, connect(target) as conn:
         _active_watch = watch
         try:
@@ -913,7 +919,7 @@ def _apply_definitions_once(target: Target, applied: set[str]) -> list[str]:
                     )
             conn.commit()
         finally:
-            _active_watch = None
+            _active_watch = outer
     return changed
 
 
