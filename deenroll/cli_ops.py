@@ -72,7 +72,12 @@ def health_check(obj: Context, as_json: bool, prometheus: bool) -> int:
 @json_option
 @pass_ctx
 def stuck(obj: Context, client_id: str | None, limit: int, as_json: bool) -> int:
-    """Leads that should have been de-enrolled and were not (view de_enrollment_stuck_leads)."""
+    """Leads that should have been de-enrolled and were not (view de_enrollment_stuck_leads).
+
+    Held leads (reason held:<why>) are shown with the database's error. Also counts the
+    leads linked to a campaign of another client or of none (view
+    de_enrollment_campaign_links) and lists the first few. Exit status 0.
+    """
     cid = parse_uuid(client_id)
     if limit < 0:
         raise UserError(f"--limit must be 0 or more, got {limit}")
@@ -84,14 +89,21 @@ def stuck(obj: Context, client_id: str | None, limit: int, as_json: bool) -> int
     reasons = ", ".join(f"{n} {r}" for r, n in found["by_reason"].items()) or "none"
     click.echo(f"stuck leads: {found['count']} ({reasons})")
     for lead in found["leads"]:
-        click.echo(
-            f"  {lead['lead_id']}  client {lead['client_id']}  campaign {lead['campaign_name']!r}  "
-            f"{lead['reason']}  {lead['messages_received']}/{lead['total_messages']} messages"
-        )
+        click.echo(health.stuck_line(lead))
+        if lead["reason"].startswith(health.HELD_PREFIX) and lead["error_message"]:
+            click.echo(f"      error: {lead['error_message']}")
     if found["count"] > len(found["leads"]):
         click.echo(f"  ... {found['count'] - len(found['leads'])} more (--limit)")
-    if found["count"]:
-        click.echo("the next `deenroll run` de-enrolls them; if they stay, see docs/runbook.md", err=True)
+    links = found["campaign_links"]
+    if links["count"]:
+        kinds = ", ".join(f"{n} {k}" for k, n in links["by_link"].items())
+        click.echo(f"leads in a campaign of another client or of none: {links['count']} ({kinds})")
+        for link in links["leads"]:
+            click.echo(health.link_line(link))
+        if links["count"] > len(links["leads"]):
+            click.echo(f"  ... {links['count'] - len(links['leads'])} more (view de_enrollment_campaign_links)")
+    for hint in health.stuck_hints(found):
+        click.echo(hint, err=True)
     return 0
 
 

@@ -85,8 +85,49 @@ def health(conn: psycopg.Connection, client_id: str | None = None) -> HealthRepo
 # --------------------------------------------------------------------------- stuck leads
 
 
+LINKS_SHOWN = 5  # leads of de_enrollment_campaign_links listed by `stuck` (the count is complete)
+HELD_PREFIX = "held:"
+
+
 def stuck(conn: psycopg.Connection, limit: int, client_id: str | None = None) -> dict[str, Any]:
+    """Stuck leads (count by reason, the first `limit`) and leads linked to a campaign of another client or none."""
     queries.require_relation(conn, "de_enrollment_stuck_leads")
+    queries.require_relation(conn, "de_enrollment_campaign_links")
     by_reason = {r["reason"]: r["count"] for r in queries.rows(conn, "stuck_by_reason", client_id=client_id)}
     leads = queries.rows(conn, "stuck_leads", client_id=client_id, limit=limit)
-    return {"count": sum(by_reason.values()), "by_reason": by_reason, "leads": leads}
+    by_link = {r["link"]: r["count"] for r in queries.rows(conn, "campaign_links_by_link", client_id=client_id)}
+    links = queries.rows(conn, "campaign_links", client_id=client_id, limit=min(limit, LINKS_SHOWN))
+    return {
+        "count": sum(by_reason.values()),
+        "by_reason": by_reason,
+        "held": sum(n for r, n in by_reason.items() if r.startswith(HELD_PREFIX)),
+        "leads": leads,
+        "campaign_links": {"count": sum(by_link.values()), "by_link": by_link, "leads": links},
+    }
+
+
+def stuck_line(lead: dict[str, Any]) -> str:
+    return (
+        f"  {lead['lead_id']}  client {lead['client_id']}  campaign {lead['campaign_name']!r}  "
+        f"{lead['reason']}  {lead['messages_received']}/{lead['total_messages']} messages"
+    )
+
+
+def link_line(link: dict[str, Any]) -> str:
+    owner = "of no client" if link["campaign_client_id"] is None else f"of client {link['campaign_client_id']}"
+    return f"  {link['lead_id']}  client {link['client_id']}  campaign {link['campaign_name']!r} {owner}"
+
+
+def stuck_hints(found: dict[str, Any]) -> list[str]:
+    """What the operator can do about what `stuck` found (printed on stderr)."""
+    hints = []
+    if found["count"] > found["held"]:
+        hints.append("the next `deenroll run` de-enrolls the leads not held; if they stay, see docs/runbook.md")
+    if found["held"]:
+        hints.append(
+            "held leads are retried once the lead or its campaign changes, or after "
+            "SELECT de_enrollment_release_held_leads('<client id>') (no argument: every client)"
+        )
+    if found["campaign_links"]["count"]:
+        hints.append("leads linked to a campaign of another client or of none are de-enrolled under their own client")
+    return hints

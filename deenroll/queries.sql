@@ -34,6 +34,22 @@ SELECT *
  ORDER BY client_id, campaign_id, lead_id
  LIMIT %(limit)s;
 
+-- name: campaign_links_by_link
+-- How many leads are linked to a campaign of another client or of none, per kind of link (every client, or one).
+SELECT link, count(*)
+  FROM public.de_enrollment_campaign_links
+ WHERE %(client_id)s::uuid IS NULL OR client_id = %(client_id)s::uuid
+ GROUP BY link
+ ORDER BY link;
+
+-- name: campaign_links
+-- The first leads linked to a campaign of another client or of none, in a stable order.
+SELECT *
+  FROM public.de_enrollment_campaign_links
+ WHERE %(client_id)s::uuid IS NULL OR client_id = %(client_id)s::uuid
+ ORDER BY client_id, campaign_id, lead_id
+ LIMIT %(limit)s;
+
 -- name: drift
 -- Campaigns whose stored counters differ from their leads, largest difference first.
 SELECT *

@@ -142,6 +142,74 @@ def test_stuck_lists_and_counts(db_url, conn, cli) -> None:
     one_line_error(cli("stuck", "--limit", "-1", db=db_url))
 
 
+def test_stuck_shows_held_leads_with_their_error_and_how_to_release_them(db_url, conn, cli) -> None:
+    client = new_id()
+    camp = add_campaign(conn, client, messages=2)
+    refused, fine = add_leads(conn, camp, client, 2, position=2)
+    conn.execute(
+        """CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $t$
+           BEGIN
+               IF NEW.id = %s::uuid AND NOT NEW.is_active THEN RAISE EXCEPTION 'lead kept by the platform'; END IF;
+               RETURN NEW;
+           END $t$""".replace("%s", f"'{refused}'")
+    )
+    conn.execute("CREATE TRIGGER refuse_one BEFORE UPDATE ON leads FOR EACH ROW EXECUTE FUNCTION refuse_one()")
+    assert cli("run", db=db_url).code == 1  # a held lead asks for attention
+    res = cli("stuck", db=db_url)
+    assert res.code == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == "stuck leads: 1 (1 held:refused_by_trigger)"
+    assert refused in lines[1] and "held:refused_by_trigger" in lines[1]
+    assert lines[2] == "      error: lead kept by the platform"
+    assert "de_enrollment_release_held_leads(" in res.stderr and "retried once the lead or its campaign changes" in res.stderr
+    assert "the next `deenroll run`" not in res.stderr  # nothing is waiting for a run
+    doc = json.loads(cli("stuck", "--json", db=db_url).stdout)
+    assert doc["held"] == 1 and doc["leads"][0]["error_message"] == "lead kept by the platform"
+    # released by the operator once the cause is gone: the next run de-enrolls it
+    conn.execute("DROP TRIGGER refuse_one ON leads")
+    assert conn.execute("SELECT de_enrollment_release_held_leads(%s::uuid)", (client,)).fetchone()[0] == 1
+    assert cli("run", db=db_url).code == 0
+    assert json.loads(cli("stuck", "--json", db=db_url).stdout)["count"] == 0
+    assert conn.execute("SELECT count(*) FROM leads WHERE id = ANY (%s::uuid[]) AND is_active", ([refused, fine],)).fetchone()[0] == 0
+
+
+def test_stuck_reports_leads_in_a_campaign_of_another_client_or_of_none(db_url, conn, cli) -> None:
+    mine, theirs = new_id(), new_id()
+    conn.execute("ALTER TABLE campaigns ALTER COLUMN client_id DROP NOT NULL")
+    own = add_campaign(conn, mine, messages=3)
+    foreign = add_campaign(conn, theirs, messages=3)
+    orphan = add_campaign(conn, theirs, messages=3)
+    conn.execute("UPDATE campaigns SET client_id = NULL WHERE id = %s", (orphan,))
+    add_leads(conn, own, mine, 4, position=1)  # ordinary links: not reported
+    add_leads(conn, foreign, theirs, 2, position=1)
+    guests = add_leads(conn, foreign, mine, 2, position=1)  # not due: only the link is news
+    strays = add_leads(conn, orphan, mine, 1, position=0, opted_out=True)
+    add_leads(conn, foreign, mine, 3, position=3, active=False, completed=True)  # done: not reported
+    conn.execute("UPDATE leads SET completed_at = now() WHERE id = %s", (guests[1],))
+    conn.execute("UPDATE leads SET opted_out = true WHERE id = %s", (guests[1],))  # active, completed, STOP
+    res = cli("stuck", db=db_url)
+    assert res.code == 0, res.stderr
+    line = next(l for l in res.stdout.splitlines() if l.startswith("leads in a campaign of another client"))
+    assert line == "leads in a campaign of another client or of none: 3 (2 campaign_of_another_client, 1 campaign_without_client)"
+    assert f"{strays[0]}  client {mine}  campaign" in res.stdout and "of no client" in res.stdout
+    assert f"of client {theirs}" in res.stdout
+    assert "de-enrolled under their own client" in res.stderr
+    doc = json.loads(cli("stuck", "--json", "--client-id", mine, db=db_url).stdout)
+    assert doc["campaign_links"]["count"] == 3
+    assert {l["lead_id"] for l in doc["campaign_links"]["leads"]} == set(guests + strays)
+    assert {l["link"] for l in doc["campaign_links"]["leads"] if l["lead_id"] in guests} == {"campaign_of_another_client"}
+    assert json.loads(cli("stuck", "--json", "--client-id", theirs, db=db_url).stdout)["campaign_links"]["count"] == 0
+    # the view agrees with a plain join over every lead (what it saves is the scan)
+    plain = conn.execute(
+        """SELECT l.id::text FROM leads l JOIN campaigns c ON c.id = l.campaign_link_id
+            WHERE l.is_active AND (l.completed_at IS NULL OR l.opted_out)
+              AND c.client_id IS DISTINCT FROM l.client_id"""
+    ).fetchall()
+    assert {r[0] for r in plain} == set(guests + strays)
+    doc = json.loads(cli("stuck", "--json", "--limit", "1", db=db_url).stdout)
+    assert doc["campaign_links"]["count"] == 3 and len(doc["campaign_links"]["leads"]) == 1
+
+
 # --------------------------------------------------------------------------- stats
 
 
