@@ -171,6 +171,9 @@ def run(obj: Any, client_id: str | None, batch_size: int, max_runtime: int, dry_
         # The client being processed was recorded 'failed'; later clients were not started.
         click.echo("deenroll: terminated (SIGTERM); the client in progress was recorded failed", err=True)
         raise SystemExit(143) from None
+    except KeyboardInterrupt:
+        click.echo("deenroll: interrupted (SIGINT); the client in progress was recorded failed", err=True)
+        raise SystemExit(130) from None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

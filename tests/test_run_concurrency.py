@@ -228,6 +228,8 @@ def test_a_stopped_run_is_recorded_failed(db_url: str, conn: psycopg.Connection,
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == code, err
     assert "Traceback" not in err
+    stopped = "terminated" if sig == signal.SIGTERM else "interrupted"
+    assert err.splitlines()[-1] == f"deenroll: {stopped} ({said}); the client in progress was recorded failed"
     status, details, done = conn.execute("SELECT status, error_details, leads_de_enrolled FROM de_enrollment_runs").fetchone()
     assert status == "failed" and said in details
     assert 0 < done < len(expected) and len(de_enrolled(conn)) == done
