@@ -148,7 +148,8 @@ def resolve_target(value: str) -> str:
 
 @dataclass(frozen=True)
 class Statement:
-    line: int  # where it starts in its file, 1-based
+    start: int  # the file's line where the text sent begins (leading comments included), 1-based
+    line: int  # the file's line of its first line of code
     sql: str
 
     @property
@@ -168,7 +169,7 @@ def statements(text: str) -> list[Statement]:
             continue
         lines_before = text.count("\n", 0, max(at, 0))
         leading = next((i for i, l in enumerate(chunk.splitlines()) if l.strip() and not l.strip().startswith("--")), 0)
-        out.append(Statement(lines_before + leading + 1, chunk))
+        out.append(Statement(lines_before + 1, lines_before + leading + 1, chunk))
     return out
 
 
@@ -243,8 +244,8 @@ class MigrationError(Exception):
     def message(self) -> str:
         diag = self.cause.diag
         line = self.stmt.line
-        if diag.statement_position and diag.statement_position.isdigit():
-            line += self.stmt.sql[: int(diag.statement_position) - 1].lstrip("\n").count("\n")
+        if diag.statement_position and diag.statement_position.isdigit():  # where in the statement, when known
+            line = self.stmt.start + self.stmt.sql[: int(diag.statement_position) - 1].count("\n")
         where = f"{self.path.parent.name}/{self.path.name} line {line} ({self.stmt.first_line[:80]!r})"
         msg = _one_line(diag.message_primary or str(self.cause))
         if diag.message_detail:
@@ -255,7 +256,7 @@ class MigrationError(Exception):
         if self.cause.sqlstate == "55P03":
             if self.blockers:
                 text += f"; the lock is held by {'; '.join(self.blockers)}"
-            text += "; nothing of it was applied, run it again when that transaction has ended"
+            text += "; nothing of it took effect: run it again when that transaction has ended"
         return text
 
 

@@ -205,6 +205,18 @@ def test_a_lock_timeout_names_the_migration_the_statement_and_the_blocking_sessi
     assert states["0019_add_campaign_completion_tracking"] == "pending"
 
 
+def test_a_failing_statement_is_named_by_its_file_line_and_first_line(empty_db_url: str, tmp_path) -> None:
+    path = tmp_path / "migrations" / "9999_example.sql"
+    path.parent.mkdir()
+    path.write_text("-- example\nSELECT 1;\n\n-- the second statement\nSELECT\n    1,\n    no_such_column\n  FROM pg_class;\n")
+    with psycopg.connect(empty_db_url) as conn, pytest.raises(schema.MigrationError) as failed:
+        schema.run_file(conn, path, "migration 9999_example")
+    assert failed.value.message() == (
+        "migration 9999_example failed at migrations/9999_example.sql line 7 ('SELECT'): "
+        'column "no_such_column" does not exist'
+    )
+
+
 # --------------------------------------------------------------------------- definitions never destroy others' objects
 
 
