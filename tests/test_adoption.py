@@ -108,6 +108,12 @@ def test_status_on_a_never_migrated_database_says_so_and_creates_nothing(empty_d
 def test_compatible_platform_types_and_nullable_columns_are_accepted_and_run(empty_db_url: str, cli) -> None:
     _platform(empty_db_url)
     _seed(empty_db_url)
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:  # the nulls such columns allow
+        conn.execute(
+            """INSERT INTO leads (id, client_id, campaign_link_id, current_message_position, is_active, opted_out, booked)
+               VALUES (md5('n1')::uuid, md5('client1')::uuid, md5('c1')::uuid, NULL, true, NULL, NULL),
+                      (md5('n2')::uuid, md5('client1')::uuid, md5('c1')::uuid, 3, NULL, false, false)"""
+        )
     res = cli("migrate", db=empty_db_url)
     assert res.code == 0, res.stderr
     run = cli("run", db=empty_db_url)
