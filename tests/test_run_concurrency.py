@@ -111,7 +111,7 @@ def test_four_runs_at_once_de_enroll_each_lead_exactly_once(db_url: str, conn: p
 
 
 def test_a_runner_killed_mid_run_leaves_no_half_processed_lead(db_url: str, conn: psycopg.Connection) -> None:
-    [client] = make_clients(conn, clients=1, campaigns=2, leads=60)
+    [client] = make_clients(conn, clients=1, campaigns=2, leads=150)  # 30 batches or more: the kill lands mid-run
     expected = due_now(conn)
     before = {r[0]: r[1:] for r in conn.execute("SELECT id::text, is_active, completed_at, campaign_history, updated_at FROM leads")}
     slow_batches(conn, 0.3)
@@ -186,20 +186,23 @@ def test_a_client_another_runner_holds_is_skipped_not_waited_for(db_url: str, co
 
 
 def test_the_budget_runs_out_between_batches(db_url: str, conn: psycopg.Connection) -> None:
+    """A batch longer than the whole budget: the batch in flight commits, the run stops after it.
+
+    The budget also covers what comes before the first batch (connecting, checks, opening the
+    run), so it is generous (2 s) for a slow machine; the batch outlasts it whatever the speed."""
     [client] = make_clients(conn, clients=1, campaigns=1, leads=60)
     expected = due_now(conn)
     assert len(expected) >= 24
-    slow_batches(conn, 0.3)
+    slow_batches(conn, 2.5)
     res = subprocess.run(
-        [deenroll_exe(), "--database-url", db_url, "run", "--json", "--batch-size", "4", "--max-runtime", "700"],
+        [deenroll_exe(), "--database-url", db_url, "run", "--json", "--batch-size", "4", "--max-runtime", "2000"],
         capture_output=True, text=True, timeout=60,
     )
     assert res.returncode == 1, res.stderr
     [c] = json.loads(res.stdout)["clients"]
-    assert c["status"] == "partial" and "runtime budget of 700 ms ran out" in c["error"]
-    assert 1 <= c["batches"] < len(expected) / 4
-    assert c["leads_de_enrolled"] == 4 * c["batches"]
-    assert len(de_enrolled(conn)) == c["leads_de_enrolled"]
+    assert c["status"] == "partial" and "runtime budget of 2000 ms ran out after 1 batch;" in c["error"]
+    assert c["batches"] == 1 and c["leads_de_enrolled"] == 4
+    assert len(de_enrolled(conn)) == 4
     assert conn.execute("SELECT status FROM de_enrollment_runs WHERE id = %s", (c["run_id"],)).fetchone()[0] == "partial"
     assert_exactly_once(conn)
     assert stored(conn) == recount(conn)  # counters exact after a partial run too
@@ -219,7 +222,7 @@ def test_the_budget_runs_out_between_batches(db_url: str, conn: psycopg.Connecti
 )
 def test_a_stopped_run_is_recorded_failed(db_url: str, conn: psycopg.Connection, sig, sigint, code, said) -> None:
     """A scheduler's timeout (SIGTERM) or Ctrl-C: the batch in flight rolls back, the run row says what happened."""
-    make_clients(conn, clients=1, campaigns=1, leads=60)
+    make_clients(conn, clients=1, campaigns=1, leads=200)  # 40 batches or more: the signal lands mid-run
     expected = due_now(conn)
     slow_batches(conn, 0.3)
     proc = spawn(db_url, "--batch-size", "4", sigint=sigint)
