@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -274,16 +275,7 @@ def test_a_reader_of_our_view_is_waited_for_not_broken(db_url: str) -> None:
     with psycopg.connect(db_url, application_name="dashboard") as reader:
         reader.execute("SELECT count(*) FROM de_enrollment_health")
         done: list[object] = []
-
-        def migrate() -> None:
-            try:
-                done.append(schema.migrate(Target(db_url, "test")))
-            except Exception as exc:  # noqa: BLE001 - reported below
-                done.append(exc)
-
-        import threading
-
-        worker = threading.Thread(target=migrate)
+        worker = threading.Thread(target=lambda: done.append(_migrate_or_error(db_url)))
         worker.start()
         with psycopg.connect(db_url, autocommit=True) as watch:
             deadline = time.monotonic() + 30
@@ -296,6 +288,39 @@ def test_a_reader_of_our_view_is_waited_for_not_broken(db_url: str) -> None:
         worker.join(timeout=60)
     assert len(done) == 1 and not isinstance(done[0], Exception), done
     assert done[0].definitions == ["de_enrollment_health"]
+
+
+def test_definitions_are_retried_after_a_lock_timeout_and_then_applied(db_url: str) -> None:
+    _forget(db_url, "de_enrollment_health")
+    with psycopg.connect(db_url, application_name="dashboard") as reader:
+        reader.execute("SELECT count(*) FROM de_enrollment_health")
+        done: list[object] = []
+        worker = threading.Thread(target=lambda: done.append(_migrate_or_error(db_url)))
+        worker.start()
+
+        with psycopg.connect(db_url, autocommit=True) as watch:
+
+            def blocked() -> bool:
+                return bool(watch.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE %s = ANY (pg_blocking_pids(pid))", (reader.info.backend_pid,)
+                ).fetchone())
+
+            for wanted in (True, False, True):  # waits, gives up at lock_timeout, waits again
+                deadline = time.monotonic() + 30
+                while blocked() != wanted:
+                    assert time.monotonic() < deadline, f"never saw blocked={wanted}"
+                    time.sleep(0.01)
+        reader.commit()
+        worker.join(timeout=60)
+    assert len(done) == 1 and not isinstance(done[0], Exception), done
+    assert done[0].definitions == ["de_enrollment_health"]
+
+
+def _migrate_or_error(url: str) -> object:
+    try:
+        return schema.migrate(Target(url, "test"))
+    except Exception as exc:  # noqa: BLE001 - the test reports it
+        return exc
 
 
 # --------------------------------------------------------------------------- uninstall
