@@ -15,6 +15,11 @@ Adopting a database:
   each migration is applied to empty copies of the platform's tables in a scratch
   schema, inside a transaction that is rolled back, and what it created there is
   looked for in the real schema (see `_footprints`).
+
+Rolling a migration back first drops the functions and views whose header requires
+it; `uninstall` rolls back to the baseline and drops the bookkeeping tables and the
+roles a migration created. Nothing of someone else's is ever dropped: where one of
+their objects depends on ours, the command stops and names it.
 """
 
 from __future__ import annotations

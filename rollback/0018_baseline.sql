@@ -1,4 +1,5 @@
--- The baseline is never rolled back: campaigns and leads are the platform's data.
--- `deenroll rollback` refuses any target before it; this file exists so that the
--- layout stays one rollback per migration.
+-- The baseline is never rolled back: campaigns and leads are the platform's data, and
+-- `deenroll rollback` refuses any target before it. `deenroll uninstall` rolls back to
+-- the baseline and removes deenroll's own bookkeeping; the platform's tables stay.
+-- This file exists so that the layout stays one rollback per migration.
 SELECT 1;
