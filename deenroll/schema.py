@@ -813,7 +813,7 @@ def _drop_ours(
     if foreign:
         reason = why or f"{d.path.parent.name}/{d.path.name} changes it in a way that needs it dropped and created again"
         raise _Refused(
-            f"cannot drop {ident} ({reason}): objects deenroll does not own depend on it: "
+            f"cannot drop {ident} ({reason}): objects that are not deenroll's functions or views depend on it: "
             f"{', '.join(sorted(set(foreign)))}; drop or change them first (they would be lost), then try again"
         )
     what = "VIEW" if catalog == "pg_catalog.pg_class" else "FUNCTION"
