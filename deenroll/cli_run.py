@@ -169,11 +169,9 @@ def run(obj: Any, client_id: str | None, batch_size: int, max_runtime: int, dry_
             report = runner.run(obj.target, options, runner.LogObserver())
     except runner.Terminated:
         # The client being processed was recorded 'failed'; later clients were not started.
-        click.echo("deenroll: terminated (SIGTERM); the client in progress was recorded failed", err=True)
-        raise SystemExit(143) from None
+        raise UserError("terminated (SIGTERM); the client in progress was recorded failed", 143) from None
     except KeyboardInterrupt:
-        click.echo("deenroll: interrupted (SIGINT); the client in progress was recorded failed", err=True)
-        raise SystemExit(130) from None
+        raise UserError("interrupted (SIGINT); the client in progress was recorded failed", 130) from None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -225,14 +225,16 @@ def test_a_stopped_run_is_recorded_failed(db_url: str, conn: psycopg.Connection,
     make_clients(conn, clients=1, campaigns=1, leads=200)  # 40 batches or more: the signal lands mid-run
     expected = due_now(conn)
     slow_batches(conn, 0.3)
-    proc = spawn(db_url, "--batch-size", "4", sigint=sigint)
+    proc = spawn(db_url, "--batch-size", "4", "--json", sigint=sigint)
     wait_until(lambda: (conn.execute("SELECT max(batches) FROM de_enrollment_runs").fetchone()[0] or 0) >= 1)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=30)
+    out, err = proc.communicate(timeout=30)
     assert proc.returncode == code, err
     assert "Traceback" not in err
-    stopped = "terminated" if sig == signal.SIGTERM else "interrupted"
-    assert err.splitlines()[-1] == f"deenroll: {stopped} ({said}); the client in progress was recorded failed"
+    why = f"{'terminated' if sig == signal.SIGTERM else 'interrupted'} ({said}); the client in progress was recorded failed"
+    assert err.splitlines()[-1] == f"deenroll: error: {why}"
+    doc = json.loads(out)
+    assert (doc["error"], doc["exit_code"]) == (why, code)
     status, details, done = conn.execute("SELECT status, error_details, leads_de_enrolled FROM de_enrollment_runs").fetchone()
     assert status == "failed" and said in details
     assert 0 < done < len(expected) and len(de_enrolled(conn)) == done
