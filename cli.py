@@ -54,13 +54,23 @@ def migrate(obj: Context, to: str | None, lock_wait: float, break_lock: bool, as
         return 0
     result = schema.migrate(obj.target, to=to, lock_timeout=lock_wait)
     if as_json:
-        print_json(obj, {"applied": result.applied, "installed": result.definitions, "exit_code": 0})
+        print_json(obj, {
+            "applied": result.applied,
+            "applied_by_hand": result.applied_by_hand,
+            "installed": result.definitions,
+            "notes": result.notes,
+            "exit_code": 0,
+        })
         return 0
+    for note in result.notes:
+        click.echo(f"deenroll: note: {note}", err=True)
+    for stem in result.applied_by_hand:
+        click.echo(f"recognised {stem} applied by hand")
     for stem in result.applied:
         click.echo(f"applied   {stem}")
     for name in result.definitions:
         click.echo(f"installed {name}")
-    if not result.applied and not result.definitions:
+    if not result.applied and not result.definitions and not result.applied_by_hand:
         click.echo("nothing to do: every migration is applied and every function and view is current")
     return 0
 
@@ -95,15 +105,50 @@ def status(obj: Context, as_json: bool) -> int:
                 {"name": stem, "applied": state.startswith("applied"), "state": state} for stem, state in st.migrations
             ],
             "definitions": [{"name": name, "kind": kind, "state": state} for name, kind, state in st.definitions],
+            "never_migrated": st.never_migrated,
             "exit_code": 0,
         })
         return 0
+    if st.never_migrated:
+        click.echo("deenroll has never migrated this database: nothing of it is installed (`deenroll migrate` installs it)")
     click.echo("migrations:")
     for stem, state in st.migrations:
         click.echo(f"  {stem:<45} {state}")
     click.echo("functions and views:")
     for name, kind, state in st.definitions:
         click.echo(f"  {kind:<8} {name:<37} {state}")
+    return 0
+
+
+@cli.command()
+@click.option("--yes", is_flag=True, help="Confirm: the run history and held leads are deleted with our tables.")
+@click.option("--lock-wait", default=60.0, show_default=True, help="Seconds to wait for another migrate.")
+@json_option
+@pass_ctx
+def uninstall(obj: Context, yes: bool, lock_wait: float, as_json: bool) -> int:
+    """Remove everything deenroll added: every migration after the baseline rolled back, its
+    bookkeeping tables, and the roles it created that nothing uses any more. campaigns and
+    leads stay, with every row."""
+    if not yes:
+        raise UserError(
+            "uninstall deletes deenroll's tables with their history (take `deenroll backup create` or pg_dump first); "
+            "run it again with --yes"
+        )
+    result = schema.uninstall(obj.target, lock_timeout=lock_wait)
+    if as_json:
+        print_json(obj, {"rolled_back": result.rolled_back, "dropped_tables": result.dropped_tables,
+                         "dropped_roles": result.dropped_roles, "kept_roles": result.kept_roles, "exit_code": 0})
+        return 0
+    for stem in result.rolled_back:
+        click.echo(f"rolled back {stem}")
+    for table in result.dropped_tables:
+        click.echo(f"dropped table {table}")
+    for role in result.dropped_roles:
+        click.echo(f"dropped role {role}")
+    for kept in result.kept_roles:
+        click.echo(f"kept role {kept}")
+    if not (result.rolled_back or result.dropped_tables or result.dropped_roles):
+        click.echo("nothing to do: nothing of deenroll is installed in this database")
     return 0
 
 

@@ -1043,4 +1043,12 @@ def verify(target: Target) -> list[tuple[str, bool, str]]:
             ).fetchone()
             ok = kind is not None and kind[0] == "v"
             checks.append((f"view {view}", ok, "present" if ok else "missing"))
+        # The engine runs as the owner of its functions: row-level security it cannot see
+        # through would make runs silently miss leads.
+        if conn.execute("SELECT to_regprocedure('public.de_enrollment_rls_blind_spots()')").fetchone()[0]:
+            blind = conn.execute("SELECT table_name, reason FROM public.de_enrollment_rls_blind_spots()").fetchall()
+            for table, reason in blind:
+                checks.append((f"row-level security on {table}", False, reason))
+            if not blind:
+                checks.append(("row-level security on leads, campaigns", True, "the engine sees every row"))
     return checks

@@ -20,6 +20,8 @@ DROP FUNCTION IF EXISTS de_enrollment_invalid_campaigns(uuid);
 DROP FUNCTION IF EXISTS count_leads_for_de_enrollment(uuid);
 DROP FUNCTION IF EXISTS archive_de_enrollment_history(integer, integer, boolean);
 DROP FUNCTION IF EXISTS de_enrollment_rls_blind_spots();
+DROP FUNCTION IF EXISTS apply_client_stats_deltas(uuid);
+DROP FUNCTION IF EXISTS de_enrollment_client_exists(uuid);
 
 -- created on first use by archive_de_enrollment_history() (`deenroll maintenance cleanup`)
 DROP TABLE IF EXISTS de_enrollment_runs_archive;

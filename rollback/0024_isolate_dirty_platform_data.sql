@@ -26,11 +26,21 @@ DROP FUNCTION IF EXISTS public.de_enrollment_due_outcome(boolean, timestamptz, b
 DROP INDEX IF EXISTS public.de_enrollment_leads_client_opted_out_idx;
 DROP INDEX IF EXISTS public.de_enrollment_leads_client_candidates_idx;
 DROP TABLE IF EXISTS deenroll.held_leads;
-ALTER TABLE public.de_enrollment_runs DROP COLUMN IF EXISTS leads_held;
-ALTER TABLE public.leads
-    DROP CONSTRAINT IF EXISTS leads_campaign_history_one_entry_per_campaign,
-    ADD CONSTRAINT leads_campaign_history_one_entry_per_campaign
-        CHECK (jsonb_array_length(campaign_history) < 2
-               OR public.campaign_history_has_no_repeats(campaign_history)) NOT VALID;
+ALTER TABLE IF EXISTS public.de_enrollment_runs DROP COLUMN IF EXISTS leads_held;
+ALTER TABLE public.leads DROP CONSTRAINT IF EXISTS leads_campaign_history_one_entry_per_campaign;
+-- 0019's constraint comes back, unless 0019 was rolled back first (the psql route runs every
+-- rollback file again after the operator's own; each skips what is already gone).
+DO $restore$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                WHERE attrelid = 'public.leads'::regclass AND attname = 'campaign_history' AND NOT attisdropped)
+       AND to_regprocedure('public.campaign_history_has_no_repeats(jsonb)') IS NOT NULL THEN
+        ALTER TABLE public.leads
+            ADD CONSTRAINT leads_campaign_history_one_entry_per_campaign
+                CHECK (jsonb_array_length(campaign_history) < 2
+                       OR public.campaign_history_has_no_repeats(campaign_history)) NOT VALID;
+    END IF;
+END
+$restore$;
 DROP FUNCTION IF EXISTS deenroll.campaign_history_has_no_repeats_of_ours(jsonb);
 DROP FUNCTION IF EXISTS deenroll.json_timestamptz(text);

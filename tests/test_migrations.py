@@ -262,4 +262,4 @@ def test_a_changed_file_is_reapplied_alone_and_rolled_back_objects_stay_gone(db_
         assert conn.execute("SELECT to_regclass('de_enrollment_health')").fetchone()[0] is None
         assert conn.execute("SELECT to_regproc('apply_campaign_stats_deltas')").fetchone()[0] is not None
     states = dict((name, state) for name, _, state in schema.status(target).definitions)
-    assert states["get_leads_for_de_enrollment"].startswith("waits for 0021")
+    assert states["get_leads_for_de_enrollment"].startswith("waits for 002")

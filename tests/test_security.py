@@ -19,6 +19,8 @@ import psycopg
 import pytest
 from psycopg import conninfo, errors
 
+from deenroll import schema
+
 from conftest import Server, run_cli
 
 pytestmark = pytest.mark.schema
@@ -290,14 +292,7 @@ RUNNER_FUNCTIONS = {
     "recalculate_campaign_stats(uuid)",
     "start_de_enrollment_run(uuid,integer,integer,text,integer)",
 }
-VIEWS = {
-    "campaign_stats_drift",
-    "de_enrollment_daily_summary",
-    "de_enrollment_due_leads",
-    "de_enrollment_duplicates",
-    "de_enrollment_health",
-    "de_enrollment_stuck_leads",
-}
+VIEWS = {d.name for d in schema.definitions() if d.kind == "view"}  # every view file of ours
 
 
 def test_privilege_matrix_is_exactly_the_list(shared: Shared) -> None:

@@ -5,7 +5,8 @@
 -- 'running' after twice its budget died and counts as failed, as in de_enrollment_health.
 CREATE VIEW public.de_enrollment_daily_summary AS
 WITH runs AS (
-    SELECT r.*,
+    SELECT r.run_at, r.client_id, r.leads_evaluated, r.leads_de_enrolled, r.leads_completed,
+           r.leads_opted_out, r.duration_ms,
            CASE WHEN r.status = 'running'
                  AND r.run_at < now() - 2 * coalesce(r.max_runtime_ms, 240000)::bigint * interval '1 millisecond'
                 THEN 'failed' ELSE r.status END AS effective_status

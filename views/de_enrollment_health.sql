@@ -1,5 +1,5 @@
 -- de_enrollment_health: one row per client: its runs of the last 24 hours, stuck leads and an ok/warning/error status by the SOP's thresholds
--- requires: 0021_add_de_enrollment_monitoring
+-- requires: 0024_isolate_dirty_platform_data
 -- after: de_enrollment_stuck_leads
 --
 -- Clients: every client_id of campaigns and of de_enrollment_runs.
