@@ -6,9 +6,9 @@
 --     written by deenroll (they carry a run_id): entries the platform writes (without a
 --     campaign id, not objects, its own repeats) never make a write fail.
 --   * de_enrollment_runs.leads_held: leads a run held.
---   * Two partial indexes keyed by the lead's own client, so that a run finds a client's due
---     leads wherever they are linked (a campaign of another client, or of none). Built like
---     0019's: writes to leads wait for the build (about a second per million leads).
+--   * The two partial indexes keyed by the lead's own client, with which a run finds a
+--     client's due leads wherever they are linked (a campaign of another client, or of none),
+--     are built by 0026 without blocking writes (CREATE INDEX CONCURRENTLY).
 SET LOCAL lock_timeout = '5s';
 
 -- True unless two entries written by deenroll (JSON objects with a run_id) name the same
@@ -79,12 +79,3 @@ CREATE TABLE deenroll.held_leads (
 CREATE INDEX held_leads_client_id_idx ON deenroll.held_leads (client_id);
 COMMENT ON TABLE deenroll.held_leads IS
     'Leads a run could not de-enroll, with the reason; skipped while their fingerprint (row version, campaign sequence) is unchanged.';
-
--- A client's active leads not yet completed, per campaign and position (the finished ones of
--- a campaign are a range), and a client's active opted-out leads.
-CREATE INDEX de_enrollment_leads_client_candidates_idx
-    ON leads (client_id, campaign_link_id, current_message_position)
-    WHERE is_active AND completed_at IS NULL;
-CREATE INDEX de_enrollment_leads_client_opted_out_idx
-    ON leads (client_id)
-    WHERE is_active AND opted_out;

@@ -1,5 +1,5 @@
 -- Undo 0024: the views and functions installed on top of it, the held leads (their rows are
--- lost: the next run finds those leads again), the run column, the client indexes, and 0019's
+-- lost: the next run finds those leads again), the run column, and 0019's
 -- one-entry-per-campaign check as it was.
 -- Before rolling back, histories must again satisfy 0019's stricter check for rows written
 -- later; rows already stored are not re-checked (NOT VALID, as 0019 created it).
@@ -23,8 +23,6 @@ DROP FUNCTION IF EXISTS public.de_enrollment_release_held_leads(uuid, uuid[]);
 DROP FUNCTION IF EXISTS public.de_enrollment_lead_fingerprint(xid, uuid, jsonb);
 DROP FUNCTION IF EXISTS public.de_enrollment_due_outcome(boolean, timestamptz, boolean, integer, uuid, jsonb);
 
-DROP INDEX IF EXISTS public.de_enrollment_leads_client_opted_out_idx;
-DROP INDEX IF EXISTS public.de_enrollment_leads_client_candidates_idx;
 DROP TABLE IF EXISTS deenroll.held_leads;
 ALTER TABLE IF EXISTS public.de_enrollment_runs DROP COLUMN IF EXISTS leads_held;
 ALTER TABLE public.leads DROP CONSTRAINT IF EXISTS leads_campaign_history_one_entry_per_campaign;
