@@ -42,7 +42,7 @@ SELECT table_privs_are('de_enrollment_health', 'deenroll_analyst', ARRAY['SELECT
 SELECT table_privs_are('de_enrollment_daily_summary', 'deenroll_analyst', ARRAY['SELECT']);
 SELECT table_privs_are('leads', 'deenroll_analyst', ARRAY[]::text[]);
 SELECT table_privs_are('de_enrollment_runs', 'deenroll_analyst', ARRAY[]::text[]);
-SELECT has_function('grant_analyst_select', ARRAY['regclass']);
+SELECT has_function('deenroll_apply_privileges');
 SELECT has_function('archive_de_enrollment_history', ARRAY['integer', 'integer', 'boolean']);
 
 -- Crafted clients: ok, warning (success rate), error (no success for 3 hours).
