@@ -4,7 +4,13 @@ migrations/NAME.sql and rollback/NAME.sql are handed to yoyo as one migration
 each, one step forward and one back, each migration depending on the one before.
 yoyo keeps its tracking tables, its lock and its transactions; the step runs the
 file statement by statement so that a failure names the statement (and, for a lock
-wait, the session holding the lock). functions/*.sql and views/*.sql are applied
+wait, the session holding the lock). A file that begins with `-- transactional: false`
+(with its rollback) runs outside any transaction, statement by statement, so that it can
+build indexes CONCURRENTLY and commit a backfill in batches; each of its statements can be
+run again, and an INVALID index left by a failed concurrent build of an index it creates
+is dropped (concurrently) before it runs. A migration that gives up waiting for a lock
+(lock_timeout) is retried a few times with backoff: a transactional one left nothing
+behind, a non-transactional one re-runs safely. functions/*.sql and views/*.sql are applied
 after the migrations whenever their text changed, in dependency order, replaced in
 place, and only once the migration named in their `-- requires:` header is applied.
 
@@ -64,6 +70,18 @@ class MigrationFile:
     stem: str
     apply_path: Path
     rollback_path: Path
+
+    @property
+    def transactional(self) -> bool:
+        """False when the file begins with `-- transactional: false` (run outside a transaction)."""
+        return is_transactional(self.apply_path.read_text())
+
+
+_NOT_TRANSACTIONAL = re.compile(r"--[ \t]*transactional:[ \t]*false[ \t]*(\n|$)", re.I)
+
+
+def is_transactional(text: str) -> bool:
+    return _NOT_TRANSACTIONAL.match(text.lstrip()) is None
 
 
 @dataclass(frozen=True)
@@ -242,8 +260,11 @@ class _LockWatch:
 class MigrationError(Exception):
     """A statement of a SQL file failed: where, what, and who held the lock it waited for."""
 
-    def __init__(self, label: str, path: Path, stmt: Statement, cause: psycopg.Error, blockers: list[str]) -> None:
+    def __init__(
+        self, label: str, path: Path, stmt: Statement, cause: psycopg.Error, blockers: list[str], transactional: bool = True
+    ) -> None:
         self.label, self.path, self.stmt, self.cause, self.blockers = label, path, stmt, cause, blockers
+        self.transactional = transactional
         super().__init__(self.message())
 
     def message(self) -> str:
@@ -261,7 +282,10 @@ class MigrationError(Exception):
         if self.cause.sqlstate == "55P03":
             if self.blockers:
                 text += f"; the lock is held by {'; '.join(self.blockers)}"
-            text += "; nothing of it took effect: run it again when that transaction has ended"
+            if self.transactional:
+                text += "; nothing of it took effect: run it again when that transaction has ended"
+            else:
+                text += "; what it finished stays and every statement can be re-run: run it again when that transaction has ended"
         return text
 
 
@@ -279,17 +303,54 @@ def run_file(conn: psycopg.Connection, path: Path, label: str, text: str | None 
     watch = _active_watch
     if watch is not None:
         watch.watch(conn.info.backend_pid)
+    in_transaction = not conn.autocommit or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     for stmt in statements(text if text is not None else path.read_text()):
         try:
             conn.execute(stmt.sql)
         except psycopg.Error as exc:
             blockers = watch.blockers() if watch is not None else []
-            raise MigrationError(label, path, stmt, exc, blockers) from None
+            raise MigrationError(label, path, stmt, exc, blockers, in_transaction) from None
+
+
+# CREATE INDEX CONCURRENTLY IF NOT EXISTS <name>: the statements whose failed build leaves an INVALID index.
+_CONCURRENT_BUILD = re.compile(
+    r"^\s*CREATE\s+(?:UNIQUE\s+)?INDEX\s+CONCURRENTLY\s+IF\s+NOT\s+EXISTS\s+((?:\"[^\"]+\"|[\w$]+)(?:\.(?:\"[^\"]+\"|[\w$]+))?)",
+    re.I | re.M,
+)
+
+
+def drop_invalid_indexes(conn: psycopg.Connection, text: str) -> list[str]:
+    """Drop (concurrently) every INVALID index that a failed concurrent build of an index the file
+    creates left under its name, so that the file builds it again; returns their names.
+    `conn` is in autocommit mode."""
+    dropped = []
+    for stmt in statements(text):
+        code = sqlparse.format(stmt.sql, strip_comments=True)
+        match = _CONCURRENT_BUILD.search(code)
+        if match is None:
+            continue
+        row = conn.execute(
+            """SELECT i.indexrelid::regclass::text FROM pg_catalog.pg_index AS i
+                WHERE i.indexrelid = pg_catalog.to_regclass(%s) AND NOT i.indisvalid""",
+            (match.group(1),),
+        ).fetchone()
+        if row is not None:
+            conn.execute(pgsql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(pgsql.SQL(row[0])))
+            dropped.append(row[0])
+    return dropped
 
 
 def _file_step(path: str, label: str) -> Callable[[psycopg.Connection], None]:
-    """A yoyo step: the SQL file, run statement by statement in yoyo's transaction."""
-    return lambda conn: run_file(conn, Path(path), label)
+    """A yoyo step: the SQL file, run statement by statement in yoyo's transaction, or outside
+    any (autocommit) for a non-transactional file, after dropping what failed builds left."""
+
+    def step(conn: psycopg.Connection) -> None:
+        text = Path(path).read_text()
+        if not is_transactional(text):
+            drop_invalid_indexes(conn, text)
+        run_file(conn, Path(path), label, text)
+
+    return step
 
 
 def _rollback_step(path: str, stem: str) -> Callable[[psycopg.Connection], None]:
@@ -298,13 +359,23 @@ def _rollback_step(path: str, stem: str) -> Callable[[psycopg.Connection], None]
 
     def step(conn: psycopg.Connection) -> None:
         schema = conn.execute("SELECT current_schema()").fetchone()[0]
-        for d in reversed(definitions()):
-            if d.requires == stem:
-                for obj in _objects_of(conn, d, schema):
-                    _drop_ours(conn, d, obj, schema, why=f"rolling back {stem} drops it")
-        run_file(conn, Path(path), f"rollback of {stem}")
+        text = Path(path).read_text()
+        # Outside yoyo's transaction (a non-transactional migration) the drops get their own.
+        with conn.transaction() if not is_transactional(text) else _nothing():
+            for d in reversed(definitions()):
+                if d.requires == stem:
+                    for obj in _objects_of(conn, d, schema):
+                        _drop_ours(conn, d, obj, schema, why=f"rolling back {stem} drops it")
+        if not is_transactional(text):
+            drop_invalid_indexes(conn, text)
+        run_file(conn, Path(path), f"rollback of {stem}", text)
 
     return step
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
 
 
 # --------------------------------------------------------------------------- yoyo bridge
@@ -332,9 +403,15 @@ def _yoyo(target: Target) -> Iterator[tuple[_Backend, object]]:
             if not m.rollback_path.exists():
                 raise RuntimeError(f"{m.apply_path.name} has no rollback/{m.apply_path.name}")
             depends = f"__depends__ = {{{previous!r}}}\n" if previous else ""
+            if is_transactional(m.rollback_path.read_text()) != m.transactional:
+                raise RuntimeError(
+                    f"{m.apply_path.name} and rollback/{m.apply_path.name} must both begin with "
+                    "'-- transactional: false', or neither"
+                )
+            transactional = "" if m.transactional else "__transactional__ = False\n"
             Path(tmp, f"{m.stem}.py").write_text(
                 "from deenroll.schema import _file_step, _rollback_step\n"
-                f"{depends}"
+                f"{depends}{transactional}"
                 f"step(_file_step({str(m.apply_path)!r}, 'migration {m.stem}'),"
                 f" _rollback_step({str(m.rollback_path)!r}, {m.stem!r}))\n"
             )
@@ -496,6 +573,8 @@ def _footprints(target: Target) -> tuple[dict[str, Footprint], set[tuple[str, st
             before = _schema_objects(conn, probe)
             for m in after:
                 text = m.apply_path.read_text()
+                if not is_transactional(text):
+                    continue  # cannot run in the probe's transaction; re-runnable, so migrate just runs it
                 if not _probeable(text, schemas | {probe}):
                     break
                 try:
@@ -600,12 +679,30 @@ def migrate(target: Target, to: str | None = None, lock_timeout: float = 60.0) -
             if stop_at:
                 pending = pending.filter(lambda m: m.id <= stop_at)
             for m in pending:
-                backend.apply_one(m)
+                _retrying_lock_waits(lambda: backend.apply_one(m))
                 result.applied.append(m.id)
             applied = set(_applied_stems(backend, migrations))
         with _locked(backend, lock_timeout):
             result.definitions = apply_definitions(target, applied)
     return result
+
+
+# A statement that gave up waiting for a lock (lock_timeout) or was chosen as a deadlock victim.
+RETRIED_SQLSTATES = ("55P03", "40P01")
+
+
+def _retrying_lock_waits(action: Callable[[], None], attempts: int = 5, first_pause: float = 0.5) -> None:
+    """Run one migration or rollback; when a statement of it gives up waiting for a lock, run it
+    again after a pause that doubles each time. A transactional migration left nothing behind
+    (yoyo rolled it back); a non-transactional one is written to be re-run."""
+    for attempt in range(1, attempts + 1):
+        try:
+            action()
+            return
+        except MigrationError as exc:
+            if exc.cause.sqlstate not in RETRIED_SQLSTATES or attempt == attempts:
+                raise
+            time.sleep(first_pause * 2 ** (attempt - 1))
 
 
 def _applied_stems(backend: _Backend, migrations) -> list[str]:
@@ -620,7 +717,7 @@ def rollback(target: Target, to: str, lock_timeout: float = 60.0) -> list[str]:
     with _yoyo(target) as (backend, migrations), _watched(target):
         with _locked(backend, lock_timeout):
             for m in backend.to_rollback(migrations).filter(lambda m: m.id > stop_at):
-                backend.rollback_one(m)
+                _retrying_lock_waits(lambda: backend.rollback_one(m))
                 rolled.append(m.id)
     with connect(target) as conn:
         _forget_missing_definitions(conn)

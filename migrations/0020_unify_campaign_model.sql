@@ -1,14 +1,19 @@
 -- 0020: the v2 campaign model (SOP "Migration 0020"): campaign state and lead
--- counters, backfilled from the data and from then on kept exact.
+-- counters, kept exact from this migration on (0026 counts the existing leads).
 --
 -- How the counters stay exact without recounting every lead on every run:
 -- statement-level triggers on leads append one row per touched campaign to
 -- campaign_stats_delta (append-only, so the platform's writes never queue on a
 -- campaign row), and apply_campaign_stats_deltas() folds those rows into the
 -- campaigns. A statement that changes no counted column appends nothing.
--- The triggers are created before the backfill, in the same transaction: their
--- lock on leads holds off writes until commit, so no change is counted twice or lost.
-SET LOCAL lock_timeout = '5s';
+--
+-- This transaction is short: the new columns have constant defaults (a catalog
+-- change) and creating the triggers locks leads only until commit. The counters
+-- start at zero; 0026 counts the existing leads into them in small batches, one
+-- transaction per batch, exact while the platform keeps writing (the triggers
+-- record every change from this commit on). lock_timeout bounds how long platform
+-- writes can queue behind this migration while it waits for its locks.
+SET LOCAL lock_timeout = '2s';
 
 ALTER TABLE campaigns
     ADD COLUMN is_active             boolean NOT NULL DEFAULT true,
@@ -113,21 +118,3 @@ CREATE TRIGGER leads_stats_delta_on_delete
 CREATE TRIGGER leads_stats_delta_on_truncate
     AFTER TRUNCATE ON leads
     FOR EACH STATEMENT EXECUTE FUNCTION leads_record_stats_delta();
-
--- Backfill, under the triggers' lock on leads (see the header).
-UPDATE campaigns AS c
-   SET active_leads_count    = s.active,
-       completed_leads_count = s.completed,
-       opted_out_count       = s.opted_out,
-       booked_count          = s.booked,
-       last_enrollment_at    = s.last_enrollment_at
-  FROM (SELECT campaign_link_id AS campaign_id,
-               count(*) FILTER (WHERE is_active AND NOT coalesce(opted_out, false)) AS active,
-               count(*) FILTER (WHERE completed_at IS NOT NULL) AS completed,
-               count(*) FILTER (WHERE opted_out) AS opted_out,
-               count(*) FILTER (WHERE booked) AS booked,
-               max(created_at) AS last_enrollment_at
-          FROM leads
-         WHERE campaign_link_id IS NOT NULL
-         GROUP BY campaign_link_id) AS s
- WHERE c.id = s.campaign_id;

@@ -1,9 +1,7 @@
 -- Undo 0019. Dropping completed_at and campaign_history discards what runs wrote
 -- there (take `deenroll backup create` first); no row that existed before 0019 is lost.
-SET LOCAL lock_timeout = '5s';
+SET LOCAL lock_timeout = '2s';
 
-DROP INDEX IF EXISTS de_enrollment_leads_opted_out_idx;
-DROP INDEX IF EXISTS de_enrollment_leads_candidates_idx;
 ALTER TABLE leads
     DROP CONSTRAINT IF EXISTS leads_campaign_history_one_entry_per_campaign,
     DROP CONSTRAINT IF EXISTS leads_campaign_history_is_array,

@@ -1,7 +1,8 @@
 -- Undo 0020: the triggers, the pending-delta table and the campaign columns.
--- The counters are derived data (recomputed by 0020 on the way back up); no row
--- that existed before 0020 is lost.
-SET LOCAL lock_timeout = '5s';
+-- The counters are derived data (counted again by 0026 on the way back up); no row
+-- that existed before 0020 is lost. Every statement is a catalog change: the locks
+-- are held for milliseconds, and lock_timeout bounds the wait for them.
+SET LOCAL lock_timeout = '2s';
 
 -- functions (functions/*.sql that require 0020)
 DROP FUNCTION IF EXISTS apply_campaign_stats_deltas(uuid[]);

@@ -1,0 +1,1 @@
+../../rollback/0026_online_indexes_and_counters.sql
