@@ -141,14 +141,27 @@ def _setup_logging(level: int, tty: bool) -> logging.Handler:
     help="Time budget of the whole run in milliseconds (at least 1); when it runs out the run stops "
     "between batches and the client is recorded 'partial'.",
 )
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    envvar="DE_ENROLLMENT_WORKERS",
+    show_envvar=True,
+    metavar="N",
+    help="Connections working at once (1 to 64): different clients, then batches of the clients still "
+    "running. Each is a database connection and a share of a core.",
+)
 @click.option("--dry-run", is_flag=True, help="Count what would be de-enrolled per client; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of the summary.")
 @click.pass_obj
-def run(obj: Any, client_id: str | None, batch_size: int, max_runtime: int, dry_run: bool, as_json: bool) -> int:
+def run(
+    obj: Any, client_id: str | None, batch_size: int, max_runtime: int, workers: int, dry_run: bool, as_json: bool
+) -> int:
     """De-enroll finished and opted-out leads, client by client, in batches.
 
-    Each client is processed in isolation under its own runner lock (a client another
-    runner is working on is skipped and reported), with its own de_enrollment_runs row.
+    Each client is processed in isolation under its own lease (a client another run is
+    working on is skipped and reported), with its own de_enrollment_runs row.
     Alerts go to DE_ENROLLMENT_ALERT_WEBHOOK when a client fails or ends partial; log
     lines on stderr follow LOG_LEVEL (debug, info, warning or error; default info), each
     stamped with the local time and its UTC offset (ISO 8601).
@@ -157,7 +170,7 @@ def run(obj: Any, client_id: str | None, batch_size: int, max_runtime: int, dry_
     2 some failed or the input was bad.
     """
     level = _log_level()
-    options = runner.validate(client_id, batch_size, max_runtime, dry_run)
+    options = runner.validate(client_id, batch_size, max_runtime, dry_run, workers)
     tty = sys.stderr.isatty()
     _setup_logging(level, tty)
     previous = _catch_stop_signals()
