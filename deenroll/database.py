@@ -280,10 +280,17 @@ def _connect_timeout() -> int:
 
 
 def connect(target: Target, *, autocommit: bool = False, app: str = "deenroll") -> psycopg.Connection:
-    """Open a connection, turning every failure into one readable line without a secret."""
+    """Open a connection, turning every failure into one readable line without a secret.
+
+    psycopg's automatic prepared statements are off: a prepared statement lives in a server
+    session, and behind a transaction-mode pooler (PgBouncer, Supabase's pooler) the next
+    transaction may run on another session, where it is missing or another client's.
+    """
     timeout = _connect_timeout()
     try:
-        return psycopg.connect(target.dsn, autocommit=autocommit, connect_timeout=timeout, application_name=app)
+        return psycopg.connect(
+            target.dsn, autocommit=autocommit, connect_timeout=timeout, application_name=app, prepare_threshold=None
+        )
     except psycopg.OperationalError as exc:
         first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "connection failed")
         shown = {str(v) for v in target.params().values() if v}

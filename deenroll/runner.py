@@ -1,30 +1,33 @@
 """The batch runner behind `deenroll run`: orders the SQL, times it, gathers the report.
 
 Every decision about data is made by the functions in functions/ (see their
-headers); this module only calls them in order, one client after the other:
+headers); this module only calls them in order, for each client:
 
-  start_de_enrollment_run     takes the client's runner lock, opens its run row
+  start_de_enrollment_run     takes the client's lease, opens its run row
   de_enrollment_invalid_campaigns   campaigns to report (their leads are skipped)
-  process_de_enrollment_batch(get_leads_for_de_enrollment(...))   one round trip
-                              and one short transaction per batch, until a batch
-                              comes back short or the time budget is spent
+  process_de_enrollment_batch(get_leads_for_de_enrollment(...)), preceded by
+  de_enrollment_heartbeat     one round trip and one short transaction per batch, until a
+                              batch comes back short or the time budget is spent
   apply_campaign_stats_deltas folds what the platform changed meanwhile
-  finish_de_enrollment_run    closes the run row, releases the lock
+  finish_de_enrollment_run    closes the run row, gives the lease back
 
-One connection does all of it, so the runner lock (a session advisory lock)
-lives exactly as long as the runner's session: a runner that dies releases it,
-and the next runner marks the dead run failed. The connection is in autocommit
-mode and every step above is one statement, hence its own transaction: a batch
-(claim and process in one statement) commits as that statement ends, with no
-extra round trip.
+Nothing the runner needs outlives a transaction, so it works the same through a
+transaction-mode connection pooler (PgBouncer, Supabase's pooler): the lease is a row
+(deenroll.client_leases), renewed by the batches, that a dead runner's successor takes
+over once it has expired; the settings (lock_timeout, synchronous_commit) are set by the
+functions for their own transaction; psycopg prepares no statement (database.connect);
+no session setting is made, so every name below is schema-qualified and every parameter
+typed, whatever search_path the login has.
 
-The session runs with synchronous_commit off: a batch's commit does not wait
-for its WAL flush (on small batches that wait is most of a batch's fixed cost).
-Nothing can be left half-done by it: a batch lost to a crash of the *server*
-is lost whole (lead, history, log row, counters and run totals together) and
-the next run de-enrolls those leads again. The start and the end of a run are
-committed synchronously (start_de_enrollment_run, finish_de_enrollment_run),
-and since WAL is written in order, a finished run's batches are durable too.
+Connections are in autocommit mode and every step above is one statement, hence its own
+transaction: a batch (heartbeat, claim and process in one statement) commits as that
+statement ends, with no extra round trip.
+
+With `--workers N`, N threads each hold a connection of their own. They take clients
+from one queue; when none is left to start, an idle worker helps the busiest client still
+running by claiming batches under that client's run (same run row, same lease): SKIP
+LOCKED keeps the workers' claims apart. A client's run is closed by the worker that
+started it, once its helpers have stopped.
 """
 
 from __future__ import annotations
@@ -32,8 +35,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -50,7 +55,8 @@ log = logging.getLogger("deenroll.run")
 
 INT_MAX = 2**31 - 1
 BATCH_RETRIES = 3  # a batch that loses a deadlock or serialization race is retried this often
-LOCK_WAIT_FLOOR_MS = 5000  # lock_timeout of the runner's session: max(budget, this)
+LOCK_WAIT_FLOOR_MS = 5000  # lock_timeout of statements outside a run's lease: max(budget, this)
+MAX_WORKERS = 64
 
 REQUIRED_FUNCTIONS = (
     "public.get_leads_for_de_enrollment(uuid,integer)",
@@ -59,6 +65,7 @@ REQUIRED_FUNCTIONS = (
     "public.apply_client_stats_deltas(uuid)",
     "public.start_de_enrollment_run(uuid,integer,integer,text,integer)",
     "public.finish_de_enrollment_run(uuid,text,text)",
+    "public.de_enrollment_heartbeat(uuid)",
     "public.de_enrollment_clients()",
     "public.de_enrollment_client_exists(uuid)",
     "public.de_enrollment_invalid_campaigns(uuid)",
@@ -68,10 +75,14 @@ REQUIRED_FUNCTIONS = (
 )
 REQUIRED_TABLES = ("public.campaigns", "public.leads", "public.de_enrollment_runs", "public.de_enrollment_lead_log")
 
+# The heartbeat comes first (the batch takes its run id from it): it refuses a run that lost
+# its lease, renews the lease, and sets lock_timeout and synchronous_commit for this
+# transaction only.
 BATCH_SQL = (
-    "SELECT lead_id, campaign_id, outcome, messages_received, held_reason "
-    "FROM public.process_de_enrollment_batch(%s::uuid, "
-    "ARRAY(SELECT lead_id FROM public.get_leads_for_de_enrollment(%s::uuid, %s::integer)))"
+    "SELECT b.lead_id, b.campaign_id, b.outcome, b.messages_received, b.held_reason "
+    "FROM public.de_enrollment_heartbeat(%s::uuid) AS h (run_id) "
+    "CROSS JOIN LATERAL public.process_de_enrollment_batch(h.run_id, "
+    "ARRAY(SELECT g.lead_id FROM public.get_leads_for_de_enrollment(%s::uuid, %s::integer) AS g)) AS b"
 )
 
 
@@ -91,9 +102,12 @@ class RunOptions:
     batch_size: int
     max_runtime_ms: int
     dry_run: bool = False
+    workers: int = 1
 
 
-def validate(client_id: str | None, batch_size: int, max_runtime_ms: int, dry_run: bool = False) -> RunOptions:
+def validate(
+    client_id: str | None, batch_size: int, max_runtime_ms: int, dry_run: bool = False, workers: int = 1
+) -> RunOptions:
     """Check the user's input before anything touches the database."""
     cid: str | None = None
     if client_id is not None:
@@ -110,7 +124,9 @@ def validate(client_id: str | None, batch_size: int, max_runtime_ms: int, dry_ru
         raise UserError(f"--max-runtime must be at least 1 millisecond, got {max_runtime_ms}")
     if max_runtime_ms > INT_MAX:
         raise UserError(f"--max-runtime must be at most {INT_MAX} milliseconds, got {max_runtime_ms}")
-    return RunOptions(cid, batch_size, max_runtime_ms, dry_run)
+    if not 1 <= workers <= MAX_WORKERS:
+        raise UserError(f"--workers must be between 1 and {MAX_WORKERS}, got {workers}")
+    return RunOptions(cid, batch_size, max_runtime_ms, dry_run, workers)
 
 
 @dataclass
@@ -312,12 +328,12 @@ def check_prerequisites(conn: psycopg.Connection) -> None:
     """One clear line when the schema is not there: missing migrations or functions."""
     missing_tables = [
         t for (t,) in conn.execute(
-            "SELECT t FROM unnest(%s::text[]) AS t WHERE to_regclass(t) IS NULL", (list(REQUIRED_TABLES),)
+            "SELECT t FROM pg_catalog.unnest(%s::text[]) AS t WHERE pg_catalog.to_regclass(t) IS NULL", (list(REQUIRED_TABLES),)
         ).fetchall()
     ]
     missing_functions = [
         f for (f,) in conn.execute(
-            "SELECT f FROM unnest(%s::text[]) AS f WHERE to_regprocedure(f) IS NULL", (list(REQUIRED_FUNCTIONS),)
+            "SELECT f FROM pg_catalog.unnest(%s::text[]) AS f WHERE pg_catalog.to_regprocedure(f) IS NULL", (list(REQUIRED_FUNCTIONS),)
         ).fetchall()
     ]
     if missing_tables or missing_functions:
@@ -353,10 +369,146 @@ def _invalid_campaigns(conn: psycopg.Connection, client_id: str) -> list[Campaig
 def _held(conn: psycopg.Connection, client_id: str) -> dict[str, int]:
     """The client's held leads (the ones a run skips), counted by reason."""
     rows = conn.execute(
-        "SELECT reason, count(*) FROM public.de_enrollment_held_leads(%s::uuid) GROUP BY reason ORDER BY reason",
+        "SELECT h.reason, pg_catalog.count(*) FROM public.de_enrollment_held_leads(%s::uuid) AS h "
+        "GROUP BY h.reason ORDER BY h.reason",
         (client_id,),
     ).fetchall()
     return {str(r[0]): int(r[1]) for r in rows}
+
+
+class _Session:
+    """One connection of the runner (one per worker thread), reopened when it broke."""
+
+    def __init__(self, target: database.Target) -> None:
+        self.target = target
+        self._conn: psycopg.Connection | None = None
+        self.notices: list[str] = []
+        self._unreachable: str | None = None
+
+    def _on_notice(self, diag: psycopg.errors.Diagnostic) -> None:
+        if diag.severity_nonlocalized in ("WARNING", "NOTICE") and diag.message_primary:
+            self.notices.append(diag.message_primary)
+
+    @property
+    def conn(self) -> psycopg.Connection:
+        """The connection, reopened when it broke; once the database is unreachable, fail fast."""
+        if self._unreachable is not None:
+            raise UserError(self._unreachable)
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
+            try:
+                conn = database.connect(self.target, autocommit=True, app="deenroll run")
+            except UserError as exc:
+                self._unreachable = str(exc)
+                raise
+            conn.add_notice_handler(self._on_notice)
+            self._conn = conn
+        return self._conn
+
+    def abandon(self) -> None:
+        """After a failure: drop the connection unless it is idle and usable (the next use reconnects)."""
+        if self._conn is None:
+            return
+        if self._conn.closed or self._conn.broken or self._conn.info.transaction_status != TransactionStatus.IDLE:
+            self.close()
+
+    def cancel(self) -> None:
+        """Cancel the statement in flight, from another thread (a stop signal)."""
+        conn = self._conn
+        if conn is not None and not conn.closed:
+            try:
+                conn.cancel_safe(timeout=5)
+            except (psycopg.Error, OSError):
+                pass  # the statement ends anyway; the worker sees the stop before its next batch
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class _ClientRun:
+    """A client's run shared by the worker that started it and the workers helping it."""
+
+    def __init__(self, result: ClientResult) -> None:
+        self.result = result
+        self.open = True  # helpers may join until a batch comes back short (or the run stops)
+        self.stopping = False  # helpers stop after their batch in flight (the run failed or is stopped)
+        self.helpers = 0
+        self.out_of_time = False  # a helper stopped at the budget with due leads maybe left
+        self.helper_error: str | None = None
+
+
+class _Scheduler:
+    """What the workers share: the clients to start, the runs open for help, the stop reason."""
+
+    def __init__(self, clients: list[str], workers: int, observer: Observer) -> None:
+        self.pending: deque[str] = deque(clients)
+        self.workers = workers
+        self.open_runs: list[_ClientRun] = []
+        self.cond = threading.Condition()
+        self.stop: BaseException | None = None  # the signal that stops the run
+        self.crash: BaseException | None = None  # an error no client's row could take: raised by the run
+        self._observer = observer
+        self._observer_lock = threading.Lock()
+
+    def notify(self, method: str, *args: Any) -> None:
+        with self._observer_lock:
+            getattr(self._observer, method)(*args)
+
+    def next_task(self, dry_run: bool) -> tuple[str, Any] | None:
+        """('start', client_id), ('help', run) or None when there is nothing left for this worker."""
+        with self.cond:
+            if self.stop is not None:
+                return None
+            if self.pending:
+                return ("start", self.pending.popleft())
+            if dry_run or self.workers == 1:
+                return None
+            runs = [r for r in self.open_runs if r.open and r.helper_error is None]
+            if not runs:
+                return None
+            # the run with the fewest helpers, then the one with the most batches done (the biggest)
+            run = min(runs, key=lambda r: (r.helpers, -r.result.batches))
+            run.helpers += 1
+            return ("help", run)
+
+    def opened(self, run: _ClientRun) -> None:
+        with self.cond:
+            self.open_runs.append(run)
+
+    def close(self, run: _ClientRun) -> None:
+        with self.cond:
+            run.open = False
+
+    def helper_done(self, run: _ClientRun) -> None:
+        with self.cond:
+            run.helpers -= 1
+            self.cond.notify_all()
+
+    def wait_for_helpers(self, run: _ClientRun, *, stop_them: bool) -> None:
+        """Close the run to new helpers and wait until its helpers have left (after their batch in
+        flight when `stop_them`, else when their batches come back short)."""
+        with self.cond:
+            run.open = False
+            run.stopping = run.stopping or stop_them
+            if run in self.open_runs:
+                self.open_runs.remove(run)
+            while run.helpers:
+                self.cond.wait()
+
+    def record(self, run: _ClientRun, rows: list[tuple]) -> None:
+        """A batch's rows into the run's result (any worker's)."""
+        result = run.result
+        completed = sum(1 for r in rows if r[2] == "completed")
+        opted_out = sum(1 for r in rows if r[2] == "opted_out")
+        with self.cond:
+            result.batches += 1
+            result.leads_de_enrolled += completed + opted_out
+            result.completed += completed
+            result.opted_out += opted_out
+            result.newly_held += sum(1 for r in rows if r[2] == "held")
+        self.notify("batch_done", result, completed + opted_out)
 
 
 class Runner:
@@ -368,49 +520,7 @@ class Runner:
         self.observer: Observer = observer or LogObserver()
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        self._conn: psycopg.Connection | None = None
-        self._notices: list[str] = []
-        self._unreachable: str | None = None
-
-    # -- connection ------------------------------------------------------------
-
-    def _connect(self) -> psycopg.Connection:
-        conn = database.connect(self.target, autocommit=True, app="deenroll run")
-        conn.add_notice_handler(self._on_notice)
-        # A lock wait longer than the whole budget (at least 5 s) is a failure, not a hang. Only
-        # pg_catalog on the path: every name of ours below is schema-qualified, so nothing
-        # another login planted in a schema it can write to is ever resolved.
-        conn.execute(
-            "SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false), "
-            "set_config('lock_timeout', %s, false), set_config('synchronous_commit', 'off', false)",
-            (f"{max(self.options.max_runtime_ms, LOCK_WAIT_FLOOR_MS)}ms",),
-        )
-        return conn
-
-    def _on_notice(self, diag: psycopg.errors.Diagnostic) -> None:
-        if diag.severity_nonlocalized in ("WARNING", "NOTICE") and diag.message_primary:
-            self._notices.append(diag.message_primary)
-
-    @property
-    def conn(self) -> psycopg.Connection:
-        """The runner's connection, reopened when it broke; once the database is unreachable, fail fast."""
-        if self._unreachable is not None:
-            raise UserError(self._unreachable)
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-            try:
-                self._conn = self._connect()
-            except UserError as exc:
-                self._unreachable = str(exc)
-                raise
-        return self._conn
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self.main = _Session(target)
 
     # -- the run ---------------------------------------------------------------
 
@@ -419,47 +529,115 @@ class Runner:
         t0 = time.monotonic()
         deadline = t0 + self.options.max_runtime_ms / 1000.0
         try:
-            conn = self.conn
+            conn = self.main.conn
             check_prerequisites(conn)
             clients = _clients(conn, self.options.client_id)
             self.observer.clients_found(len(clients))
-            for client_id in clients:
-                self.observer.client_started(client_id)
-                if self.options.dry_run:
-                    result = self._dry_run_client(client_id)
-                else:
-                    result = self._run_client(client_id, deadline)
-                report.clients.append(result)
-                self.observer.client_done(result)
+            results = self._work(clients, deadline)
+            report.clients.extend(results[c] for c in clients if c in results)
             if not self.options.dry_run and self.options.client_id is None:
                 self._fold_everything(report)
         finally:
-            self.close()
+            self.main.close()
         report.duration_ms = int((time.monotonic() - t0) * 1000)
         if not self.options.dry_run and report.exit_code:
             report.alert = alerts.post_alert("run", _alert_payload(report), summary=_alert_summary(report, self.host))
         return report
 
+    def _work(self, clients: list[str], deadline: float) -> dict[str, ClientResult]:
+        """Every client, by one worker (this thread, on the main connection) or by several threads."""
+        workers = self.options.workers
+        if not clients:
+            workers = 1
+        elif self.options.dry_run:
+            workers = min(workers, len(clients))  # a dry run only counts: one client per worker
+        sched = _Scheduler(clients, workers, self.observer)
+        results: dict[str, ClientResult] = {}
+        if workers == 1:
+            self._worker(self.main, sched, deadline, results)
+            return results
+        self.main.close()  # the workers have their own; the final fold reconnects
+        sessions = [_Session(self.target) for _ in range(workers)]
+        threads = [
+            threading.Thread(target=self._worker, args=(s, sched, deadline, results), name=f"deenroll-worker-{i + 1}")
+            for i, s in enumerate(sessions)
+        ]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.5)  # a short join keeps this thread responsive to SIGTERM and SIGINT
+        except BaseException as exc:  # a stop signal: every worker records its client failed, then stops
+            with sched.cond:
+                sched.stop = exc
+            for s in sessions:
+                s.cancel()
+            for t in threads:
+                t.join()
+            raise
+        if sched.crash is not None:
+            raise sched.crash
+        return results
+
+    def _worker(self, session: _Session, sched: _Scheduler, deadline: float, results: dict[str, ClientResult]) -> None:
+        try:
+            self._work_loop(session, sched, deadline, results)
+        except BaseException as exc:
+            if threading.current_thread() is threading.main_thread():
+                raise
+            with sched.cond:  # a worker thread's error ends the run, in the main thread
+                sched.crash = sched.crash or exc
+                sched.stop = sched.stop or exc
+        finally:
+            if session is not self.main:
+                session.close()
+
+    def _work_loop(
+        self, session: _Session, sched: _Scheduler, deadline: float, results: dict[str, ClientResult]
+    ) -> None:
+        while True:
+            task = sched.next_task(self.options.dry_run)
+            if task is None:
+                return
+            kind, what = task
+            if kind == "help":
+                self._help(session, sched, what, deadline)
+                continue
+            sched.notify("client_started", what)
+            if self.options.dry_run:
+                result = self._dry_run_client(session, what)
+            else:
+                result = self._run_client(session, sched, what, deadline)
+            with sched.cond:
+                results[what] = result
+            sched.notify("client_done", result)
+
     def _fold_everything(self, report: RunReport) -> None:
         """Fold the deltas of campaigns no client run touched (clients without an active campaign)."""
         try:
-            conn = self.conn
-            report.deltas_folded = conn.execute("SELECT public.apply_campaign_stats_deltas()").fetchone()[0]
+            conn = self.main.conn
+            report.deltas_folded = conn.execute(
+                "WITH s AS MATERIALIZED (SELECT pg_catalog.set_config('lock_timeout', %s::text, true)) "
+                "SELECT public.apply_campaign_stats_deltas() FROM s",
+                (f"{max(self.options.max_runtime_ms, LOCK_WAIT_FLOOR_MS)}ms",),
+            ).fetchone()[0]
         except (psycopg.Error, UserError) as exc:
-            self._abandon()
+            self.main.abandon()
             report.fold_error = f"folding the remaining counter deltas failed: {_first_line(exc)}"
             log.error(report.fold_error)
 
-    def _dry_run_client(self, client_id: str) -> ClientResult:
+    def _dry_run_client(self, session: _Session, client_id: str) -> ClientResult:
         t0 = time.monotonic()
         result = ClientResult(client_id, status="dry_run")
-        rows = self.conn.execute(
+        conn = session.conn
+        rows = conn.execute(
             "SELECT campaign_id, campaign_name, total_messages, completed, opted_out "
             "FROM public.count_leads_for_de_enrollment(%s::uuid)",
             (client_id,),
         ).fetchall()
-        result.invalid_campaigns = _invalid_campaigns(self.conn, client_id)
-        result.held = _held(self.conn, client_id)
+        result.invalid_campaigns = _invalid_campaigns(conn, client_id)
+        result.held = _held(conn, client_id)
         for campaign_id, name, total, completed, opted_out in rows:
             result.campaigns.append(
                 {
@@ -475,73 +653,85 @@ class Runner:
         result.duration_ms = int((time.monotonic() - t0) * 1000)
         return result
 
-    def _run_client(self, client_id: str, deadline: float) -> ClientResult:
+    def _run_client(self, session: _Session, sched: _Scheduler, client_id: str, deadline: float) -> ClientResult:
         t0 = time.monotonic()
         result = ClientResult(client_id)
-        self._notices.clear()
+        session.notices.clear()
         try:
-            conn = self.conn
+            conn = session.conn
             row = conn.execute(
                 "SELECT public.start_de_enrollment_run(%s::uuid, %s::integer, %s::integer, %s::text, %s::integer)",
                 (client_id, self.options.batch_size, self.options.max_runtime_ms, self.host, self.pid),
             ).fetchone()
         except (psycopg.Error, UserError) as exc:
-            self._abandon()
-            self.close()  # the runner lock may have been taken before the failure
+            session.abandon()
             result.status = "failed"
             result.error = f"could not start a run: {_first_line(exc)}"
             result.duration_ms = int((time.monotonic() - t0) * 1000)
             return result
-        result.warnings.extend(self._notices)
+        result.warnings.extend(session.notices)
         run_id = row[0] if row else None
         if run_id is None:
             result.status = "skipped"
-            result.error = "another deenroll run is processing this client (its runner lock is held)"
+            result.error = "another deenroll run is processing this client (it holds the client's lease)"
             result.duration_ms = int((time.monotonic() - t0) * 1000)
             return result
         result.run_id = str(run_id)
+        run = _ClientRun(result)
 
         try:
-            status, details = self._process(conn, result, deadline)
+            status, details = self._process(session, sched, run, deadline)
             conn.execute(
-                "SELECT public.apply_client_stats_deltas(%s::uuid)",
-                (client_id,),
+                "SELECT public.apply_client_stats_deltas(%s::uuid) FROM public.de_enrollment_heartbeat(%s::uuid)",
+                (client_id, result.run_id),
             )
-            self._finish(conn, result, status, details)
+            self._finish(session, result, status, details)
         except Exception as exc:  # noqa: BLE001 - one client's failure never stops the others
-            self._record_failure(result, exc)
+            sched.wait_for_helpers(run, stop_them=True)
+            self._record_failure(session, sched, result, exc)
         except BaseException as exc:  # interrupted: leave a truthful row behind, then stop
-            self._record_failure(result, exc)
+            with sched.cond:
+                sched.stop = sched.stop or exc
+            sched.wait_for_helpers(run, stop_them=True)
+            self._record_failure(session, sched, result, exc)
             raise
         result.duration_ms = result.duration_ms or int((time.monotonic() - t0) * 1000)
         return result
 
-    def _process(self, conn: psycopg.Connection, result: ClientResult, deadline: float) -> tuple[str, str | None]:
-        """The batch loop; returns the status to record and the details for error_details."""
+    def _process(self, session: _Session, sched: _Scheduler, run: _ClientRun, deadline: float) -> tuple[str, str | None]:
+        """The batch loop of the worker that started the run; returns the status to record and the details."""
+        result = run.result
+        conn = session.conn
         invalid = _invalid_campaigns(conn, result.client_id)
         result.invalid_campaigns = invalid
         problems = [c.describe() for c in invalid]
         size = self.options.batch_size
+        sched.opened(run)
+        out_of_time = False
         while True:
+            if sched.stop is not None:
+                raise _Stopped()
+            if run.helper_error is not None:
+                raise _HelperFailed(run.helper_error)
             if time.monotonic() >= deadline:
-                problems.insert(
-                    0,
-                    f"runtime budget of {self.options.max_runtime_ms} ms ran out after "
-                    f"{result.batches} batch{'es' if result.batches != 1 else ''}; due leads may remain for the next run",
-                )
+                out_of_time = True
                 break
-            rows = self._batch(conn, result.run_id, result.client_id, size)
-            result.batches += 1
-            completed = sum(1 for r in rows if r[2] == "completed")
-            opted_out = sum(1 for r in rows if r[2] == "opted_out")
-            result.leads_de_enrolled += completed + opted_out
-            result.completed += completed
-            result.opted_out += opted_out
-            result.newly_held += sum(1 for r in rows if r[2] == "held")
-            self.observer.batch_done(result, completed + opted_out)
+            rows = self._batch(session, result.run_id, result.client_id, size)
+            sched.record(run, rows)
             # held and deferred leads fill a batch too: a full batch means more may be due
             if len(rows) < size:
                 break
+        sched.wait_for_helpers(run, stop_them=False)
+        if sched.stop is not None:
+            raise _Stopped()
+        if run.helper_error is not None:
+            raise _HelperFailed(run.helper_error)
+        if out_of_time or run.out_of_time:
+            problems.insert(
+                0,
+                f"runtime budget of {self.options.max_runtime_ms} ms ran out after "
+                f"{result.batches} batch{'es' if result.batches != 1 else ''}; due leads may remain for the next run",
+            )
         result.held = _held(conn, result.client_id)
         status = "partial" if problems else "success"
         if result.held:
@@ -549,11 +739,33 @@ class Runner:
             problems.append(f"{describe_held(result.held)}: `deenroll stuck` lists them")
         return status, ("; ".join(problems) or None)
 
-    def _batch(self, conn: psycopg.Connection, run_id: str | None, client_id: str, size: int) -> list[tuple]:
-        """One claim-and-process statement, its own transaction; a lost deadlock is retried."""
+    def _help(self, session: _Session, sched: _Scheduler, run: _ClientRun, deadline: float) -> None:
+        """Claim batches of another worker's client under its run until they come back short."""
+        result = run.result
+        size = self.options.batch_size
+        try:
+            while not run.stopping and sched.stop is None:
+                if time.monotonic() >= deadline:
+                    run.out_of_time = True
+                    break
+                rows = self._batch(session, result.run_id, result.client_id, size)
+                sched.record(run, rows)
+                if len(rows) < size:
+                    break
+        except Exception as exc:  # noqa: BLE001 - the run's own worker records it
+            session.abandon()
+            with sched.cond:
+                if run.helper_error is None:
+                    run.helper_error = f"a helping worker failed: {_describe(exc)}"
+        finally:
+            sched.close(run)
+            sched.helper_done(run)
+
+    def _batch(self, session: _Session, run_id: str | None, client_id: str, size: int) -> list[tuple]:
+        """One heartbeat-claim-and-process statement, its own transaction; a lost deadlock is retried."""
         for attempt in range(1, BATCH_RETRIES + 1):
             try:
-                return conn.execute(BATCH_SQL, (run_id, client_id, size)).fetchall()
+                return session.conn.execute(BATCH_SQL, (run_id, client_id, size)).fetchall()
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
                 if attempt == BATCH_RETRIES:
                     raise
@@ -561,8 +773,8 @@ class Runner:
                 time.sleep(0.05 * attempt)
         raise AssertionError("unreachable")
 
-    def _finish(self, conn: psycopg.Connection, result: ClientResult, status: str, details: str | None) -> None:
-        row = conn.execute(
+    def _finish(self, session: _Session, result: ClientResult, status: str, details: str | None) -> None:
+        row = session.conn.execute(
             "SELECT status, leads_evaluated, leads_de_enrolled, leads_completed, leads_opted_out, batches, "
             "duration_ms, error_details FROM public.finish_de_enrollment_run(%s::uuid, %s::text, %s::text)",
             (result.run_id, status, details),
@@ -573,32 +785,39 @@ class Runner:
          result.opted_out, result.batches, duration, result.error) = row
         result.duration_ms = duration or 0
 
-    def _abandon(self) -> None:
-        """After a failure: drop the connection unless it is idle and usable (the next use reconnects)."""
-        if self._conn is None:
-            return
-        if self._conn.closed or self._conn.broken or self._conn.info.transaction_status != TransactionStatus.IDLE:
-            self.close()
-
-    def _record_failure(self, result: ClientResult, exc: BaseException) -> None:
+    def _record_failure(self, session: _Session, sched: _Scheduler, result: ClientResult, exc: BaseException) -> None:
         """Roll back the current batch and close the run as failed, on a fresh connection if need be."""
-        message = f"{type(exc).__name__}: {_first_line(exc)}" if not isinstance(exc, psycopg.Error) else _first_line(exc)
-        if isinstance(exc, Terminated):
+        stop = sched.stop if sched.stop is not None else exc
+        if isinstance(exc, _HelperFailed):
+            message = str(exc)
+        elif isinstance(stop, Terminated):
             message = "terminated (SIGTERM) before finishing"
-        elif isinstance(exc, KeyboardInterrupt):
+        elif isinstance(stop, KeyboardInterrupt):
             message = "interrupted (SIGINT) before finishing"
-        self._abandon()
+        else:
+            message = _describe(exc)
+        session.abandon()
         result.status = "failed"
         result.error = message
         try:
-            self._finish(self.conn, result, "failed", message)
+            self._finish(session, result, "failed", message)
             result.status = "failed"
         except (psycopg.Error, UserError) as second:
-            self._abandon()
+            session.abandon()
             result.error = f"{message}; the run row could not be closed either: {_first_line(second)}"
             result.status = "failed"
-            # A session that may still hold the runner lock must not outlive this client.
-            self.close()
+
+
+class _Stopped(Exception):
+    """A worker's client interrupted by the stop signal another thread received."""
+
+
+class _HelperFailed(Exception):
+    """A worker helping this client failed: the client's run fails with its message."""
+
+
+def _describe(exc: BaseException) -> str:
+    return _first_line(exc) if isinstance(exc, psycopg.Error) else f"{type(exc).__name__}: {_first_line(exc)}"
 
 
 def _alert_payload(report: RunReport) -> dict[str, Any]:

@@ -34,7 +34,7 @@ DECLARE
         'de_enrollment_clients', 'de_enrollment_invalid_campaigns', 'start_de_enrollment_run',
         'finish_de_enrollment_run', 'apply_campaign_stats_deltas', 'apply_client_stats_deltas', 'recalculate_campaign_stats',
         'archive_de_enrollment_history', 'de_enrollment_rls_blind_spots', 'de_enrollment_client_exists',
-        'de_enrollment_held_leads'];
+        'de_enrollment_held_leads', 'de_enrollment_heartbeat'];
     c_maintained CONSTANT text[] := ARRAY['public.de_enrollment_runs', 'public.de_enrollment_lead_log'];
     v_secured boolean := to_regnamespace('deenroll') IS NOT NULL;
     v_runner  boolean := v_secured AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'deenroll_runner');

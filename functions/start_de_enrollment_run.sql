@@ -1,22 +1,28 @@
--- start_de_enrollment_run: take a client's runner lock and open its 'running' de_enrollment_runs row (NULL: another runner has the client)
--- requires: 0021_add_de_enrollment_monitoring
+-- start_de_enrollment_run: take a client's lease and open its 'running' de_enrollment_runs row (NULL: another live run has the client)
+-- requires: 0025_add_runner_leases
 --
--- One runner per client at a time: the caller's session takes the advisory lock
--- pg_try_advisory_lock(1145392722, hashtext(client_id::text)) (1145392722 is 'DENR'
--- in ASCII, the key space of deenroll). It is a session lock: it survives the
--- commit of this transaction and is held until finish_de_enrollment_run() or until
--- the session ends, so a runner that dies (even by SIGKILL) releases it with its
--- connection. When another session holds it, nothing is written and NULL is
--- returned: the caller skips the client instead of queueing behind it.
+-- One run per client at a time, through a lease (deenroll.client_leases) rather than a lock
+-- of the caller's session: nothing outlives this transaction, so it works the same through
+-- a transaction-mode connection pooler. The lease lasts the run's budget (p_max_runtime_ms,
+-- at least 5 s, at most 10 minutes) past each sign of life: its start here, then every
+-- batch (de_enrollment_heartbeat renews it). finish_de_enrollment_run gives it back.
 --
--- Holding the lock proves that no other runner is working on the client, so any
--- 'running' row of the client left over belongs to a runner that died before it
--- could finish: it is marked 'failed' here, with the runner's host and pid in
--- error_details, and a WARNING names it. A dead run is visible, never silently lost.
+-- When a live run holds the client's lease (not expired), nothing is written and NULL is
+-- returned: the caller skips the client instead of queueing behind it. A lease whose
+-- expires_at has passed belongs to a runner that died (or stalled longer than its lease):
+-- it is taken over by one INSERT ... ON CONFLICT DO UPDATE ... WHERE expired, so of two
+-- runs that find it expired at once exactly one gets it. The lease row is never waited for:
+-- a row another transaction holds locked is treated as busy.
 --
--- The transaction that calls this commits synchronously whatever the session's
--- synchronous_commit (the runner turns it off for its batches, see runner.py): the
--- start of a run is never lost to a server crash.
+-- Holding the lease proves that no other live run works on the client, so any 'running'
+-- row of the client left over belongs to a runner that stopped before it could finish: it
+-- is marked 'failed' here, with the runner's host and pid in error_details, and a WARNING
+-- names it. A dead run is visible, never silently lost. A stalled runner that comes back
+-- finds its run failed and its lease gone: its next batch is refused.
+--
+-- lock_timeout is the lease's length for this transaction (a lock wait longer than that is
+-- an error, not a hang), and it commits synchronously: the start of a run is never lost to
+-- a server crash.
 CREATE FUNCTION public.start_de_enrollment_run(
     p_client_id      uuid,
     p_batch_size     integer,
@@ -31,6 +37,9 @@ SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     v_run_id uuid;
+    v_ttl    interval;
+    v_taken  uuid;
+    v_expires timestamptz;
     v_dead   record;
 BEGIN
     IF p_client_id IS NULL THEN
@@ -45,12 +54,42 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    IF NOT pg_try_advisory_lock(1145392722, hashtext(p_client_id::text)) THEN
+    v_ttl := make_interval(secs => least(greatest(p_max_runtime_ms, 5000), 600000) / 1000.0);
+    PERFORM set_config('lock_timeout', (extract(epoch FROM v_ttl) * 1000)::bigint::text || 'ms', true);
+    PERFORM set_config('synchronous_commit', 'on', true);
+
+    -- Never wait for the lease row: a live lease means skip; a row another transaction holds
+    -- (its run renewing it in a batch, or another run taking it over) means skip too.
+    SELECT l.expires_at INTO v_expires
+      FROM deenroll.client_leases AS l
+     WHERE l.client_id = p_client_id
+       FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        IF v_expires >= clock_timestamp() THEN
+            RETURN NULL;
+        END IF;
+    ELSIF EXISTS (SELECT 1 FROM deenroll.client_leases AS l WHERE l.client_id = p_client_id) THEN
         RETURN NULL;
     END IF;
 
-    PERFORM set_config('synchronous_commit', 'on', true);
     v_run_id := gen_random_uuid();
+    INSERT INTO deenroll.client_leases AS l
+           (client_id, run_id, runner_host, runner_pid, ttl, acquired_at, heartbeat_at, expires_at)
+    VALUES (p_client_id, v_run_id, p_runner_host, p_runner_pid, v_ttl,
+            clock_timestamp(), clock_timestamp(), clock_timestamp() + v_ttl)
+    ON CONFLICT (client_id) DO UPDATE
+       SET run_id       = excluded.run_id,
+           runner_host  = excluded.runner_host,
+           runner_pid   = excluded.runner_pid,
+           ttl          = excluded.ttl,
+           acquired_at  = excluded.acquired_at,
+           heartbeat_at = excluded.heartbeat_at,
+           expires_at   = excluded.expires_at
+     WHERE l.expires_at < clock_timestamp()
+    RETURNING l.run_id INTO v_taken;
+    IF v_taken IS NULL THEN
+        RETURN NULL;  -- renewed or taken by another run meanwhile
+    END IF;
 
     FOR v_dead IN
         UPDATE public.de_enrollment_runs AS r
@@ -78,4 +117,4 @@ END
 $fn$;
 
 COMMENT ON FUNCTION public.start_de_enrollment_run(uuid, integer, integer, text, integer) IS
-    'Takes the client''s runner advisory lock (session) and inserts a running de_enrollment_runs row; marks runs left running by dead runners failed; NULL when another runner holds the client.';
+    'Takes the client''s lease (deenroll.client_leases) and inserts a running de_enrollment_runs row; takes over an expired lease and marks runs left running failed; NULL when a live run holds the client.';

@@ -115,7 +115,8 @@ def test_a_runner_killed_mid_run_leaves_no_half_processed_lead(db_url: str, conn
     expected = due_now(conn)
     before = {r[0]: r[1:] for r in conn.execute("SELECT id::text, is_active, completed_at, campaign_history, updated_at FROM leads")}
     slow_batches(conn, 0.3)
-    proc = spawn(db_url, "--batch-size", "4")
+    # its lease lasts its budget past its last batch: 6 s, well before the 30 batches are done
+    proc = spawn(db_url, "--batch-size", "4", "--max-runtime", "6000")
 
     def one_batch_committed() -> bool:
         row = conn.execute("SELECT batches FROM de_enrollment_runs WHERE status = 'running'").fetchone()
@@ -124,7 +125,7 @@ def test_a_runner_killed_mid_run_leaves_no_half_processed_lead(db_url: str, conn
     wait_until(one_batch_committed)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    # the server notices the dead client after its statement ends, rolls back, releases the runner lock
+    # the server notices the dead client after its statement ends and rolls back its batch
     wait_until(
         lambda: conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'deenroll run'").fetchone()[0] == 0
     )
@@ -147,6 +148,17 @@ def test_a_runner_killed_mid_run_leaves_no_half_processed_lead(db_url: str, conn
     assert_exactly_once(conn)
 
     conn.execute("DROP TRIGGER zz_slow ON leads")
+    # until the dead run's lease expires, its client is skipped (never waited for) ...
+    lease_live = "SELECT count(*) FROM deenroll.client_leases WHERE expires_at >= clock_timestamp()"
+    if conn.execute(lease_live).fetchone()[0]:
+        res = subprocess.run(
+            [deenroll_exe(), "--database-url", db_url, "run", "--json"], capture_output=True, text=True, timeout=120
+        )
+        assert res.returncode == 0, res.stderr
+        [c] = json.loads(res.stdout)["clients"]
+        assert c["status"] == "skipped" or conn.execute(lease_live).fetchone()[0] == 0
+    # ... and once it has expired, the next run takes the client over
+    wait_until(lambda: conn.execute(lease_live).fetchone()[0] == 0, timeout=60)
     res = subprocess.run(
         [deenroll_exe(), "--database-url", db_url, "run", "--json"], capture_output=True, text=True, timeout=120
     )
@@ -160,6 +172,7 @@ def test_a_runner_killed_mid_run_leaves_no_half_processed_lead(db_url: str, conn
     assert de_enrolled(conn) == expected
     assert_exactly_once(conn)
     assert stored(conn) == recount(conn)
+    assert conn.execute("SELECT count(*) FROM deenroll.client_leases").fetchone()[0] == 0
 
 
 def test_a_client_another_runner_holds_is_skipped_not_waited_for(db_url: str, conn: psycopg.Connection) -> None:
@@ -173,7 +186,7 @@ def test_a_client_another_runner_holds_is_skipped_not_waited_for(db_url: str, co
         assert res.returncode == 0, res.stderr
         clients = {c["client_id"]: c for c in json.loads(res.stdout)["clients"]}
         assert clients[CLIENT_A]["status"] == "skipped" and clients[CLIENT_A]["run_id"] is None
-        assert "runner lock" in clients[CLIENT_A]["error"]
+        assert "holds the client's lease" in clients[CLIENT_A]["error"]
         assert clients[CLIENT_B]["status"] == clients[CLIENT_C]["status"] == "success"
         assert not set(de_enrolled(conn)) & set(ds.expected_for(CLIENT_A))
         # the holder is alive: its run is not taken for dead

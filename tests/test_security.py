@@ -282,6 +282,7 @@ RUNNER_FUNCTIONS = {
     "archive_de_enrollment_history(integer,integer,boolean)",
     "count_leads_for_de_enrollment(uuid)",
     "de_enrollment_client_exists(uuid)",
+    "de_enrollment_heartbeat(uuid)",
     "de_enrollment_clients()",
     "de_enrollment_held_leads(uuid)",
     "de_enrollment_invalid_campaigns(uuid)",

@@ -1,0 +1,246 @@
+"""Through PgBouncer in transaction mode: runners at once, a runner killed, the scheduler's commands.
+
+The tests start Debian's PgBouncer on 127.0.0.1 and a free port, in front of the test server,
+with a pool of two server connections per database: the runners' transactions share
+server sessions, so anything a runner left in a session (a lock, a prepared statement, a
+setting) would show up in another runner's transactions or after they end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import conninfo
+
+from conftest import Server, deenroll_exe, run_cli
+from test_engine_sql import assert_exactly_once, de_enrolled, recount, stored
+from test_run_concurrency import due_now, make_clients, slow_batches, spawn, wait_until
+
+PGBOUNCER = "/usr/sbin/pgbouncer"
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(PGBOUNCER).exists(), reason="PgBouncer is not installed (apt-get install pgbouncer)"),
+]
+
+
+@dataclass(frozen=True)
+class Bouncer:
+    port: int
+
+    def url(self, direct_url: str) -> str:
+        """The same database as `direct_url`, through PgBouncer."""
+        params = conninfo.conninfo_to_dict(direct_url)
+        return f"postgresql://{params.get('user', 'postgres')}@127.0.0.1:{self.port}/{params['dbname']}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def bouncer(pg_server: Server) -> Iterator[Bouncer]:
+    """PgBouncer, pool_mode=transaction, two server connections per database, every database of the server."""
+    params = conninfo.conninfo_to_dict(pg_server.admin_dsn)
+    host = params.get("host") or "/var/run/postgresql"
+    server = f"host={host} port={params.get('port') or 5432} user={params.get('user') or 'postgres'}"
+    if params.get("password"):
+        server += f" password={params['password']}"
+    # PgBouncer refuses to run as root: run it as the owner of the server's socket directory
+    # (the embedded server's user), who can reach that socket.
+    user = None
+    if os.geteuid() == 0:
+        owner = os.stat(host).st_uid if host.startswith("/") else 0
+        user = pwd.getpwuid(owner).pw_name if owner != 0 else "postgres"
+    # its own directory right under the temporary root: pytest's are closed to other users
+    with tempfile.TemporaryDirectory(prefix="deenroll-pgbouncer-") as tmp:
+        yield from _run_bouncer(Path(tmp), server, user, pg_server)
+
+
+def _run_bouncer(workdir: Path, server: str, user: str | None, pg_server: Server) -> Iterator[Bouncer]:
+    port = _free_port()
+    (workdir / "pgbouncer.ini").write_text(
+        f"""[databases]
+* = {server}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = any
+pool_mode = transaction
+default_pool_size = 2
+max_client_conn = 200
+logfile = {workdir}/pgbouncer.log
+pidfile = {workdir}/pgbouncer.pid
+"""
+    )
+    if user:
+        shutil.chown(workdir, user)
+        for f in workdir.iterdir():
+            shutil.chown(f, user)
+    proc = subprocess.Popen(
+        [PGBOUNCER, str(workdir / "pgbouncer.ini")], user=user, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    bouncer = Bouncer(port)
+    probe = bouncer.url(pg_server.dsn("postgres"))
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"pgbouncer exited: {proc.stdout.read().decode(errors='replace')[-2000:]}")
+        try:
+            with psycopg.connect(probe, connect_timeout=2, prepare_threshold=None) as c:
+                return c.execute("SELECT 1").fetchone() == (1,)
+        except psycopg.OperationalError:
+            return False
+
+    try:
+        wait_until(answers, timeout=30, every=0.1)
+        yield bouncer
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def leftovers(conn: psycopg.Connection) -> dict[str, int]:
+    """Whatever a run could leave behind: leases, runs still 'running', advisory locks, prepared statements."""
+    return {
+        "leases": conn.execute("SELECT count(*) FROM deenroll.client_leases").fetchone()[0],
+        "running": conn.execute("SELECT count(*) FROM de_enrollment_runs WHERE status = 'running'").fetchone()[0],
+        "advisory": conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0],
+    }
+
+
+def session_settings(url: str) -> set[tuple[str, str]]:
+    """search_path, lock_timeout and synchronous_commit as every pooled server session has them now."""
+    seen: set[tuple[str, str]] = set()
+    conns = [psycopg.connect(url, prepare_threshold=None) for _ in range(2)]  # both server connections of the pool
+    try:
+        for c in conns:  # each holds a transaction open: each on a server session of its own
+            seen.add(tuple(c.execute(
+                "SELECT current_setting('search_path') || ' | ' || current_setting('lock_timeout'), "
+                "current_setting('synchronous_commit')"
+            ).fetchone()))
+    finally:
+        for c in conns:
+            c.close()
+    return seen
+
+
+def test_three_runners_at_once_through_pgbouncer(bouncer: Bouncer, db_url: str, conn: psycopg.Connection) -> None:
+    default = session_settings(db_url)  # a direct session: the server's defaults
+    make_clients(conn, clients=6, campaigns=3, leads=100)
+    expected = due_now(conn)
+    assert len(expected) > 500
+    pooled = bouncer.url(db_url)
+    procs = [
+        spawn(pooled, "--json", "--batch-size", "5"),
+        spawn(pooled, "--json", "--batch-size", "7"),
+        spawn(pooled, "--json", "--batch-size", "5", "--workers", "3"),
+    ]
+    docs = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode in (0, 1), err[-3000:]
+        assert "Traceback" not in err and "prepared statement" not in err
+        docs.append(json.loads(out))
+    assert de_enrolled(conn) == expected
+    assert_exactly_once(conn)
+    assert stored(conn) == recount(conn)
+    statuses = [c["status"] for d in docs for c in d["clients"]]
+    assert set(statuses) <= {"success", "skipped"}
+    done = sum(c["leads_de_enrolled"] for d in docs for c in d["clients"])
+    assert done == len(expected) == conn.execute("SELECT sum(leads_de_enrolled) FROM de_enrollment_runs").fetchone()[0]
+    assert leftovers(conn) == {"leases": 0, "running": 0, "advisory": 0}
+    # the pooled server sessions kept no setting of the runners'
+    assert session_settings(pooled) == default
+
+    # a later run, direct or pooled, skips nothing and finds nothing left
+    for url in (db_url, pooled):
+        res = subprocess.run([deenroll_exe(), "--database-url", url, "run", "--json"], capture_output=True, text=True, timeout=120)
+        assert res.returncode == 0, res.stderr
+        doc = json.loads(res.stdout)
+        assert {c["status"] for c in doc["clients"]} == {"success"} and doc["totals"]["leads_de_enrolled"] == 0
+    assert leftovers(conn) == {"leases": 0, "running": 0, "advisory": 0}
+
+
+def test_a_runner_killed_through_pgbouncer_leaves_nothing_that_skips_a_client(
+    bouncer: Bouncer, db_url: str, conn: psycopg.Connection
+) -> None:
+    [client] = make_clients(conn, clients=1, campaigns=2, leads=150)
+    expected = due_now(conn)
+    slow_batches(conn, 0.3)
+    pooled = bouncer.url(db_url)
+    # its lease lasts its budget (5 s) past its last batch; the 30 batches would take longer
+    proc = spawn(pooled, "--batch-size", "4", "--max-runtime", "5000")
+    wait_until(lambda: (conn.execute("SELECT max(batches) FROM de_enrollment_runs").fetchone()[0] or 0) >= 1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    # PgBouncer keeps the server session; the batch in flight ends there, committed or not
+    wait_until(lambda: conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'deenroll run' AND state <> 'idle'"
+    ).fetchone()[0] == 0)
+    dead_id, done = conn.execute("SELECT id, leads_de_enrolled FROM de_enrollment_runs WHERE status = 'running'").fetchone()
+    assert 0 < done < len(expected)
+    assert_exactly_once(conn)
+    conn.execute("DROP TRIGGER zz_slow ON leads")
+
+    # once the lease has expired, a pooled run takes the client over and finishes it
+    wait_until(lambda: conn.execute(
+        "SELECT count(*) FROM deenroll.client_leases WHERE expires_at >= clock_timestamp()"
+    ).fetchone()[0] == 0, timeout=60)
+    res = subprocess.run([deenroll_exe(), "--database-url", pooled, "run", "--json"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    [c] = json.loads(res.stdout)["clients"]
+    assert c["client_id"] == client and c["status"] == "success"
+    assert any(str(dead_id) in w for w in c["warnings"])
+    status, details = conn.execute("SELECT status, error_details FROM de_enrollment_runs WHERE id = %s", (dead_id,)).fetchone()
+    assert status == "failed" and f"pid {proc.pid}" in details
+    assert de_enrolled(conn) == expected
+    assert_exactly_once(conn)
+    assert stored(conn) == recount(conn)
+    assert leftovers(conn) == {"leases": 0, "running": 0, "advisory": 0}
+    # and a direct run right after skips nothing
+    res = subprocess.run([deenroll_exe(), "--database-url", db_url, "run", "--json"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and [c["status"] for c in json.loads(res.stdout)["clients"]] == ["success"]
+
+
+def test_the_scheduler_commands_work_through_pgbouncer(bouncer: Bouncer, db_url: str, conn: psycopg.Connection) -> None:
+    make_clients(conn, clients=3, campaigns=2, leads=30)
+    expected = due_now(conn)
+    pooled = bouncer.url(db_url)
+    env = {"DEENROLL_EMBEDDED": "never"}
+    for args in (
+        ("run", "--dry-run", "--json"),
+        ("run", "--dry-run", "--workers", "2"),
+        ("run", "--json", "--batch-size", "10"),
+        ("health-check",),
+        ("health-check", "--json"),
+        ("stuck",),
+        ("stats", "drift"),
+        ("stats", "recalculate"),
+        ("maintenance", "cleanup"),
+        ("run", "--json", "--workers", "2"),
+    ):
+        # each command twice: a second client on a pooled session the first one used
+        for _ in range(2):
+            result = run_cli(*args, db=pooled, env=env)
+            assert result.code in (0, 1), (args, result.code, result.stderr[-2000:])
+            assert "Traceback" not in result.stderr and "prepared statement" not in result.stderr, args
+    assert de_enrolled(conn) == expected
+    assert_exactly_once(conn)
+    assert leftovers(conn) == {"leases": 0, "running": 0, "advisory": 0}
