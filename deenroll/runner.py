@@ -446,6 +446,7 @@ class _Scheduler:
         self.pending: deque[str] = deque(clients)
         self.workers = workers
         self.open_runs: list[_ClientRun] = []
+        self.active = 0  # clients started and not done yet
         self.cond = threading.Condition()
         self.stop: BaseException | None = None  # the signal that stops the run
         self.crash: BaseException | None = None  # an error no client's row could take: raised by the run
@@ -457,25 +458,45 @@ class _Scheduler:
             getattr(self._observer, method)(*args)
 
     def next_task(self, dry_run: bool) -> tuple[str, Any] | None:
-        """('start', client_id), ('help', run) or None when there is nothing left for this worker."""
+        """('start', client_id), ('help', run) or None when there is nothing left for this worker.
+
+        With no client left to start, an idle worker waits until a run opens for help or
+        every client is done."""
         with self.cond:
-            if self.stop is not None:
-                return None
-            if self.pending:
-                return ("start", self.pending.popleft())
-            if dry_run or self.workers == 1:
-                return None
-            runs = [r for r in self.open_runs if r.open and r.helper_error is None]
-            if not runs:
-                return None
-            # the run with the fewest helpers, then the one with the most batches done (the biggest)
-            run = min(runs, key=lambda r: (r.helpers, -r.result.batches))
-            run.helpers += 1
-            return ("help", run)
+            while True:
+                if self.stop is not None:
+                    return None
+                if self.pending:
+                    self.active += 1
+                    return ("start", self.pending.popleft())
+                if dry_run or self.workers == 1:
+                    return None
+                runs = [r for r in self.open_runs if r.open and r.helper_error is None]
+                if runs:
+                    # the run with the fewest helpers, then the one with the most batches done (the biggest)
+                    run = min(runs, key=lambda r: (r.helpers, -r.result.batches))
+                    run.helpers += 1
+                    return ("help", run)
+                if self.active == 0:
+                    return None
+                self.cond.wait()
+
+    def client_done(self) -> None:
+        with self.cond:
+            self.active -= 1
+            self.cond.notify_all()
+
+    def stopped(self, exc: BaseException, *, crash: bool = False) -> None:
+        with self.cond:
+            self.stop = self.stop or exc
+            if crash:
+                self.crash = self.crash or exc
+            self.cond.notify_all()
 
     def opened(self, run: _ClientRun) -> None:
         with self.cond:
             self.open_runs.append(run)
+            self.cond.notify_all()
 
     def close(self, run: _ClientRun) -> None:
         with self.cond:
@@ -569,8 +590,7 @@ class Runner:
                 while t.is_alive():
                     t.join(0.5)  # a short join keeps this thread responsive to SIGTERM and SIGINT
         except BaseException as exc:  # a stop signal: every worker records its client failed, then stops
-            with sched.cond:
-                sched.stop = exc
+            sched.stopped(exc)
             for s in sessions:
                 s.cancel()
             for t in threads:
@@ -586,9 +606,7 @@ class Runner:
         except BaseException as exc:
             if threading.current_thread() is threading.main_thread():
                 raise
-            with sched.cond:  # a worker thread's error ends the run, in the main thread
-                sched.crash = sched.crash or exc
-                sched.stop = sched.stop or exc
+            sched.stopped(exc, crash=True)  # a worker thread's error ends the run, in the main thread
         finally:
             if session is not self.main:
                 session.close()
@@ -604,13 +622,16 @@ class Runner:
             if kind == "help":
                 self._help(session, sched, what, deadline)
                 continue
-            sched.notify("client_started", what)
-            if self.options.dry_run:
-                result = self._dry_run_client(session, what)
-            else:
-                result = self._run_client(session, sched, what, deadline)
-            with sched.cond:
-                results[what] = result
+            try:
+                sched.notify("client_started", what)
+                if self.options.dry_run:
+                    result = self._dry_run_client(session, what)
+                else:
+                    result = self._run_client(session, sched, what, deadline)
+                with sched.cond:
+                    results[what] = result
+            finally:
+                sched.client_done()
             sched.notify("client_done", result)
 
     def _fold_everything(self, report: RunReport) -> None:
@@ -690,8 +711,7 @@ class Runner:
             sched.wait_for_helpers(run, stop_them=True)
             self._record_failure(session, sched, result, exc)
         except BaseException as exc:  # interrupted: leave a truthful row behind, then stop
-            with sched.cond:
-                sched.stop = sched.stop or exc
+            sched.stopped(exc)
             sched.wait_for_helpers(run, stop_them=True)
             self._record_failure(session, sched, result, exc)
             raise
