@@ -1,8 +1,8 @@
 -- transactional: false
 -- 0026: what takes time on a big leads table, done while the platform keeps writing:
+--   * the campaign counters of 0020 counted from the leads, 100 campaigns per transaction;
 --   * the partial indexes on leads that runs read, built with CREATE INDEX CONCURRENTLY
---     (a SHARE UPDATE EXCLUSIVE lock: reads and writes of leads go on during the build);
---   * the campaign counters of 0020 counted from the leads, 100 campaigns per transaction.
+--     (a SHARE UPDATE EXCLUSIVE lock: reads and writes of leads go on during the build).
 -- No transaction wraps this file (CREATE INDEX CONCURRENTLY cannot run inside one): by hand,
 -- run it with `psql -v ON_ERROR_STOP=1 -f`, without -1. Every statement can be run again:
 --   * an index that is there is left alone (IF NOT EXISTS), so an install whose indexes an
@@ -34,26 +34,6 @@ BEGIN
     END IF;
 END
 $invalid$;
-
--- Candidates for de-enrollment, per campaign, in message-position order: a run reads only
--- the range position >= length of the sequence, so its cost follows the due leads.
-CREATE INDEX CONCURRENTLY IF NOT EXISTS de_enrollment_leads_candidates_idx
-    ON leads (campaign_link_id, current_message_position)
-    WHERE is_active AND completed_at IS NULL;
-
--- Active leads that opted out: empty after every run.
-CREATE INDEX CONCURRENTLY IF NOT EXISTS de_enrollment_leads_opted_out_idx
-    ON leads (campaign_link_id)
-    WHERE is_active AND opted_out;
-
--- The same keyed by the lead's own client, so that a run finds a client's due leads wherever
--- they are linked (a campaign of another client, or of none).
-CREATE INDEX CONCURRENTLY IF NOT EXISTS de_enrollment_leads_client_candidates_idx
-    ON leads (client_id, campaign_link_id, current_message_position)
-    WHERE is_active AND completed_at IS NULL;
-CREATE INDEX CONCURRENTLY IF NOT EXISTS de_enrollment_leads_client_opted_out_idx
-    ON leads (client_id)
-    WHERE is_active AND opted_out;
 
 -- The counters, campaign by campaign in id order, 100 campaigns per transaction. Each batch
 -- locks its campaigns FOR NO KEY UPDATE in id order, as every folder of deltas does (so they
@@ -108,6 +88,26 @@ BEGIN
     END LOOP;
 END
 $count$;
+
+-- Candidates for de-enrollment, per campaign, in message-position order: a run reads only
+-- the range position >= length of the sequence, so its cost follows the due leads.
+CREATE INDEX CONCURRENTLY IF NOT EXISTS de_enrollment_leads_candidates_idx
+    ON leads (campaign_link_id, current_message_position)
+    WHERE is_active AND completed_at IS NULL;
+
+-- Active leads that opted out: empty after every run.
+CREATE INDEX CONCURRENTLY IF NOT EXISTS de_enrollment_leads_opted_out_idx
+    ON leads (campaign_link_id)
+    WHERE is_active AND opted_out;
+
+-- The same keyed by the lead's own client, so that a run finds a client's due leads wherever
+-- they are linked (a campaign of another client, or of none).
+CREATE INDEX CONCURRENTLY IF NOT EXISTS de_enrollment_leads_client_candidates_idx
+    ON leads (client_id, campaign_link_id, current_message_position)
+    WHERE is_active AND completed_at IS NULL;
+CREATE INDEX CONCURRENTLY IF NOT EXISTS de_enrollment_leads_client_opted_out_idx
+    ON leads (client_id)
+    WHERE is_active AND opted_out;
 
 RESET statement_timeout;
 RESET lock_timeout;
