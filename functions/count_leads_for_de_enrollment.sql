@@ -1,13 +1,15 @@
 -- count_leads_for_de_enrollment: per client and campaign, how many leads a run would de-enroll now (the dry run; locks and changes nothing)
--- requires: 0024_isolate_dirty_platform_data
+-- requires: 0027_track_due_campaigns
 -- after: de_enrollment_due_outcome, de_enrollment_lead_fingerprint
 --
 -- The same rule and the same leads as get_leads_for_de_enrollment (see there), counted
 -- instead of claimed: completed = finished sequences, opted_out = opted out before the end.
 -- client_id is the lead's own client (the client whose run de-enrolls it); leads a run
 -- holds are not counted here (de_enrollment_held_leads counts them). One row per client and
--- campaign with something due, of one client (by the claim's indexes) or of all when NULL
--- (from the view de_enrollment_due_leads). Leads locked by a runner now are counted too.
+-- campaign with something due, of one client (by the claim's indexes, in the campaigns
+-- deenroll.due_campaigns marks for it or that were edited: the claim looks in the same ones)
+-- or of all when NULL (from the view de_enrollment_due_leads, which reads every campaign).
+-- Leads locked by a runner now are counted too.
 CREATE FUNCTION public.count_leads_for_de_enrollment(p_client_id uuid DEFAULT NULL)
 RETURNS TABLE (
     client_id      uuid,
@@ -39,25 +41,25 @@ BEGIN
 
     RETURN QUERY
     WITH RECURSIVE k AS (
-        SELECT (SELECT l.campaign_link_id
-                  FROM public.leads AS l
-                 WHERE l.client_id = p_client_id AND l.is_active AND l.completed_at IS NULL
-                   AND l.campaign_link_id IS NOT NULL
-                 ORDER BY l.campaign_link_id LIMIT 1) AS id
+        SELECT (SELECT m.campaign_id FROM deenroll.due_campaigns AS m
+                 WHERE m.client_id = p_client_id
+                 ORDER BY m.campaign_id LIMIT 1) AS id
         UNION ALL
-        SELECT (SELECT l.campaign_link_id
-                  FROM public.leads AS l
-                 WHERE l.client_id = p_client_id AND l.is_active AND l.completed_at IS NULL
-                   AND l.campaign_link_id > k.id
-                 ORDER BY l.campaign_link_id LIMIT 1)
+        SELECT (SELECT m.campaign_id FROM deenroll.due_campaigns AS m
+                 WHERE m.client_id = p_client_id AND m.campaign_id > k.id
+                 ORDER BY m.campaign_id LIMIT 1)
           FROM k
          WHERE k.id IS NOT NULL
+    ), marked AS (
+        SELECT k.id FROM k WHERE k.id IS NOT NULL
+        UNION
+        SELECT m.campaign_id FROM deenroll.due_campaigns AS m WHERE m.client_id IS NULL
     ), c AS MATERIALIZED (
         SELECT x.id, x.messages, x.total
           FROM (SELECT cc.id, cc.messages,
                        CASE WHEN jsonb_typeof(cc.messages) = 'array'
                             THEN nullif(jsonb_array_length(cc.messages), 0) END AS total
-                  FROM k
+                  FROM marked AS k
                   JOIN public.campaigns AS cc ON cc.id = k.id) AS x
          WHERE x.total IS NOT NULL
     ), due AS (

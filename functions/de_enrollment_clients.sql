@@ -1,16 +1,17 @@
 -- de_enrollment_clients: the clients a run processes, least recently run first
--- requires: 0024_isolate_dirty_platform_data
--- after: de_enrollment_due_leads
+-- requires: 0027_track_due_campaigns
+-- after: de_enrollment_due_outcome
 --
 -- A client takes part when it has an active campaign (campaigns.is_active), or when leads of
--- its own (leads.client_id) are due (de_enrollment_due_leads), in whatever campaign: a
--- deactivated one, another client's, one without a client. A campaign without a client
--- names no client and stops nothing. Held leads count too: the run reports them.
+-- its own (leads.client_id) are due, in whatever campaign: a deactivated one, another
+-- client's, one without a client. A campaign without a client names no client and stops
+-- nothing. Held leads count too: the run reports them.
 -- Order: the client whose last run started longest ago comes first (never run: first of
 -- all), then client_id. A run that ends on its time budget leaves the clients it did not
 -- reach at the head of the queue for the next run, so none is starved.
--- Cost: one pass over campaigns and the due leads (read through the partial indexes of
--- 0019); nothing due costs a few index probes per campaign, whatever the number of leads.
+-- Cost: the active campaigns (a partial index), the campaigns deenroll.due_campaigns marks
+-- (one probe each), and the active opted-out leads (a partial index, empty after a run);
+-- never the campaigns that finished long ago, nor the leads in progress.
 CREATE FUNCTION public.de_enrollment_clients()
 RETURNS TABLE (client_id uuid, last_run_at timestamptz)
 LANGUAGE sql
@@ -20,10 +21,49 @@ SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 AS $fn$
+    WITH marked AS (
+        SELECT DISTINCT m.client_id, m.campaign_id
+          FROM deenroll.due_campaigns AS m
+         WHERE m.client_id IS NOT NULL
+        UNION
+        -- a sequence edit not settled yet: the clients with leads in that campaign
+        SELECT l.client_id, e.campaign_id
+          FROM (SELECT DISTINCT m.campaign_id FROM deenroll.due_campaigns AS m WHERE m.client_id IS NULL) AS e
+         CROSS JOIN LATERAL (SELECT DISTINCT ll.client_id
+                               FROM public.leads AS ll
+                              WHERE ll.campaign_link_id = e.campaign_id AND ll.is_active AND ll.completed_at IS NULL
+                                AND ll.client_id IS NOT NULL
+                             OFFSET 0) AS l
+    )
     SELECT x.client_id, last_run.run_at
       FROM (SELECT c.client_id FROM public.campaigns AS c WHERE c.is_active AND c.client_id IS NOT NULL
             UNION
-            SELECT d.client_id FROM public.de_enrollment_due_leads AS d WHERE d.client_id IS NOT NULL) AS x
+            -- one probe per marked pair: its first finished lead, if any
+            SELECT k.client_id
+              FROM marked AS k
+              JOIN public.campaigns AS c ON c.id = k.campaign_id
+             CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(c.messages) = 'array'
+                                             THEN nullif(jsonb_array_length(c.messages), 0) END AS total) AS t
+             CROSS JOIN LATERAL (SELECT 1
+                                   FROM public.leads AS l
+                                  WHERE l.client_id = k.client_id
+                                    AND l.campaign_link_id = c.id
+                                    AND l.is_active
+                                    AND l.completed_at IS NULL
+                                    AND l.current_message_position >= t.total
+                                    AND l.opted_out IS NOT TRUE
+                                    AND public.de_enrollment_due_outcome(l.is_active, l.completed_at, l.opted_out,
+                                                                         l.current_message_position, c.id, c.messages) = 'completed'
+                                  LIMIT 1) AS d
+            UNION
+            SELECT l.client_id
+              FROM public.leads AS l
+              JOIN public.campaigns AS c ON c.id = l.campaign_link_id
+             WHERE l.is_active
+               AND l.opted_out
+               AND l.client_id IS NOT NULL
+               AND public.de_enrollment_due_outcome(l.is_active, l.completed_at, l.opted_out,
+                                                    l.current_message_position, c.id, c.messages) IS NOT NULL) AS x
       LEFT JOIN LATERAL (SELECT r.run_at
                            FROM public.de_enrollment_runs AS r
                           WHERE r.client_id = x.client_id

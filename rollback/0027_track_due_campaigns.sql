@@ -1,0 +1,22 @@
+-- transactional: false
+-- Undo 0027: the functions built on it, the triggers that mark campaigns with due leads, their
+-- functions, the marks themselves (nothing is lost: they only say where to look) and the index
+-- of active campaigns. By hand, run it with `psql -v ON_ERROR_STOP=1 -f`, without -1. Every
+-- statement can be run again.
+SET lock_timeout = '5s';
+
+-- functions (functions/*.sql that require 0027)
+DROP FUNCTION IF EXISTS public.get_leads_for_de_enrollment(uuid, integer);
+DROP FUNCTION IF EXISTS public.count_leads_for_de_enrollment(uuid);
+DROP FUNCTION IF EXISTS public.de_enrollment_clients();
+
+DROP TRIGGER IF EXISTS leads_mark_due_campaigns_on_insert ON leads;
+DROP TRIGGER IF EXISTS leads_mark_due_campaigns_on_update ON leads;
+DROP TRIGGER IF EXISTS campaigns_mark_edited_on_insert ON campaigns;
+DROP TRIGGER IF EXISTS campaigns_mark_edited_on_update ON campaigns;
+DROP FUNCTION IF EXISTS deenroll.leads_mark_due_campaigns();
+DROP FUNCTION IF EXISTS deenroll.campaigns_mark_edited();
+DROP TABLE IF EXISTS deenroll.due_campaigns;
+DROP INDEX IF EXISTS de_enrollment_campaigns_active_client_idx;
+
+RESET lock_timeout;
