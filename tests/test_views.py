@@ -10,13 +10,7 @@ from deenroll.database import Target
 
 from conftest import add_campaign, add_leads, add_run, new_id
 
-VIEWS = [
-    "de_enrollment_health",
-    "de_enrollment_stuck_leads",
-    "campaign_stats_drift",
-    "de_enrollment_duplicates",
-    "de_enrollment_daily_summary",
-]
+VIEWS = sorted(d.name for d in schema.definitions() if d.kind == "view")  # every view file of ours
 
 
 def health_rows(conn) -> dict[str, dict]:
