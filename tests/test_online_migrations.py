@@ -305,3 +305,20 @@ def test_existing_indexes_are_left_alone_and_counters_recounted(db_url: str) -> 
     with psycopg.connect(db_url) as conn:
         assert _index_states(conn) == old
         assert stored(conn) == recount(conn)
+
+
+def test_a_migration_and_its_rollback_agree_on_running_outside_a_transaction(
+    empty_db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deenroll import paths
+
+    assert not schema.is_transactional("-- transactional: false\nSELECT 1;")
+    assert schema.is_transactional("-- 0019: ...\nSELECT 1;\n-- transactional: false\n")
+    copy = tmp_path / "sql"
+    for folder in ("migrations", "rollback", "functions", "views"):
+        shutil.copytree(paths.sql_dir(folder), copy / folder, symlinks=True)
+    rollback = copy / "rollback" / f"{ONLINE}.sql"
+    rollback.write_text(rollback.read_text().replace("-- transactional: false\n", "", 1))
+    monkeypatch.setattr(paths, "sql_root", lambda: copy)
+    with pytest.raises(RuntimeError, match="must both begin with '-- transactional: false'"):
+        schema.migrate(Target(empty_db_url, "test"))
