@@ -40,20 +40,22 @@ AS $fn$
             UNION
             -- one probe per marked pair: its first finished lead, if any
             SELECT k.client_id
-              FROM marked AS k
-              JOIN public.campaigns AS c ON c.id = k.campaign_id
-             CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(c.messages) = 'array'
-                                             THEN nullif(jsonb_array_length(c.messages), 0) END AS total) AS t
+              FROM (SELECT m.client_id, c.id, c.messages,
+                           CASE WHEN jsonb_typeof(c.messages) = 'array'
+                                THEN nullif(jsonb_array_length(c.messages), 0) END AS total
+                      FROM marked AS m
+                      JOIN public.campaigns AS c ON c.id = m.campaign_id
+                    OFFSET 0) AS k
              CROSS JOIN LATERAL (SELECT 1
                                    FROM public.leads AS l
                                   WHERE l.client_id = k.client_id
-                                    AND l.campaign_link_id = c.id
+                                    AND l.campaign_link_id = k.id
                                     AND l.is_active
                                     AND l.completed_at IS NULL
-                                    AND l.current_message_position >= t.total
+                                    AND l.current_message_position >= k.total
                                     AND l.opted_out IS NOT TRUE
                                     AND public.de_enrollment_due_outcome(l.is_active, l.completed_at, l.opted_out,
-                                                                         l.current_message_position, c.id, c.messages) = 'completed'
+                                                                         l.current_message_position, k.id, k.messages) = 'completed'
                                   LIMIT 1) AS d
             UNION
             SELECT l.client_id

@@ -197,19 +197,24 @@ BEGIN
                    AND e.campaign_id <> ALL (coalesce(v_campaign, '{}'))  -- it gave leads: not empty
                    AND NOT EXISTS (
                        SELECT 1
-                         FROM public.campaigns AS c
-                        CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(c.messages) = 'array'
-                                                        THEN nullif(jsonb_array_length(c.messages), 0) END AS total) AS t
-                         JOIN public.leads AS ll
-                           ON ll.client_id = p_client_id
-                          AND ll.campaign_link_id = c.id
-                          AND ll.is_active
-                          AND ll.completed_at IS NULL
-                          AND ll.current_message_position >= t.total
-                        WHERE c.id = e.campaign_id
-                          AND ll.opted_out IS NOT TRUE
-                          AND public.de_enrollment_due_outcome(ll.is_active, ll.completed_at, ll.opted_out,
-                                                               ll.current_message_position, c.id, c.messages) = 'completed')
+                         FROM (SELECT c.id, c.messages,
+                                      CASE WHEN jsonb_typeof(c.messages) = 'array'
+                                           THEN nullif(jsonb_array_length(c.messages), 0) END AS total
+                                 FROM public.campaigns AS c
+                                WHERE c.id = e.campaign_id
+                               OFFSET 0) AS c
+                        CROSS JOIN LATERAL (
+                              SELECT 1
+                                FROM public.leads AS ll
+                               WHERE ll.client_id = p_client_id
+                                 AND ll.campaign_link_id = c.id
+                                 AND ll.is_active
+                                 AND ll.completed_at IS NULL
+                                 AND ll.current_message_position >= c.total
+                                 AND ll.opted_out IS NOT TRUE
+                                 AND public.de_enrollment_due_outcome(ll.is_active, ll.completed_at, ll.opted_out,
+                                                                      ll.current_message_position, c.id, c.messages) = 'completed'
+                               LIMIT 1) AS d)
                    FOR UPDATE OF e SKIP LOCKED) AS x
          WHERE m.ctid = x.row_id;
     END IF;
