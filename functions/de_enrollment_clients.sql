@@ -58,13 +58,15 @@ AS $fn$
                                                                          l.current_message_position, k.id, k.messages) = 'completed'
                                   LIMIT 1) AS d
             UNION
+            -- the active opted-out leads (their partial index, on its own: OFFSET 0)
             SELECT l.client_id
-              FROM public.leads AS l
+              FROM (SELECT o.client_id, o.campaign_link_id, o.is_active, o.completed_at, o.opted_out,
+                           o.current_message_position
+                      FROM public.leads AS o
+                     WHERE o.is_active AND o.opted_out AND o.client_id IS NOT NULL
+                    OFFSET 0) AS l
               JOIN public.campaigns AS c ON c.id = l.campaign_link_id
-             WHERE l.is_active
-               AND l.opted_out
-               AND l.client_id IS NOT NULL
-               AND public.de_enrollment_due_outcome(l.is_active, l.completed_at, l.opted_out,
+             WHERE public.de_enrollment_due_outcome(l.is_active, l.completed_at, l.opted_out,
                                                     l.current_message_position, c.id, c.messages) IS NOT NULL) AS x
       LEFT JOIN LATERAL (SELECT r.run_at
                            FROM public.de_enrollment_runs AS r

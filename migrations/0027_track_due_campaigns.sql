@@ -13,7 +13,9 @@
 --   * Triggers: on leads (insert, update; per statement, over the transition table) and on
 --     campaigns (insert; update of messages or id). They only append rows: no platform write
 --     ever waits for another one because of them.
---   * A partial index on campaigns(client_id) WHERE is_active: the clients a run processes.
+--   * Partial indexes on campaigns: (client_id) WHERE is_active, the clients a run processes;
+--     (id) WHERE messages is not a JSON array, the campaigns a run reports as invalid. Both
+--     are small, and neither grows with the leads.
 -- Opted-out leads need no mark: their own partial index (client_id) WHERE is_active AND
 -- opted_out finds them, and it is empty after every run.
 --
@@ -156,5 +158,9 @@ SET lock_timeout = '5s';
 CREATE INDEX IF NOT EXISTS de_enrollment_campaigns_active_client_idx
     ON campaigns (client_id)
     WHERE is_active;
+
+CREATE INDEX IF NOT EXISTS de_enrollment_campaigns_invalid_idx
+    ON campaigns (id)
+    WHERE jsonb_typeof(messages) IS DISTINCT FROM 'array';
 
 RESET lock_timeout;

@@ -1,7 +1,7 @@
 -- transactional: false
 -- Undo 0027: the functions built on it, the triggers that mark campaigns with due leads, their
--- functions, the marks themselves (nothing is lost: they only say where to look) and the index
--- of active campaigns. By hand, run it with `psql -v ON_ERROR_STOP=1 -f`, without -1. Every
+-- functions, the marks themselves (nothing is lost: they only say where to look) and the indexes
+-- on campaigns. By hand, run it with `psql -v ON_ERROR_STOP=1 -f`, without -1. Every
 -- statement can be run again.
 SET lock_timeout = '5s';
 
@@ -18,5 +18,6 @@ DROP FUNCTION IF EXISTS deenroll.leads_mark_due_campaigns();
 DROP FUNCTION IF EXISTS deenroll.campaigns_mark_edited();
 DROP TABLE IF EXISTS deenroll.due_campaigns;
 DROP INDEX IF EXISTS de_enrollment_campaigns_active_client_idx;
+DROP INDEX IF EXISTS de_enrollment_campaigns_invalid_idx;
 
 RESET lock_timeout;
