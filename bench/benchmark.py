@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Performance benchmark of `deenroll run` (issue 3, item 7). A benchmark, not a test.
+"""Performance benchmark of `deenroll run`. A benchmark, not a test.
 
     scripts/bench.sh [--database-url URL] [--leads N] [--json-out FILE] ...
 
@@ -30,11 +30,21 @@ What it does, in one process:
 4. Idle: on a data set of --idle-small-leads and one of --leads (the same shape),
    everything is de-enrolled by a real run, VACUUM ANALYZE, one warm-up run, then
    the median of --idle-repeats runs with nothing eligible.
-5. Trigger overhead (migration 0020's counter triggers on leads): single-row UPDATEs
-   of current_message_position (no counted column) and opted_out flips, with and
-   without the triggers (ALTER TABLE leads DISABLE TRIGGER USER), executed one
-   statement at a time in a server-side loop (rolled back) and, for scale, as
-   autocommit transactions from a client; alternating rounds, medians.
+5. Trigger overhead (the triggers deenroll keeps on leads: the counters' deltas, and the
+   marks of campaigns that hold finished leads): single-row UPDATEs of
+   current_message_position (no counted column), of one that finishes the sequence (the
+   lead's campaign is marked) and opted_out flips, with and without the triggers (ALTER
+   TABLE leads DISABLE TRIGGER USER), executed one statement at a time in a server-side
+   loop (rolled back) and, for scale, as autocommit transactions from a client;
+   alternating rounds, medians.
+6. Workers: (b) at batch size 100 with `--workers 2` too, in the same rounds, when
+   `deenroll run --help` lists --workers ("n/a" otherwise).
+7. Campaign-count scaling (bench/campaign_scaling.py): the same leads and due leads with
+   --cs-base campaigns per client, or with --cs-extra finished campaigns per client
+   added; a full run at batch size 100 and idle runs on each; ratios many / few.
+8. Migrations while the platform writes (bench/migrate_wait.py, when present): the
+   longest single-row UPDATE wait while `migrate` takes a baseline database of
+   --migrate-wait-leads leads to the latest migration ("n/a" without that script).
 
 Figures are printed as a table with each target's pass/fail (information, not an
 assertion); --json-out writes them as JSON. The server's durability settings are
@@ -66,7 +76,18 @@ from deenroll import schema
 from deenroll.database import Target, import_embedded_postgres, redact
 from deenroll.dataset import build_dataset
 
-TARGET_RATIO_100 = 2.0
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import campaign_scaling  # noqa: E402 - next to this file
+
+try:
+    import migrate_wait  # noqa: E402 - next to this file, when present
+except ImportError:  # pragma: no cover - an older checkout without it
+    migrate_wait = None
+
+TARGET_RATIO_100 = 1.5  # one worker
+TARGET_RATIO_100_W2 = 1.0  # two workers
+TARGET_CAMPAIGN_RATIO = 1.3
+TARGET_MIGRATE_WAIT_MS = 200.0
 TARGET_RATIO_1000 = 1.3
 TARGET_IDLE_RATIO = 1.5
 TARGET_RSS_MB = 100.0
@@ -404,14 +425,21 @@ def run_child(dsn: str, *args: str) -> ChildRun:
     return ChildRun(proc.returncode, wall, usage.ru_maxrss / 1024.0, report, stderr)  # ru_maxrss is in KiB
 
 
-def runner(dsn: str, batch_size: int) -> Measurement:
-    child = run_child(dsn, "--batch-size", str(batch_size))
+def workers_supported() -> bool:
+    """Whether this deenroll's `run` has --workers."""
+    help_text = subprocess.run([deenroll_exe(), "run", "--help"], capture_output=True, text=True, timeout=60).stdout
+    return "--workers" in help_text
+
+
+def runner(dsn: str, batch_size: int, workers: int = 1) -> Measurement:
+    args = ["--batch-size", str(batch_size)] + (["--workers", str(workers)] if workers > 1 else [])
+    child = run_child(dsn, *args)
     totals = child.report["totals"]
+    name = "deenroll run " + " ".join(args)
     if child.code != 0 or totals["failed"] or totals["partial"]:
-        raise click.ClickException(
-            f"`deenroll run --batch-size {batch_size}` exited {child.code} ({totals}); stderr: {child.stderr.strip()[-500:]}")
+        raise click.ClickException(f"`{name}` exited {child.code} ({totals}); stderr: {child.stderr.strip()[-500:]}")
     n = totals["leads_de_enrolled"]
-    return Measurement(f"deenroll run --batch-size {batch_size}", n, round(child.wall_s, 3),
+    return Measurement(name, n, round(child.wall_s, 3),
                        round(n / child.wall_s) if child.wall_s else 0.0,
                        runner_ms=child.report["duration_ms"], peak_rss_mb=round(child.peak_rss_mb, 1),
                        detail={"batches": totals["batches"], "clients": totals["clients"]})
@@ -547,10 +575,12 @@ def _idle_sql_ms(conn: psycopg.Connection) -> float:
 
 TRIGGER_CASES = {
     "position update (no counted column)": "UPDATE leads SET current_message_position = current_message_position + 1 WHERE id = v",
+    "last message sent (campaign marked)": "UPDATE leads SET current_message_position = current_message_position + 100 WHERE id = v",
     "opted_out flip (counted column)": "UPDATE leads SET opted_out = NOT opted_out WHERE id = v",
 }
 CLIENT_CASES = {
     "position update (no counted column)": "UPDATE leads SET current_message_position = current_message_position + 1 WHERE id = %s",
+    "last message sent (campaign marked)": "UPDATE leads SET current_message_position = current_message_position + 100 WHERE id = %s",
     "opted_out flip (counted column)": "UPDATE leads SET opted_out = NOT opted_out WHERE id = %s",
 }
 
@@ -632,7 +662,7 @@ def verdict(ok: bool) -> str:
 def render(r: dict[str, Any]) -> str:
     m, s = r["machine"], r["server"]
     lines = [
-        "deenroll benchmark (issue 3, item 7)",
+        "deenroll benchmark",
         f"machine:  {m['nproc']} CPU(s), {m['cpu_model']}, {m['ram_gb']} GB RAM, Linux {m['kernel']}, Python {m['python']}; "
         f"load average {m['loadavg_start'][0]} at the start, {m.get('loadavg_end', ['?'])[0]} at the end",
         f"server:   PostgreSQL {s['version']} ({r['server_kind']}); "
@@ -647,10 +677,10 @@ def render(r: dict[str, Any]) -> str:
     reps = r["options"]["repeats"]
     lines.append(f"(a) and (b): median of {reps} round(s), each on a fresh clone of the data set after a CHECKPOINT; "
                  "ratio = wall / lower-bound wall")
-    head = f"{'measurement':<32}{'leads':>9}{'wall s':>9}{'leads/s':>9}{'ratio':>7}{'runner ms':>11}{'peak RSS MB':>13}  rounds (wall s)"
+    head = f"{'measurement':<42}{'leads':>9}{'wall s':>9}{'leads/s':>9}{'ratio':>7}{'runner ms':>11}{'peak RSS MB':>13}  rounds (wall s)"
     lines += [head, "-" * len(head)]
     for row in r["measurements"]:
-        lines.append(f"{row['name']:<32}{_n(row['leads']):>9}{row['wall_s']:>9.3f}{_n(row['leads_per_s']):>9}"
+        lines.append(f"{row['name']:<42}{_n(row['leads']):>9}{row['wall_s']:>9.3f}{_n(row['leads_per_s']):>9}"
                      f"{_n(row['ratio'], 2):>7}{_n(row['runner_ms']):>11}{_n(row['peak_rss_mb'], 1):>13}  "
                      + ", ".join(f"{w:.2f}" for w in row["walls_s"]))
     lbs = [a["detail"] for a in r["measurements"][0]["attempts"]]
@@ -680,7 +710,7 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"  ratio large/small: wall {r['idle']['wall_ratio']:.2f}, runner ms {r['idle']['runner_ratio']:.2f}")
     if r.get("triggers"):
         t = r["triggers"]
-        lines += ["", "counter triggers of 0020, single-row UPDATEs of leads, µs per statement "
+        lines += ["", "triggers of deenroll on leads (counter deltas, campaign marks), single-row UPDATEs of leads, µs per statement "
                   f"(medians; server loop: {t['rounds']} rounds of {t['statements']:,} statements in a DO block; "
                   f"client: {t['client_rounds']} rounds of {t['client_statements']:,} autocommit transactions):",
                   f"  {'':<38}{'server loop':>30}{'client autocommit':>36}",
@@ -691,6 +721,22 @@ def render(r: dict[str, Any]) -> str:
                          f"{a['overhead_us']:>+7.1f} ({a['overhead_pct']:>+4.0f}%)"
                          f"{b['with_triggers_us']:>9.1f}{b['without_triggers_us']:>9.1f}"
                          f"{b['overhead_us']:>+9.1f} ({b['overhead_pct']:>+4.0f}%)")
+    if "workers" in r:
+        w = r["workers"]
+        lines += ["", "workers at batch size 100 (ratio to the lower bound): "
+                  + (f"1 worker {w['w1_ratio']:.2f}, 2 workers {w['w2_ratio']:.2f}" if w else
+                     "1 worker see above, 2 workers n/a (`deenroll run --help` lists no --workers)")]
+    if r.get("campaigns"):
+        lines += [""] + campaign_scaling.render(r["campaigns"])
+    if "migrate_wait" in r:
+        mw = r["migrate_wait"]
+        lines += ["", "longest platform write wait during `deenroll migrate` (one UPDATE of a random lead every "
+                  "5 ms from the baseline to the latest migration): "
+                  + ("n/a (bench/migrate_wait.py is not there)" if mw is None else "")]
+        for x in mw or []:
+            lines.append(f"  {x['leads']:>12,} leads: longest {x['longest_wait_ms']} ms (p99 {x['p99_ms']} ms, "
+                         f"{x['writes']:,} writes, {x['waits_at_or_over_target']} at or over {x['target_ms']:.0f} ms), "
+                         f"migrate {x['migrate_s']} s, load average {x['loadavg']}")
     lines += ["", "targets (information, not assertions):"]
     for t in r["targets"]:
         lines.append(f"  {t['name']:<52}{t['value']:>10}  {'<=':>2} {t['limit']:<6} {verdict(t['met'])}")
@@ -705,6 +751,20 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         m = ms[f"deenroll run --batch-size {bs}"]
         out.append({"name": f"ratio run/lower bound at batch size {bs}", "value": f"{m['ratio']:.2f}",
                     "limit": limit, "met": m["ratio"] <= limit})
+    if r.get("workers"):
+        v = r["workers"]["w2_ratio"]
+        out.append({"name": "ratio run/lower bound at batch size 100, 2 workers", "value": f"{v:.2f}",
+                    "limit": TARGET_RATIO_100_W2, "met": v <= TARGET_RATIO_100_W2})
+    if r.get("campaigns"):
+        c = r["campaigns"]
+        per = c["base_campaigns_per_client"] + c["extra_campaigns_per_client"]
+        for what, key in (("run", "run_runner_ratio"), ("idle run", "idle_runner_ratio")):
+            out.append({"name": f"{what} {per:,} / {c['base_campaigns_per_client']} campaigns per client (runner ms)",
+                        "value": f"{c[key]:.2f}", "limit": TARGET_CAMPAIGN_RATIO, "met": c[key] <= TARGET_CAMPAIGN_RATIO})
+    for x in r.get("migrate_wait") or []:
+        out.append({"name": f"longest write wait, migrate at {x['leads']:,} leads (ms)", "value": f"{x['longest_wait_ms']}",
+                    "limit": TARGET_MIGRATE_WAIT_MS,
+                    "met": x["longest_wait_ms"] is not None and x["longest_wait_ms"] < TARGET_MIGRATE_WAIT_MS})
     if r.get("idle"):
         v = r["idle"]["wall_ratio"]
         out.append({"name": f"idle run {r['idle']['large']['leads']:,} / {r['idle']['small']['leads']:,} leads (wall)",
@@ -719,7 +779,9 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int, eligible_fraction: float,
               seed: str, repeats: int, skip_idle: bool, idle_small_leads: int, idle_repeats: int,
-              trigger_statements: int, client_statements: int, skip_triggers: bool) -> dict[str, Any]:
+              trigger_statements: int, client_statements: int, skip_triggers: bool,
+              campaign_scaling_options: dict[str, Any] | None = None,
+              migrate_wait_leads: tuple[int, ...] = ()) -> dict[str, Any]:
     started = time.perf_counter()
     result: dict[str, Any] = {"options": {"leads": leads, "clients": clients, "campaigns": campaigns,
                                           "eligible_fraction": eligible_fraction, "seed": seed,
@@ -735,6 +797,9 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
         say(f"data set built in {data.build_s} s ({data.eligible:,} eligible), VACUUM ANALYZE {data.vacuum_s} s")
 
         attempts: dict[str, list[Measurement]] = {"lower bound": [], "run 100": [], "run 1000": []}
+        with_workers = workers_supported()
+        if with_workers:
+            attempts["run 100 w2"] = []
         states: dict[str, dict[str, Any]] = {}
         checks: dict[str, dict[str, Any]] = {}
         keep_for_idle: str | None = None
@@ -749,7 +814,7 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
                 if key == "lower bound":
                     attempts[key].append(lower_bound(dsn))
                 else:
-                    attempts[key].append(runner(dsn, int(key.split()[1])))
+                    attempts[key].append(runner(dsn, int(key.split()[1]), 2 if key.endswith("w2") else 1))
                 label = f"{key} #{rep}"
                 checks[label] = invariants(dsn)
                 states[label] = end_state(dsn)
@@ -760,6 +825,9 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
 
         lower_wall = statistics.median(m.wall_s for m in attempts["lower bound"])
         result["measurements"] = [summarize(a, None if k == "lower bound" else lower_wall) for k, a in attempts.items()]
+        ratios = {m["name"]: m["ratio"] for m in result["measurements"]}
+        result["workers"] = ({"w1_ratio": ratios["deenroll run --batch-size 100"],
+                              "w2_ratio": ratios["deenroll run --batch-size 100 --workers 2"]} if with_workers else None)
         ref_name = "lower bound #1"
         ref = states[ref_name]
         diffs = {n: differences(ref, st) for n, st in states.items() if differences(ref, st)}
@@ -781,6 +849,20 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
             say(f"trigger overhead: {trigger_statements:,} statements per case and variant")
             result["triggers"] = trigger_overhead(server, data, trigger_statements, client_statements)
         server.drop_db(data.template)
+        if campaign_scaling_options is not None:
+            say("campaign-count scaling")
+            result["campaigns"] = campaign_scaling.measure(server, run_child, **campaign_scaling_options)
+        if migrate_wait_leads:
+            result["migrate_wait"] = None
+            if migrate_wait is not None:
+                result["migrate_wait"] = []
+                for n in migrate_wait_leads:
+                    say(f"platform writes while migrating {n:,} leads")
+                    name = server.create_db(f"mw_{n}")
+                    x = migrate_wait.measure(server.dsn(name), n)
+                    x["loadavg"] = round(os.getloadavg()[0], 2)
+                    result["migrate_wait"].append(x)
+                    server.drop_db(name)
     result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["targets"] = targets(result)
     result["total_s"] = round(time.perf_counter() - started, 1)
@@ -806,15 +888,35 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
 @click.option("--trigger-statements", type=click.IntRange(min=1), default=20_000, show_default=True)
 @click.option("--client-statements", type=click.IntRange(min=1), default=2_000, show_default=True,
               help="Autocommit statements per case and variant in the client-side trigger measurement.")
+@click.option("--skip-campaign-scaling", is_flag=True, help="Skip the campaign-count scaling measurement.")
+@click.option("--cs-leads", type=click.IntRange(min=1), default=200_000, show_default=True,
+              help="Campaign-count scaling: leads of both data sets.")
+@click.option("--cs-clients", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--cs-base", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Campaign-count scaling: campaigns per client in both data sets.")
+@click.option("--cs-extra", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Campaign-count scaling: finished campaigns per client added to the second data set.")
+@click.option("--cs-eligible-fraction", type=click.FloatRange(0.0, 1.0), default=0.05, show_default=True)
+@click.option("--cs-repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--migrate-wait-leads", type=click.IntRange(min=1), multiple=True, default=(2_000_000, 10_000_000),
+              show_default=True, help="Sizes for the platform-write wait during migrate (repeat the option).")
+@click.option("--skip-migrate-wait", is_flag=True, help="Skip the platform-write wait during migrate.")
 @click.option("--json-out", type=click.Path(dir_okay=False, writable=True), help="Also write the figures as JSON here.")
 def main(database_url: str | None, leads: int, clients: int, campaigns: int, eligible_fraction: float, seed: str,
          repeats: int, skip_idle: bool, idle_small_leads: int, idle_repeats: int, skip_triggers: bool, trigger_statements: int,
-         client_statements: int, json_out: str | None) -> None:
+         client_statements: int, skip_campaign_scaling: bool, cs_leads: int, cs_clients: int, cs_base: int,
+         cs_extra: int, cs_eligible_fraction: float, cs_repeats: int, migrate_wait_leads: tuple[int, ...],
+         skip_migrate_wait: bool, json_out: str | None) -> None:
     """Benchmark `deenroll run` against a set-based lower bound (see the module docstring)."""
     if campaigns < clients:
         raise click.BadParameter("needs at least one campaign per client", param_hint="--campaigns")
     result = benchmark(database_url, leads, clients, campaigns, eligible_fraction, seed, repeats, skip_idle, idle_small_leads,
-                       idle_repeats, trigger_statements, client_statements, skip_triggers)
+                       idle_repeats, trigger_statements, client_statements, skip_triggers,
+                       None if skip_campaign_scaling else {
+                           "leads": cs_leads, "clients": cs_clients, "base": cs_base, "extra": cs_extra,
+                           "eligible_fraction": cs_eligible_fraction, "seed": seed, "repeats": cs_repeats,
+                           "idle_repeats": idle_repeats},
+                       () if skip_migrate_wait else tuple(migrate_wait_leads))
     print(render(result), flush=True)
     if json_out:
         Path(json_out).write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -69,7 +69,9 @@ def test_tiny_benchmark_reports_every_figure_and_cleans_up(pg_server, tmp_path):
         [sys.executable, str(BENCH), "--database-url", pg_server.admin_dsn,
          "--leads", "3000", "--clients", "3", "--campaigns", "12", "--eligible-fraction", "0.2", "--repeats", "2",
          "--idle-small-leads", "1000", "--idle-repeats", "1",
-         "--trigger-statements", "50", "--client-statements", "20", "--json-out", str(out)],
+         "--trigger-statements", "50", "--client-statements", "20",
+         "--cs-leads", "2000", "--cs-clients", "2", "--cs-base", "2", "--cs-extra", "20", "--cs-repeats", "1",
+         "--migrate-wait-leads", "2000", "--migrate-wait-leads", "3000", "--json-out", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -83,7 +85,10 @@ def test_tiny_benchmark_reports_every_figure_and_cleans_up(pg_server, tmp_path):
     eligible = r["dataset"]["eligible"]
     assert eligible > 0 and r["dataset"]["leads"] == 3000
     names = [m["name"] for m in r["measurements"]]
-    assert names == ["lower bound: one statement", "deenroll run --batch-size 100", "deenroll run --batch-size 1000"]
+    with_workers = "--workers" in subprocess.run([str(Path(sys.executable).parent / "deenroll"), "run", "--help"],
+                                                 capture_output=True, text=True).stdout
+    assert names == ["lower bound: one statement", "deenroll run --batch-size 100", "deenroll run --batch-size 1000"] + (
+        ["deenroll run --batch-size 100 --workers 2"] if with_workers else [])
     for m in r["measurements"]:
         assert m["leads"] == eligible, m
         assert m["wall_s"] > 0 and m["leads_per_s"] > 0 and m["ratio"] > 0
@@ -97,7 +102,8 @@ def test_tiny_benchmark_reports_every_figure_and_cleans_up(pg_server, tmp_path):
     # the same end state on every side, and the invariants after each
     assert r["end_state"]["identical"] is True and not r["end_state"]["differences"]
     assert r["end_state"]["reference"]["de_enrolled"] == eligible == r["end_state"]["reference"]["log_rows"]
-    assert set(r["invariants"]) == {f"{k} #{i}" for k in ("lower bound", "run 100", "run 1000") for i in (1, 2)}
+    sides = ("lower bound", "run 100", "run 1000") + (("run 100 w2",) if with_workers else ())
+    assert set(r["invariants"]) == {f"{k} #{i}" for k in sides for i in (1, 2)}
     assert set(r["end_state"]["states"]) == set(r["invariants"])
     assert all(inv["ok"] for inv in r["invariants"].values()), r["invariants"]
 
@@ -108,21 +114,47 @@ def test_tiny_benchmark_reports_every_figure_and_cleans_up(pg_server, tmp_path):
     assert _consistent(idle["wall_ratio"], 3, idle["large"]["median_wall_s"], idle["small"]["median_wall_s"], 3), idle
 
     # trigger overhead: both cases, both variants, both ways of sending
-    assert set(r["triggers"]["cases"]) == {"position update (no counted column)", "opted_out flip (counted column)"}
+    assert set(r["triggers"]["cases"]) == {"position update (no counted column)", "last message sent (campaign marked)",
+                                           "opted_out flip (counted column)"}
     for case in r["triggers"]["cases"].values():
         for way in ("server_loop", "client_autocommit"):
             assert case[way]["with_triggers_us"] > 0 and case[way]["without_triggers_us"] > 0
             assert case[way]["overhead_pct"] is not None
 
-    # the four targets, each judged
+    # workers 1 and 2: their ratios are the table's
+    if with_workers:
+        assert r["workers"] == {"w1_ratio": r["measurements"][1]["ratio"], "w2_ratio": r["measurements"][3]["ratio"]}
+    else:
+        assert r["workers"] is None and "2 workers n/a" in proc.stdout
+
+    # campaign-count scaling: both data sets hold the same due leads, every run de-enrolled them
+    cs = r["campaigns"]
+    assert cs["campaigns_few"] == 4 and cs["campaigns_many"] == 44 and cs["due"] > 0
+    for side in ("few", "many"):
+        assert len(cs[side]["run_s"]) == 1 and cs[side]["run_wall_s"] > 0 and cs[side]["idle_wall_s"] > 0
+        assert cs[side]["run_runner_ms"] >= 0 and cs[side]["idle_runner_ms"] >= 0 and len(cs[side]["load"]) == 1
+    assert _consistent(cs["run_wall_ratio"], 2, cs["many"]["run_wall_s"], cs["few"]["run_wall_s"], 3), cs
+    assert _consistent(cs["idle_wall_ratio"], 2, cs["many"]["idle_wall_s"], cs["few"]["idle_wall_s"], 3), cs
+
+    # the longest platform write wait while migrating, at both sizes
+    mw = r["migrate_wait"]
+    assert [x["leads"] for x in mw] == [2000, 3000]
+    for x in mw:
+        assert x["writes"] > 0 and x["longest_wait_ms"] > 0 and x["campaigns_with_wrong_active_count"] == 0
+
+    # every target, each judged
     assert [t["name"] for t in r["targets"]] == [
-        "ratio run/lower bound at batch size 100", "ratio run/lower bound at batch size 1000",
+        "ratio run/lower bound at batch size 100", "ratio run/lower bound at batch size 1000"] + (
+        ["ratio run/lower bound at batch size 100, 2 workers"] if with_workers else []) + [
+        "run 22 / 2 campaigns per client (runner ms)", "idle run 22 / 2 campaigns per client (runner ms)",
+        "longest write wait, migrate at 2,000 leads (ms)", "longest write wait, migrate at 3,000 leads (ms)",
         "idle run 3,000 / 1,000 leads (wall)", "runner peak RSS (MB)"]
     assert all(isinstance(t["met"], bool) for t in r["targets"])
 
     # the printed table carries the same figures
     for text in ("machine:", "PostgreSQL", "lower bound: one statement", "deenroll run --batch-size 1000",
-                 "peak RSS", "idle run", "counter triggers", "end state: identical", "targets"):
+                 "peak RSS", "idle run", "triggers of deenroll", "end state: identical", "workers at batch size 100",
+                 "campaign-count scaling", "longest platform write wait", "targets"):
         assert text in proc.stdout, text
 
     # every database it made is gone
