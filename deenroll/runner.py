@@ -447,6 +447,8 @@ class _Scheduler:
         self.workers = workers
         self.open_runs: list[_ClientRun] = []
         self.active = 0  # clients started and not done yet
+        self.working = workers  # worker threads not finished yet
+        self.all_done = threading.Event()
         self.cond = threading.Condition()
         self.stop: BaseException | None = None  # the signal that stops the run
         self.crash: BaseException | None = None  # an error no client's row could take: raised by the run
@@ -480,6 +482,12 @@ class _Scheduler:
                 if self.active == 0:
                     return None
                 self.cond.wait()
+
+    def worker_done(self) -> None:
+        with self.cond:
+            self.working -= 1
+            if self.working == 0:
+                self.all_done.set()
 
     def client_done(self) -> None:
         with self.cond:
@@ -586,16 +594,18 @@ class Runner:
         for t in threads:
             t.start()
         try:
-            for t in threads:
-                while t.is_alive():
-                    t.join(0.5)  # a short join keeps this thread responsive to SIGTERM and SIGINT
+            # Waits on an event, not in Thread.join(): a signal's exception raised inside join() can
+            # leave a thread that still runs marked as finished, and the process would end under it.
+            while not sched.all_done.wait(0.5):
+                pass
         except BaseException as exc:  # a stop signal: every worker records its client failed, then stops
             sched.stopped(exc)
             for s in sessions:
                 s.cancel()
-            for t in threads:
-                t.join()
+            sched.all_done.wait()
             raise
+        for t in threads:
+            t.join()
         if sched.crash is not None:
             raise sched.crash
         return results
@@ -610,6 +620,7 @@ class Runner:
         finally:
             if session is not self.main:
                 session.close()
+            sched.worker_done()
 
     def _work_loop(
         self, session: _Session, sched: _Scheduler, deadline: float, results: dict[str, ClientResult]
@@ -820,7 +831,13 @@ class Runner:
         result.status = "failed"
         result.error = message
         try:
-            self._finish(session, result, "failed", message)
+            try:
+                self._finish(session, result, "failed", message)
+            except pg_errors.QueryCanceled:
+                # a stop's cancel request, sent from another thread, may land on this statement
+                # instead of the one it was meant for: it is sent once, so once more is enough
+                session.abandon()
+                self._finish(session, result, "failed", message)
             result.status = "failed"
         except (psycopg.Error, UserError) as second:
             session.abandon()

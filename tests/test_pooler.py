@@ -25,10 +25,14 @@ import pytest
 from psycopg import conninfo
 
 from conftest import Server, deenroll_exe, run_cli
+from deenroll.database import Target
+from deenroll.errors import UserError
+from deenroll.pooler import require_session, server_session_kind
 from test_engine_sql import assert_exactly_once, de_enrolled, recount, stored
 from test_run_concurrency import due_now, make_clients, slow_batches, spawn, wait_until
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
+SESSION_DB = "postgres_session_mode"
 
 pytestmark = [
     pytest.mark.slow,
@@ -44,6 +48,10 @@ class Bouncer:
         """The same database as `direct_url`, through PgBouncer."""
         params = conninfo.conninfo_to_dict(direct_url)
         return f"postgresql://{params.get('user', 'postgres')}@127.0.0.1:{self.port}/{params['dbname']}"
+
+    def session_mode_url(self) -> str:
+        """The server's maintenance database through the same PgBouncer, in pool_mode=session."""
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{SESSION_DB}"
 
 
 def _free_port() -> int:
@@ -75,6 +83,7 @@ def _run_bouncer(workdir: Path, server: str, user: str | None, pg_server: Server
     port = _free_port()
     (workdir / "pgbouncer.ini").write_text(
         f"""[databases]
+{SESSION_DB} = {server} dbname=postgres pool_mode=session
 * = {server}
 
 [pgbouncer]
@@ -85,23 +94,24 @@ auth_type = any
 pool_mode = transaction
 default_pool_size = 2
 max_client_conn = 200
-logfile = {workdir}/pgbouncer.log
 pidfile = {workdir}/pgbouncer.pid
+log_connections = 0
+log_disconnections = 0
 """
     )
     if user:
         shutil.chown(workdir, user)
         for f in workdir.iterdir():
             shutil.chown(f, user)
-    proc = subprocess.Popen(
-        [PGBOUNCER, str(workdir / "pgbouncer.ini")], user=user, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    # its log goes to a file: a pipe nobody reads would fill up and stop it
+    log = open(workdir / "pgbouncer.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([PGBOUNCER, str(workdir / "pgbouncer.ini")], user=user, stdout=log, stderr=subprocess.STDOUT)
     bouncer = Bouncer(port)
     probe = bouncer.url(pg_server.dsn("postgres"))
 
     def answers() -> bool:
         if proc.poll() is not None:
-            raise AssertionError(f"pgbouncer exited: {proc.stdout.read().decode(errors='replace')[-2000:]}")
+            raise AssertionError(f"pgbouncer exited: {(workdir / 'pgbouncer.log').read_text(errors='replace')[-2000:]}")
         try:
             with psycopg.connect(probe, connect_timeout=2, prepare_threshold=None) as c:
                 return c.execute("SELECT 1").fetchone() == (1,)
@@ -114,6 +124,7 @@ pidfile = {workdir}/pgbouncer.pid
     finally:
         proc.terminate()
         proc.wait(30)
+        log.close()
 
 
 def leftovers(conn: psycopg.Connection) -> dict[str, int]:
@@ -244,3 +255,18 @@ def test_the_scheduler_commands_work_through_pgbouncer(bouncer: Bouncer, db_url:
     assert de_enrolled(conn) == expected
     assert_exactly_once(conn)
     assert leftovers(conn) == {"leases": 0, "running": 0, "advisory": 0}
+
+
+def test_a_transaction_mode_pooler_is_told_from_a_direct_connection_and_a_session_pooler(
+    bouncer: Bouncer, db_url: str
+) -> None:
+    direct, pooled, session = (Target(u, "test") for u in (db_url, bouncer.url(db_url), bouncer.session_mode_url()))
+    assert server_session_kind(direct) == "direct"
+    assert server_session_kind(pooled) == "transaction"
+    assert server_session_kind(session) == "session"
+    require_session(direct, "migrate")
+    require_session(session, "migrate")
+    with pytest.raises(UserError) as refused:
+        require_session(pooled, "migrate")
+    assert "migrate needs a database session of its own" in str(refused.value)
+    assert "\n" not in str(refused.value) and "port 5432" in str(refused.value)

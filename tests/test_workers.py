@@ -174,7 +174,7 @@ def test_sigterm_stops_every_worker_and_records_their_clients_failed(db_url: str
     assert "Traceback" not in err
     assert err.splitlines()[-1] == "deenroll: error: terminated (SIGTERM); the client in progress was recorded failed"
     rows = [r for rs in run_rows(conn).values() for r in rs]
-    assert rows and all(r[1] in ("success", "failed") for r in rows)
+    assert rows and all(r[1] in ("success", "failed") for r in rows), err
     failed = [r for r in rows if r[1] == "failed"]
     assert failed
     details = conn.execute("SELECT error_details FROM de_enrollment_runs WHERE status = 'failed'").fetchall()
