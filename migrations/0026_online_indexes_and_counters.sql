@@ -20,6 +20,11 @@ DO $invalid$
 DECLARE
     v_invalid text;
 BEGIN
+    -- Outside a transaction block every statement starts its own transaction: now() is its start.
+    IF now() <> statement_timestamp() THEN
+        RAISE EXCEPTION 'this file must run outside a transaction block (it builds indexes CONCURRENTLY and commits in batches)'
+              USING HINT = 'run it with psql -v ON_ERROR_STOP=1 -f, without -1 and without BEGIN';
+    END IF;
     SELECT string_agg(i.indexrelid::regclass::text, ', ')
       INTO v_invalid
       FROM pg_catalog.pg_index AS i

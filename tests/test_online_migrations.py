@@ -170,7 +170,7 @@ def test_an_invalid_index_left_by_a_cancelled_build_is_dropped_and_built_again(e
             "SELECT pg_get_indexdef(%s::regclass)", (INDEXES[0],)).fetchone()[0]
 
 
-def test_by_hand_the_file_stops_on_an_invalid_index_and_names_it(empty_db_url: str) -> None:
+def test_by_hand_the_file_refuses_a_transaction_block_and_stops_on_an_invalid_index_naming_it(empty_db_url: str) -> None:
     psql = shutil.which("psql")
     if psql is None:
         pytest.skip("psql is not installed")
@@ -178,6 +178,9 @@ def test_by_hand_the_file_stops_on_an_invalid_index_and_names_it(empty_db_url: s
     _seed(empty_db_url, campaigns=5)
     _invalid_index(empty_db_url, INDEXES[2])
     path = next(m.apply_path for m in schema.migration_files() if m.stem == ONLINE)
+    res = subprocess.run([psql, "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", empty_db_url, "-f", str(path)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "must run outside a transaction block" in res.stderr and "without -1" in res.stderr
     res = subprocess.run([psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", empty_db_url, "-f", str(path)],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode != 0 and INDEXES[2] in res.stderr and "DROP INDEX CONCURRENTLY" in res.stderr, res.stderr
