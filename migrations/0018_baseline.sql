@@ -44,10 +44,10 @@ BEGIN
     END IF;
 
     -- Every prerequisite column, the types accepted for it, and how the message names them.
-    SELECT string_agg(
+    SELECT pg_catalog.string_agg(
                CASE WHEN a.attname IS NULL
-                    THEN format('%s.%s is missing (needs %s)', r.tbl, r.col, r.wanted)
-                    ELSE format('%s.%s is %s (needs %s)', r.tbl, r.col, format_type(a.atttypid, a.atttypmod), r.wanted)
+                    THEN pg_catalog.format('%s.%s is missing (needs %s)', r.tbl, r.col, r.wanted)
+                    ELSE pg_catalog.format('%s.%s is %s (needs %s)', r.tbl, r.col, format_type(a.atttypid, a.atttypmod), r.wanted)
                END, '; ' ORDER BY r.ord)
       INTO v_problems
       FROM (VALUES

@@ -25,7 +25,7 @@ BEGIN
         RAISE EXCEPTION 'this file must run outside a transaction block (it builds indexes CONCURRENTLY and commits in batches)'
               USING HINT = 'run it with psql -v ON_ERROR_STOP=1 -f, without -1 and without BEGIN';
     END IF;
-    SELECT string_agg(i.indexrelid::regclass::text, ', ')
+    SELECT pg_catalog.string_agg(i.indexrelid::regclass::text, ', ')
       INTO v_invalid
       FROM pg_catalog.pg_index AS i
      WHERE i.indexrelid IN (to_regclass('de_enrollment_leads_candidates_idx'),
@@ -54,7 +54,7 @@ DECLARE
 BEGIN
     LOOP
         PERFORM pg_catalog.set_config('lock_timeout', '2s', true);
-        SELECT array_agg(x.id ORDER BY x.id)
+        SELECT pg_catalog.array_agg(x.id ORDER BY x.id)
           INTO v_ids
           FROM (SELECT c.id
                   FROM campaigns AS c
@@ -84,11 +84,11 @@ BEGIN
                opted_out_count       = coalesce(n.opted_out, 0),
                booked_count          = coalesce(n.booked, 0),
                last_enrollment_at    = greatest(c.last_enrollment_at, n.last_created)
-          FROM unnest(v_ids) AS b (id)
+          FROM pg_catalog.unnest(v_ids) AS b (id)
           LEFT JOIN counted AS n ON n.campaign_id = b.id
          WHERE c.id = b.id;
 
-        v_last := v_ids[cardinality(v_ids)];
+        v_last := v_ids[pg_catalog.cardinality(v_ids)];
         COMMIT;
     END LOOP;
 END
