@@ -1,0 +1,1 @@
+../../rollback/0025_add_runner_leases.sql

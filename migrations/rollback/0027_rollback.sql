@@ -1,0 +1,1 @@
+../../rollback/0027_track_due_campaigns.sql
