@@ -7,24 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# System packages: pgTAP and pg_prove for both servers, PostgreSQL 15 itself.
-need=()
-[ -f /usr/share/postgresql/15/extension/pgtap.control ] || need+=(postgresql-15-pgtap)
-command -v pg_prove >/dev/null || need+=(libtap-parser-sourcehandler-pgtap-perl)
-[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
-if ((${#need[@]})); then
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo=sudo
-    echo "scripts/test.sh: installing ${need[*]}" >&2
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-
-# The package exactly as users get it: `pip install .`, not an editable install.
-venv=.venv-test
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps .
-"$venv/bin/pip" install -q --disable-pip-version-check '.[test]'
+source scripts/test-deps.sh
 
 status=0
 "$venv/bin/pytest" -n 2 -p no:cacheprovider "$@" || status=$?
@@ -44,6 +27,6 @@ if [ -z "${DEENROLL_TEST_DATABASE_URL:-}" ] && [ -x "$pg15/postgres" ]; then
     trap '"${as_pg[@]}" "$pg15/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1; rm -rf "$dir"' EXIT
     echo "scripts/test.sh: schema suite on $("$pg15/postgres" --version)" >&2
     DEENROLL_TEST_DATABASE_URL="postgresql://postgres@/postgres?host=$dir&port=54315" \
-        "$venv/bin/pytest" -m schema -p no:cacheprovider "$@" || status=$?
+        "$venv/bin/pytest" -n 2 -m schema -p no:cacheprovider "$@" || status=$?
 fi
 exit $status
