@@ -23,8 +23,28 @@
 -- -1. Every statement can be run again. Each trigger is created in its own short transaction
 -- (it waits for the writes in flight on its table); the marks are then backfilled from a
 -- snapshot taken after the triggers exist, so no change is missed: one committed earlier is in
--- the snapshot, one committed later went through the triggers.
+-- the snapshot, one committed later went through the triggers. The indexes are built
+-- CONCURRENTLY: a build that failed half-way leaves an INVALID index under its name, which
+-- `deenroll migrate` drops and builds again; by hand, the check below stops and names it.
 SET lock_timeout = '5s';
+
+DO $invalid$
+DECLARE
+    v_invalid text;
+BEGIN
+    SELECT string_agg(i.indexrelid::regclass::text, ', ')
+      INTO v_invalid
+      FROM pg_catalog.pg_index AS i
+     WHERE i.indexrelid IN (to_regclass('deenroll.due_campaigns_client_campaign_idx'),
+                            to_regclass('de_enrollment_campaigns_active_client_idx'),
+                            to_regclass('de_enrollment_campaigns_invalid_idx'))
+       AND NOT i.indisvalid;
+    IF v_invalid IS NOT NULL THEN
+        RAISE EXCEPTION 'an earlier build of these indexes failed and left them INVALID: %', v_invalid
+              USING HINT = 'run DROP INDEX CONCURRENTLY for each, then this file again';
+    END IF;
+END
+$invalid$;
 
 CREATE TABLE IF NOT EXISTS deenroll.due_campaigns (
     client_id    uuid,
@@ -32,8 +52,13 @@ CREATE TABLE IF NOT EXISTS deenroll.due_campaigns (
     settle_after xid8,
     recorded_at  timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX IF NOT EXISTS due_campaigns_client_campaign_idx
+-- Index builds wait for the transactions already running on their table but block nobody;
+-- no lock_timeout or statement_timeout cuts them short (that would leave an INVALID index).
+SET lock_timeout = 0;
+SET statement_timeout = 0;
+CREATE INDEX CONCURRENTLY IF NOT EXISTS due_campaigns_client_campaign_idx
     ON deenroll.due_campaigns (client_id, campaign_id);
+SET lock_timeout = '5s';
 COMMENT ON TABLE deenroll.due_campaigns IS
     'Campaigns that may hold finished leads of a client (client_id NULL: of every client, after a sequence edit); runs look only there.';
 
@@ -154,13 +179,12 @@ SELECT p.client_id, p.campaign_link_id
  WHERE NOT EXISTS (SELECT 1 FROM deenroll.due_campaigns AS m
                     WHERE m.client_id = p.client_id AND m.campaign_id = p.campaign_link_id);
 
-SET lock_timeout = '5s';
-CREATE INDEX IF NOT EXISTS de_enrollment_campaigns_active_client_idx
+CREATE INDEX CONCURRENTLY IF NOT EXISTS de_enrollment_campaigns_active_client_idx
     ON campaigns (client_id)
     WHERE is_active;
-
-CREATE INDEX IF NOT EXISTS de_enrollment_campaigns_invalid_idx
+CREATE INDEX CONCURRENTLY IF NOT EXISTS de_enrollment_campaigns_invalid_idx
     ON campaigns (id)
     WHERE jsonb_typeof(messages) IS DISTINCT FROM 'array';
 
+RESET statement_timeout;
 RESET lock_timeout;

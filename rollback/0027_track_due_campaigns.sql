@@ -17,7 +17,10 @@ DROP TRIGGER IF EXISTS campaigns_mark_edited_on_update ON campaigns;
 DROP FUNCTION IF EXISTS deenroll.leads_mark_due_campaigns();
 DROP FUNCTION IF EXISTS deenroll.campaigns_mark_edited();
 DROP TABLE IF EXISTS deenroll.due_campaigns;
-DROP INDEX IF EXISTS de_enrollment_campaigns_active_client_idx;
-DROP INDEX IF EXISTS de_enrollment_campaigns_invalid_idx;
+-- concurrently: reads and writes of campaigns go on meanwhile; a drop that failed half-way
+-- leaves an INVALID index that running this file again drops
+SET lock_timeout = 0;
+DROP INDEX CONCURRENTLY IF EXISTS de_enrollment_campaigns_active_client_idx;
+DROP INDEX CONCURRENTLY IF EXISTS de_enrollment_campaigns_invalid_idx;
 
 RESET lock_timeout;
