@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 import click
 import psycopg
 
-from deenroll import __version__, cli_ops, cli_run, database, schema
+from deenroll import __version__, cli_ops, cli_run, database, pooler, schema
 from deenroll.cli_common import Context, json_option, pass_ctx, print_json
 from deenroll.errors import UserError
 
@@ -52,6 +52,7 @@ def migrate(obj: Context, to: str | None, lock_wait: float, break_lock: bool, as
         if as_json:
             print_json(obj, {"lock_removed": True, "exit_code": 0})
         return 0
+    pooler.require_session(obj.target, "migrate")
     result = schema.migrate(obj.target, to=to, lock_timeout=lock_wait)
     if as_json:
         print_json(obj, {
@@ -82,6 +83,7 @@ def migrate(obj: Context, to: str | None, lock_wait: float, break_lock: bool, as
 @pass_ctx
 def rollback(obj: Context, to: str, lock_wait: float, as_json: bool) -> int:
     """Roll back every migration after V, newest first, with the scripts in rollback/."""
+    pooler.require_session(obj.target, "rollback")
     rolled = schema.rollback(obj.target, to, lock_timeout=lock_wait)
     if as_json:
         print_json(obj, {"rolled_back": rolled, "kept": schema.resolve_target(to), "exit_code": 0})
@@ -134,6 +136,7 @@ def uninstall(obj: Context, yes: bool, lock_wait: float, as_json: bool) -> int:
             "uninstall deletes deenroll's tables with their history (take `deenroll backup create` or pg_dump first); "
             "run it again with --yes"
         )
+    pooler.require_session(obj.target, "uninstall")
     result = schema.uninstall(obj.target, lock_timeout=lock_wait)
     if as_json:
         print_json(obj, {"rolled_back": result.rolled_back, "dropped_tables": result.dropped_tables,

@@ -166,8 +166,9 @@ def run(
     lines on stderr follow LOG_LEVEL (debug, info, warning or error; default info), each
     stamped with the local time and its UTC offset (ISO 8601).
 
-    Exit status: 0 every client succeeded (or was skipped), 1 some ended partial,
-    2 some failed or the input was bad.
+    Exit status: 0 every client succeeded (or was skipped), 1 some ended partial or
+    leads are held (attention: `deenroll stuck` lists them), 2 some failed or the
+    input was bad.
     """
     level = _log_level()
     options = runner.validate(client_id, batch_size, max_runtime, dry_run, workers)

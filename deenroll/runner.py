@@ -540,6 +540,16 @@ class _Scheduler:
         self.notify("batch_done", result, completed + opted_out)
 
 
+def _more_may_be_due(rows: list[tuple], size: int) -> bool:
+    """Whether the client may have more due leads after this batch.
+
+    Held and deferred leads fill a batch too, so a full batch means more may be due; and a
+    batch that ran out of its subtransaction budget returns the leads it did not get to as
+    'deferred' (untouched): the next batch, a new transaction, takes them.
+    """
+    return len(rows) >= size or any(r[2] == "deferred" for r in rows)
+
+
 class Runner:
     """One invocation of `deenroll run`."""
 
@@ -749,8 +759,7 @@ class Runner:
                 break
             rows = self._batch(session, result.run_id, result.client_id, size)
             sched.record(run, rows)
-            # held and deferred leads fill a batch too: a full batch means more may be due
-            if len(rows) < size:
+            if not _more_may_be_due(rows, size):
                 break
         sched.wait_for_helpers(run, stop_them=False)
         if sched.stop is not None:
@@ -781,7 +790,7 @@ class Runner:
                     break
                 rows = self._batch(session, result.run_id, result.client_id, size)
                 sched.record(run, rows)
-                if len(rows) < size:
+                if not _more_may_be_due(rows, size):
                     break
         except Exception as exc:  # noqa: BLE001 - the run's own worker records it
             session.abandon()

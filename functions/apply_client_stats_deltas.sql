@@ -9,7 +9,11 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-    SELECT public.apply_campaign_stats_deltas(ARRAY(SELECT c.id FROM public.campaigns AS c WHERE c.client_id = p_client_id))
+    SELECT public.apply_campaign_stats_deltas(ARRAY(
+        SELECT DISTINCT d.campaign_id
+          FROM public.campaign_stats_delta AS d
+          JOIN public.campaigns AS c ON c.id = d.campaign_id
+         WHERE c.client_id = p_client_id))
 $fn$;
 
 COMMENT ON FUNCTION public.apply_client_stats_deltas(uuid) IS

@@ -26,29 +26,10 @@ SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 AS $fn$
-    WITH RECURSIVE k AS (
-        SELECT (SELECT l.campaign_link_id
-                  FROM public.leads AS l
-                 WHERE l.client_id = p_client_id AND l.is_active AND l.completed_at IS NULL
-                   AND l.campaign_link_id IS NOT NULL
-                 ORDER BY l.campaign_link_id LIMIT 1) AS id
-         WHERE p_client_id IS NOT NULL
-        UNION ALL
-        SELECT (SELECT l.campaign_link_id
-                  FROM public.leads AS l
-                 WHERE l.client_id = p_client_id AND l.is_active AND l.completed_at IS NULL
-                   AND l.campaign_link_id > k.id
-                 ORDER BY l.campaign_link_id LIMIT 1)
-          FROM k
-         WHERE k.id IS NOT NULL
-    ), bad AS (
-        SELECT c.id, c.name, c.client_id, c.messages
-          FROM k JOIN public.campaigns AS c ON c.id = k.id
-         WHERE p_client_id IS NOT NULL AND jsonb_typeof(c.messages) IS DISTINCT FROM 'array'
-        UNION ALL
+    WITH bad AS (
         SELECT c.id, c.name, c.client_id, c.messages
           FROM public.campaigns AS c
-         WHERE p_client_id IS NULL AND jsonb_typeof(c.messages) IS DISTINCT FROM 'array'
+         WHERE jsonb_typeof(c.messages) IS DISTINCT FROM 'array'
     )
     SELECT n.client_id, b.id, b.name, coalesce(jsonb_typeof(b.messages), 'missing'), n.active_leads, b.client_id
       FROM bad AS b

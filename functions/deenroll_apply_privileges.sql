@@ -18,8 +18,8 @@
 --                     row. They are IMMUTABLE, not SECURITY DEFINER, and free of side effects.
 -- Our tables get row-level security with no policy: only their owner (the migrating role)
 -- and roles with BYPASSRLS see their rows, which keeps them out of reach of any API even if
--- a grant slips through. Trigger functions are left alone: they cannot be called directly
--- and need no grant to fire.
+-- a grant slips through. Trigger functions in public are left alone (they cannot be called directly
+-- and need no grant to fire); those of the private schema are closed like the rest.
 -- The runner role and the private schema exist once 0023 is applied; before that, only the
 -- analyst part applies. Safe to run any number of times.
 CREATE FUNCTION public.deenroll_apply_privileges()
@@ -49,7 +49,7 @@ BEGIN
         WITH ours AS (
             SELECT p.oid, p.proname::text AS name
               FROM pg_proc AS p
-             WHERE p.prorettype <> 'trigger'::regtype
+             WHERE (p.prorettype <> 'trigger'::regtype OR p.pronamespace = to_regnamespace('deenroll'))
                AND ((p.pronamespace = 'public'::regnamespace
                      AND p.proname IN (SELECT d.name FROM public._deenroll_definitions AS d WHERE d.kind = 'function'))
                     OR p.pronamespace = to_regnamespace('deenroll'))

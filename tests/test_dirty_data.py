@@ -183,11 +183,6 @@ def test_a_second_history_entry_of_ours_for_one_campaign_is_refused_by_the_datab
             WHERE id = %s""", (camp, camp, lid))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the runner ends a client when a batch returns fewer rows than its size, also when some of them are "
-    "'deferred' (the batch's subtransaction budget ran out): those leads wait for the next run",
-)
 def test_one_run_settles_every_lead_even_when_many_of_a_batch_are_refused(cli, db_url, conn) -> None:
     camp = campaign(conn, CLIENT)
     leads = clean_leads(conn, camp, 60)

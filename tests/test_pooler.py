@@ -270,3 +270,17 @@ def test_a_transaction_mode_pooler_is_told_from_a_direct_connection_and_a_sessio
         require_session(pooled, "migrate")
     assert "migrate needs a database session of its own" in str(refused.value)
     assert "\n" not in str(refused.value) and "port 5432" in str(refused.value)
+
+
+def test_session_commands_refuse_a_transaction_pooler_in_one_line(bouncer: Bouncer, db_url: str, cli) -> None:
+    """migrate, rollback and uninstall need a session: through a transaction pooler they say so and change nothing."""
+    pooled = bouncer.url(db_url)
+    with psycopg.connect(db_url) as c:
+        before = c.execute("SELECT count(*) FROM _yoyo_migration").fetchone()[0]
+    for args in (("migrate",), ("rollback", "--to", "0020"), ("uninstall", "--yes")):
+        result = cli(*args, db=pooled, env={"DEENROLL_EMBEDDED": "never"})
+        assert result.code == 2, (args, result.stderr)
+        assert result.stderr.count("\n") == 1 and "transaction-mode pooler" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    with psycopg.connect(db_url) as c:
+        assert c.execute("SELECT count(*) FROM _yoyo_migration").fetchone()[0] == before
