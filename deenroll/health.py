@@ -21,13 +21,15 @@ EXIT_CODES = {"ok": 0, "warning": 1, "error": 2}
 class HealthReport:
     clients: list[dict[str, Any]]
     checked_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    # Row-level security that hides leads or campaigns from the engine: an error for everyone.
+    blind_spots: list[str] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(1 for c in self.clients if c["status"] == status)
 
     @property
     def status(self) -> str:
-        if self.count("error"):
+        if self.blind_spots or self.count("error"):
             return "error"
         if self.count("warning"):
             return "warning"
@@ -46,11 +48,13 @@ class HealthReport:
             "checked_at": self.checked_at,
             "counts": {s: self.count(s) for s in ("ok", "warning", "error")},
             "clients": self.clients,
+            "row_level_security": self.blind_spots,
         }
 
     def lines(self) -> list[str]:
         """The SOP's health-check lines: one per client, then a summary."""
-        out = [client_line(c) for c in self.clients]
+        out = [f"{ICONS['error']} row-level security hides rows from deenroll: {b}" for b in self.blind_spots]
+        out += [client_line(c) for c in self.clients]
         if not self.clients:
             out.append("no clients: no campaigns and no runs in this database")
         elif self.status == "ok":
@@ -79,7 +83,8 @@ def client_line(c: dict[str, Any]) -> str:
 
 def health(conn: psycopg.Connection, client_id: str | None = None) -> HealthReport:
     queries.require_relation(conn, "de_enrollment_health")
-    return HealthReport(queries.rows(conn, "health", client_id=client_id))
+    blind = [r["reason"] for r in queries.rows(conn, "rls_blind_spots")]
+    return HealthReport(queries.rows(conn, "health", client_id=client_id), blind_spots=blind)
 
 
 # --------------------------------------------------------------------------- stuck leads

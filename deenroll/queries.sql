@@ -18,6 +18,10 @@ SELECT *
  WHERE %(client_id)s::uuid IS NULL OR client_id = %(client_id)s::uuid
  ORDER BY CASE status WHEN 'error' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END, client_id;
 
+-- name: rls_blind_spots
+-- Platform tables whose row-level security hides rows from the role the engine runs as.
+SELECT reason FROM public.de_enrollment_rls_blind_spots();
+
 -- name: stuck_by_reason
 -- How many leads are stuck, per reason (every client, or one).
 SELECT reason, count(*)

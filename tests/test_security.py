@@ -368,6 +368,13 @@ def test_rls_that_hides_rows_from_the_engine_is_reported(shared: Shared) -> None
         conn.execute("ALTER FUNCTION public.de_enrollment_rls_blind_spots() OWNER TO deenroll_t_platform")
         rows = conn.execute("SELECT table_name, function_owner FROM public.de_enrollment_rls_blind_spots()").fetchall()
     assert rows == [("public.leads", "deenroll_t_platform")]
+    # Never a silent "0 de-enrolled": run refuses, health-check is an error, verify fails, each naming the table.
+    run = run_cli("run", db=shared.admin)
+    assert run.code == 2 and "row-level security hides leads" in run.stderr and "public.leads" in run.stderr
+    health = run_cli("health-check", db=shared.admin)
+    assert health.code == 2 and "row-level security" in health.stdout and "public.leads" in health.stdout
+    verify = run_cli("verify", db=shared.admin)
+    assert verify.code == 1 and "FAIL  row-level security on public.leads" in verify.stdout
 
 
 def test_a_login_without_the_runner_role_cannot_run(shared: Shared) -> None:
