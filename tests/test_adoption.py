@@ -192,7 +192,8 @@ def test_sop_rollback_paths_point_at_every_rollback_and_migrate_ignores_them() -
     links = sorted(paths.sql_dir("migrations").joinpath("rollback").glob("*_rollback.sql"))
     assert [p.name for p in links] == [f"{s[:4]}_rollback.sql" for s in AFTER_BASELINE]
     for link, stem in zip(links, AFTER_BASELINE):
-        assert link.resolve() == (paths.sql_dir("rollback") / f"{stem}.sql").resolve()
+        # A link in the checkout, a copy in the installed package: the same text either way.
+        assert link.read_text() == (paths.sql_dir("rollback") / f"{stem}.sql").read_text()
     assert [m.stem for m in schema.migration_files()] == STEMS and all("rollback" not in s for s in STEMS)
 
 
