@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -13,6 +12,7 @@ from typing import Any
 import click
 
 from . import runner
+from .cli_common import print_json
 from .errors import UserError
 
 COMMANDS: list[click.Command] = []
@@ -196,7 +196,7 @@ def run(
         logging.getLogger("deenroll.run").info(report.alert.describe())
 
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=2))
+        print_json(obj, report.to_json())
     else:
         for line in runner.summary_lines(report):
             click.echo(line)

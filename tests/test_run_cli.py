@@ -78,7 +78,8 @@ def test_run_de_enrolls_exactly_the_expected_leads_then_nothing(cli, db_url: str
     assert_exactly_once(conn)
 
     assert set(doc) == {"dry_run", "batch_size", "max_runtime_ms", "started_at", "duration_ms", "clients", "totals",
-                        "deltas_folded", "fold_error", "exit_code", "alert"}
+                        "deltas_folded", "fold_error", "exit_code", "alert", "database"}
+    assert doc["database"]["dbname"] and "password" not in doc["database"]
     assert doc["deltas_folded"] >= 1 and doc["fold_error"] is None  # D1's pending insert delta
     assert (doc["dry_run"], doc["batch_size"], doc["max_runtime_ms"]) == (False, 2, 240000)
     assert set(doc["totals"]) == TOTAL_KEYS

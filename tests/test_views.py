@@ -281,3 +281,16 @@ def test_recreated_view_keeps_its_grant_and_rollback_revokes_all(db_url: str, co
 
     schema.migrate(target)
     assert _analyst_grants(conn) == sorted(VIEWS)
+
+
+def test_views_take_the_largest_budget_without_overflow(conn) -> None:
+    """A run still running with the largest budget the runner accepts (2^31 - 1 ms) is read, not an error."""
+    client = new_id()
+    add_campaign(conn, client)
+    conn.execute(
+        "INSERT INTO de_enrollment_runs (client_id, status, max_runtime_ms, run_at) VALUES (%s, 'running', 2147483647, now())",
+        (client,),
+    )
+    health = conn.execute("SELECT runs_24h, failed_runs_24h FROM de_enrollment_health WHERE client_id = %s", (client,)).fetchone()
+    daily = conn.execute("SELECT running_runs FROM de_enrollment_daily_summary WHERE client_id = %s", (client,)).fetchone()
+    assert health == (1, 0) and daily == (1,)  # within its budget: still running, not failed
