@@ -485,6 +485,11 @@ def check_prerequisites(target: Target) -> None:
             run_file(conn, baseline.apply_path, f"migration {BASELINE}")
         except MigrationError as exc:
             diag = exc.cause.diag
+            if exc.cause.sqlstate in ("23505", "42P07", "40P01", "55P03"):
+                # Another migrate is creating the baseline's tables right now (its uncommitted
+                # catalog rows collide with this probe's): not a refusal. The migration itself
+                # runs under yoyo's lock and decides.
+                return
             if exc.cause.sqlstate == "42703" and diag.message_primary:
                 raise UserError(
                     f"cannot install here: {_one_line(diag.message_primary)}"

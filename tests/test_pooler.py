@@ -203,7 +203,8 @@ def test_a_runner_killed_through_pgbouncer_leaves_nothing_that_skips_a_client(
     proc.wait(10)
     # PgBouncer keeps the server session; the batch in flight ends there, committed or not
     wait_until(lambda: conn.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'deenroll run' AND state <> 'idle'"
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'deenroll run' AND state <> 'idle' "
+        "AND datname = current_database()"
     ).fetchone()[0] == 0)
     dead_id, done = conn.execute("SELECT id, leads_de_enrolled FROM de_enrollment_runs WHERE status = 'running'").fetchone()
     assert 0 < done < len(expected)

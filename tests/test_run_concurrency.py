@@ -127,7 +127,7 @@ def test_a_runner_killed_mid_run_leaves_no_half_processed_lead(db_url: str, conn
     proc.wait(10)
     # the server notices the dead client after its statement ends and rolls back its batch
     wait_until(
-        lambda: conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'deenroll run'").fetchone()[0] == 0
+        lambda: conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'deenroll run' AND datname = current_database()").fetchone()[0] == 0
     )
 
     dead_id, status, batches, done = conn.execute(

@@ -94,6 +94,7 @@ def test_idle_workers_help_a_big_client_under_its_one_run(db_url: str, conn: psy
     def batches_in_flight() -> int:
         return conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'deenroll run' AND state = 'active' "
+            "AND datname = current_database() "
             "AND query LIKE %s",
             (f"%{BATCH}%",),
         ).fetchone()[0]
