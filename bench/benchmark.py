@@ -14,11 +14,13 @@ What it does, in one process:
    Every measurement runs on a fresh clone of it (CREATE DATABASE ... TEMPLATE,
    STRATEGY FILE_COPY), preceded by a CHECKPOINT, so each starts from the same data
    and no measurement pays for another one's dirty pages.
-3. (a) Lower bound: in one transaction, a 'running' de_enrollment_runs row per
-   client, then ONE statement (data-modifying CTEs) that makes every write the runner
-   makes for all due leads at once (lead update with its history entry, lead-log
-   row, run totals), then the counter fold and the run rows' finish; timed from
-   BEGIN to the end of COMMIT, on an open connection.
+3. (a) Lower bound: deenroll's own functions without batching, in one transaction:
+   start_de_enrollment_run for every client, then ONE statement that calls
+   process_de_enrollment_batch(get_leads_for_de_enrollment(client, 2^31-1)) once per
+   client (every due lead claimed and de-enrolled in one call: the same writes and
+   checks as the runner, none of its per-batch costs), then the counter fold and
+   finish_de_enrollment_run; timed from BEGIN to the end of COMMIT, on an open
+   connection. The ratio is thus the price of batching itself.
    (b) The real command `deenroll run --batch-size N --json` in a subprocess (process
    start included), at N = 100 and N = 1000; peak RSS of that child from wait4().
    Ratio = runner wall time / lower-bound wall time.
@@ -271,69 +273,14 @@ def build_template(server: Server, label: str, leads: int, clients: int, campaig
 # The due leads are found the way get_leads_for_de_enrollment finds them, through the
 # partial indexes of 0019 per campaign (a plain join lets the planner scan the whole
 # candidates index once per campaign: twice as slow), and the UPDATE re-checks them.
+# The lower bound is deenroll's own functions with no batching at all: every client's due
+# leads claimed and processed by one call each, all in one statement and one transaction.
 LOWER_BOUND_SQL = """
-WITH c AS MATERIALIZED (
-    SELECT cc.id, cc.name, cc.client_id, r.id AS run_id, jsonb_array_length(cc.messages) AS total
-      FROM campaigns AS cc
-      JOIN de_enrollment_runs AS r ON r.client_id = cc.client_id AND r.id = ANY (%(runs)s)
-     WHERE jsonb_typeof(cc.messages) = 'array'
-), due AS MATERIALIZED (
-    SELECT x.id AS lead_id, c.*
-      FROM c
-     CROSS JOIN LATERAL (
-           SELECT ll.id FROM leads AS ll
-            WHERE ll.campaign_link_id = c.id AND ll.is_active AND ll.completed_at IS NULL
-              AND ll.current_message_position >= c.total
-           UNION ALL
-           SELECT ll.id FROM leads AS ll
-            WHERE ll.campaign_link_id = c.id AND ll.is_active AND ll.opted_out
-              AND NOT (ll.completed_at IS NULL AND ll.current_message_position >= c.total)) AS x
-), done AS (
-    UPDATE leads AS l
-       SET is_active        = false,
-           completed_at     = CASE WHEN l.completed_at IS NULL AND l.current_message_position >= c.total
-                                   THEN now() ELSE l.completed_at END,
-           updated_at       = now(),
-           campaign_history = l.campaign_history || jsonb_build_array(jsonb_build_object(
-               'campaign_id',       c.id,
-               'campaign_name',     c.name,
-               'outcome',           CASE WHEN l.completed_at IS NULL AND l.current_message_position >= c.total
-                                         THEN 'completed' ELSE 'opted_out' END,
-               'completed_at',      CASE WHEN l.completed_at IS NULL AND l.current_message_position >= c.total
-                                         THEN now() ELSE l.completed_at END,
-               'de_enrolled_at',    now(),
-               'messages_received', l.current_message_position,
-               'total_messages',    c.total,
-               'run_id',            c.run_id))
-      FROM due AS c
-     WHERE l.id = c.lead_id
-       AND l.campaign_link_id = c.id
-       AND l.is_active
-       AND ((l.completed_at IS NULL AND l.current_message_position >= c.total) OR l.opted_out)
-       AND NOT l.campaign_history @> jsonb_build_array(jsonb_build_object('campaign_id', c.id))
-    RETURNING l.id, c.id AS campaign_id, c.client_id, c.run_id,
-              l.campaign_history -> -1 ->> 'outcome' AS outcome,
-              l.current_message_position AS received, c.total
-), logged AS (
-    INSERT INTO de_enrollment_lead_log
-           (run_id, lead_id, client_id, campaign_id, action, outcome, messages_received, total_messages)
-    SELECT d.run_id, d.id, d.client_id, d.campaign_id, 'de_enrolled', d.outcome, d.received, d.total
-      FROM done AS d
-), counted AS (
-    UPDATE de_enrollment_runs AS r
-       SET leads_evaluated   = r.leads_evaluated + s.n,
-           leads_de_enrolled = r.leads_de_enrolled + s.n,
-           leads_completed   = r.leads_completed + s.completed,
-           leads_opted_out   = r.leads_opted_out + s.opted_out,
-           batches           = r.batches + 1
-      FROM (SELECT d.run_id, count(*)::integer AS n,
-                   count(*) FILTER (WHERE d.outcome = 'completed')::integer AS completed,
-                   count(*) FILTER (WHERE d.outcome = 'opted_out')::integer AS opted_out
-              FROM done AS d
-             GROUP BY d.run_id) AS s
-     WHERE r.id = s.run_id
-)
-SELECT count(*) FROM done
+SELECT count(*) FILTER (WHERE b.outcome IN ('completed', 'opted_out'))
+  FROM unnest(%(clients)s::uuid[], %(runs)s::uuid[]) AS r (client_id, run_id)
+ CROSS JOIN LATERAL process_de_enrollment_batch(
+           r.run_id,
+           ARRAY(SELECT g.lead_id FROM get_leads_for_de_enrollment(r.client_id, 2147483647) AS g)) AS b
 """
 
 
@@ -355,24 +302,18 @@ def lower_bound(dsn: str) -> Measurement:
         conn.execute("SELECT 1")  # connection and catalog warm-up outside the timing
         conn.commit()
         t0 = time.perf_counter()
-        runs = [r[0] for r in conn.execute(
-            """INSERT INTO de_enrollment_runs (client_id, status, batch_size, max_runtime_ms, runner_host, runner_pid)
-               SELECT client_id, 'running', 2147483647, %s, %s, pg_backend_pid() FROM de_enrollment_clients()
-               RETURNING id""",
+        opened = conn.execute(
+            """SELECT c.client_id, start_de_enrollment_run(c.client_id, 2147483647, %s, %s, pg_backend_pid())
+                 FROM de_enrollment_clients() AS c""",
             (RUNNER_MAX_RUNTIME_MS, LB_HOST),
-        ).fetchall()]
+        ).fetchall()
+        clients, runs = [c for c, _ in opened], [r for _, r in opened]
         t1 = time.perf_counter()
-        done = conn.execute(LOWER_BOUND_SQL, {"runs": runs}).fetchone()[0]
+        done = conn.execute(LOWER_BOUND_SQL, {"clients": clients, "runs": runs}).fetchone()[0]
         t2 = time.perf_counter()
         folded = conn.execute("SELECT apply_campaign_stats_deltas()").fetchone()[0]
         t3 = time.perf_counter()
-        conn.execute(
-            """UPDATE de_enrollment_runs
-                  SET status = 'success', finished_at = clock_timestamp(),
-                      duration_ms = round(extract(epoch FROM clock_timestamp() - run_at) * 1000)::integer
-                WHERE id = ANY (%s)""",
-            (runs,),
-        )
+        conn.execute("SELECT finish_de_enrollment_run(r, 'success') FROM unnest(%s::uuid[]) AS r", (runs,))
         conn.commit()
         t4 = time.perf_counter()
     steps = {"open_runs_s": t1 - t0, "statement_s": t2 - t1, "fold_s": t3 - t2, "finish_commit_s": t4 - t3}

@@ -48,7 +48,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 
-from . import alerts, database
+from . import alerts, database, schema
 from .errors import UserError
 
 log = logging.getLogger("deenroll.run")
@@ -58,22 +58,6 @@ BATCH_RETRIES = 3  # a batch that loses a deadlock or serialization race is retr
 LOCK_WAIT_FLOOR_MS = 5000  # lock_timeout of statements outside a run's lease: max(budget, this)
 MAX_WORKERS = 64
 
-REQUIRED_FUNCTIONS = (
-    "public.get_leads_for_de_enrollment(uuid,integer)",
-    "public.process_de_enrollment_batch(uuid,uuid[])",
-    "public.apply_campaign_stats_deltas(uuid[])",
-    "public.apply_client_stats_deltas(uuid)",
-    "public.start_de_enrollment_run(uuid,integer,integer,text,integer)",
-    "public.finish_de_enrollment_run(uuid,text,text)",
-    "public.de_enrollment_heartbeat(uuid)",
-    "public.de_enrollment_clients()",
-    "public.de_enrollment_client_exists(uuid)",
-    "public.de_enrollment_invalid_campaigns(uuid)",
-    "public.count_leads_for_de_enrollment(uuid)",
-    "public.de_enrollment_held_leads(uuid)",
-    "public.de_enrollment_rls_blind_spots()",
-)
-REQUIRED_TABLES = ("public.campaigns", "public.leads", "public.de_enrollment_runs", "public.de_enrollment_lead_log")
 
 # The heartbeat comes first (the batch takes its run id from it): it refuses a run that lost
 # its lease, renews the lease, and sets lock_timeout and synchronous_commit for this
@@ -325,20 +309,25 @@ def _first_line(exc: BaseException) -> str:
 
 
 def check_prerequisites(conn: psycopg.Connection) -> None:
-    """One clear line when the schema is not there: missing migrations or functions."""
-    missing_tables = [
-        t for (t,) in conn.execute(
-            "SELECT t FROM pg_catalog.unnest(%s::text[]) AS t WHERE pg_catalog.to_regclass(t) IS NULL", (list(REQUIRED_TABLES),)
+    """One clear line when the schema is not there: every function and view file of this version
+    must have its object in the database (the views cannot exist without the tables they read)."""
+    defs = schema.definitions()
+    missing = [
+        what for (what,) in conn.execute(
+            """SELECT o.kind || ' public.' || o.name
+                 FROM ROWS FROM (pg_catalog.unnest(%s::text[]), pg_catalog.unnest(%s::text[])) WITH ORDINALITY AS o (kind, name, n)
+                WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_proc AS p
+                                   WHERE o.kind = 'function' AND p.proname = o.name
+                                     AND p.pronamespace = 'public'::pg_catalog.regnamespace)
+                  AND NOT EXISTS (SELECT FROM pg_catalog.pg_class AS c
+                                   WHERE o.kind = 'view' AND c.relname = o.name AND c.relkind = 'v'
+                                     AND c.relnamespace = 'public'::pg_catalog.regnamespace)
+                ORDER BY o.n""",
+            ([d.kind for d in defs], [d.name for d in defs]),
         ).fetchall()
     ]
-    missing_functions = [
-        f for (f,) in conn.execute(
-            "SELECT f FROM pg_catalog.unnest(%s::text[]) AS f WHERE pg_catalog.to_regprocedure(f) IS NULL", (list(REQUIRED_FUNCTIONS),)
-        ).fetchall()
-    ]
-    if missing_tables or missing_functions:
-        what = [f"table {t}" for t in missing_tables] + [f"function {f}" for f in missing_functions]
-        shown = ", ".join(what[:3]) + (f" and {len(what) - 3} more" if len(what) > 3 else "")
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise UserError(f"the database is not ready for de-enrollment ({shown} missing): run `deenroll migrate` first")
     blind = conn.execute("SELECT reason FROM public.de_enrollment_rls_blind_spots()").fetchall()
     if blind:

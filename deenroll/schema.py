@@ -128,6 +128,35 @@ def definitions() -> list[Definition]:
     return _dependency_order(found)
 
 
+# A rollback file also serves the psql route (no deenroll at hand): between these two lines it
+# drops the functions and views that need its migration. The lines are written from the files'
+# headers by scripts/sync-rollback-drops.py and checked by the tests; never edited by hand.
+DROPS_BEGIN = "-- functions and views that require this migration, newest first (scripts/sync-rollback-drops.py)"
+DROPS_END = "-- end of the functions and views"
+
+
+def rollback_drops(stem: str) -> list[str]:
+    """The DROP statements of the functions and views whose `-- requires:` names `stem`, and of
+    every function or view built on them (their `-- after:`), in the reverse of creation order."""
+    ordered = definitions()
+    gone = {d.name for d in ordered if d.requires == stem}
+    for d in ordered:  # dependency order: what a definition is built on comes before it
+        if gone.intersection(d.after):
+            gone.add(d.name)
+    return [f"DROP {d.kind.upper()} IF EXISTS public.{d.name};" for d in reversed(ordered) if d.name in gone]
+
+
+def rollback_with_drops(stem: str, text: str) -> str:
+    """`text` (a rollback file) with its generated block replaced by `rollback_drops(stem)`."""
+    block = "\n".join([DROPS_BEGIN, *rollback_drops(stem), DROPS_END])
+    pattern = re.compile(re.escape(DROPS_BEGIN) + r".*?" + re.escape(DROPS_END), re.S)
+    if pattern.search(text):
+        return pattern.sub(lambda _m: block, text, count=1)
+    if not rollback_drops(stem):
+        return text
+    raise ValueError(f"rollback of {stem}: the lines '{DROPS_BEGIN}' ... '{DROPS_END}' are missing")
+
+
 def _dependency_order(defs: dict[str, Definition]) -> list[Definition]:
     """Functions before views, names in order, and each after what its `after:` names."""
     ordered: list[Definition] = []

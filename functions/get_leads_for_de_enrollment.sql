@@ -36,6 +36,8 @@
 -- The extra predicates next to de_enrollment_due_outcome() are implied by it and are there
 -- for the indexes. The SET clauses rule out sequential and bitmap scans: the planner cannot
 -- know a sequence's length when it plans, and plain index scans stop at the batch size.
+-- Its statements run on generic plans (plan_cache_mode): planned once per session, not
+-- once per batch; every one of them is index-driven whatever the parameters.
 CREATE FUNCTION public.get_leads_for_de_enrollment(p_client_id uuid, p_batch_size integer DEFAULT 100)
 RETURNS TABLE (
     lead_id                  uuid,
@@ -48,6 +50,7 @@ RETURNS TABLE (
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 AS $fn$

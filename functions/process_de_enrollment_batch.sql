@@ -1,6 +1,6 @@
 -- process_de_enrollment_batch: de-enroll the given leads for a run, holding the ones the database refuses; returns what it did
 -- requires: 0024_isolate_dirty_platform_data
--- after: apply_campaign_stats_deltas, de_enrollment_due_outcome, de_enrollment_lead_fingerprint
+-- after: de_enrollment_due_outcome, de_enrollment_lead_fingerprint
 --
 -- For each lead of p_lead_ids whose own client_id is the run's client and that is (still)
 -- due by de_enrollment_due_outcome() in the campaign it is linked to (any client's), in
@@ -18,8 +18,13 @@
 --                           re-activated lead the existing row is updated instead
 --                           (action 're_de_enrolled', this run, this outcome), so the
 --                           log never holds two rows for one lead and campaign.
---   campaigns:              counters adjusted (the leads triggers of 0020 record the
---                           change, apply_campaign_stats_deltas folds it right here)
+--   campaigns:              nothing here: the leads triggers of 0020 record the counter
+--                           change in campaign_stats_delta, and the runner folds a
+--                           client's deltas once, when the client's run ends
+--                           (apply_client_stats_deltas), not in every batch: a fold locks
+--                           campaign rows the platform also writes, and per batch it was
+--                           a tenth of the batch's cost. Until then the counters lag and
+--                           campaign_stats_drift shows the lag as pending deltas.
 --   de_enrollment_runs:     leads_evaluated (+ number of ids given), leads_de_enrolled,
 --                           leads_completed, leads_opted_out, leads_held, batches (+1)
 -- Eligibility is checked again under the row lock: a lead already de-enrolled, or changed
@@ -43,6 +48,9 @@
 -- 'held', held_reason set) or deferred (outcome 'deferred'); leads skipped as not due are
 -- not returned.
 --
+-- Its statements run on generic plans (plan_cache_mode): planned once per session instead
+-- of once per batch (a tenth of a small batch's cost); each is an index lookup by lead id.
+--
 -- The runner claims and processes in one round trip, the claim locks held to commit:
 --   SELECT * FROM process_de_enrollment_batch(run_id,
 --          ARRAY(SELECT lead_id FROM get_leads_for_de_enrollment(client_id, batch_size)));
@@ -57,6 +65,7 @@ RETURNS TABLE (
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $fn$
 #variable_conflict use_column
 DECLARE
@@ -251,11 +260,6 @@ BEGIN
            batches           = r.batches + 1
      WHERE r.id = p_run_id;
 
-    -- A separate statement: the leads triggers have appended their deltas by now.
-    IF cardinality(v_campaigns) > 0 THEN
-        PERFORM public.apply_campaign_stats_deltas(ARRAY(SELECT DISTINCT unnest(v_campaigns)));
-    END IF;
-
     RETURN QUERY
         SELECT x.id, x.campaign_id, x.outcome, x.received, NULL::text
           FROM unnest(v_leads, v_campaigns, v_outcomes, v_received) AS x (id, campaign_id, outcome, received)
@@ -272,4 +276,4 @@ END
 $fn$;
 
 COMMENT ON FUNCTION public.process_de_enrollment_batch(uuid, uuid[]) IS
-    'De-enrolls the given leads for a run in one transaction (lead, history entry, lead log, counters, run totals), re-checking eligibility under the row lock; holds leads the database refuses (deenroll.held_leads); returns what it did.';
+    'De-enrolls the given leads for a run in one transaction (lead, history entry, lead log, counter deltas, run totals), re-checking eligibility under the row lock; holds leads the database refuses (deenroll.held_leads); returns what it did.';

@@ -4,9 +4,10 @@
 -- are held for milliseconds, and lock_timeout bounds the wait for them.
 SET LOCAL lock_timeout = '2s';
 
--- functions (functions/*.sql that require 0020)
-DROP FUNCTION IF EXISTS apply_campaign_stats_deltas(uuid[]);
-DROP FUNCTION IF EXISTS recalculate_campaign_stats(uuid);
+-- functions and views that require this migration, newest first (scripts/sync-rollback-drops.py)
+DROP FUNCTION IF EXISTS public.recalculate_campaign_stats;
+DROP FUNCTION IF EXISTS public.apply_campaign_stats_deltas;
+-- end of the functions and views
 
 DROP TRIGGER IF EXISTS leads_stats_delta_on_truncate ON leads;
 DROP TRIGGER IF EXISTS leads_stats_delta_on_delete ON leads;

@@ -3,9 +3,10 @@
 -- on the server still uses it (grants in another database, members).
 SET LOCAL lock_timeout = '5s';
 
--- functions (functions/*.sql that require 0022)
 DROP FUNCTION IF EXISTS grant_analyst_select(regclass);
-DROP FUNCTION IF EXISTS deenroll_apply_privileges();
+-- functions and views that require this migration, newest first (scripts/sync-rollback-drops.py)
+DROP FUNCTION IF EXISTS public.deenroll_apply_privileges;
+-- end of the functions and views
 
 DO $revoke$
 DECLARE

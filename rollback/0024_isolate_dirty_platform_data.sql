@@ -5,23 +5,22 @@
 -- later; rows already stored are not re-checked (NOT VALID, as 0019 created it).
 SET LOCAL lock_timeout = '5s';
 
--- views (views/*.sql that require 0024, and de_enrollment_health, which reads the stuck view)
+-- functions and views that require this migration, newest first (scripts/sync-rollback-drops.py)
 DROP VIEW IF EXISTS public.de_enrollment_health;
-DROP VIEW IF EXISTS public.de_enrollment_campaign_links;
 DROP VIEW IF EXISTS public.de_enrollment_stuck_leads;
-DROP VIEW IF EXISTS public.de_enrollment_due_leads;
 DROP VIEW IF EXISTS public.de_enrollment_duplicates;
-
--- functions (functions/*.sql that require 0024)
-DROP FUNCTION IF EXISTS public.process_de_enrollment_batch(uuid, uuid[]);
-DROP FUNCTION IF EXISTS public.get_leads_for_de_enrollment(uuid, integer);
-DROP FUNCTION IF EXISTS public.count_leads_for_de_enrollment(uuid);
-DROP FUNCTION IF EXISTS public.de_enrollment_clients();
-DROP FUNCTION IF EXISTS public.de_enrollment_invalid_campaigns(uuid);
-DROP FUNCTION IF EXISTS public.de_enrollment_held_leads(uuid);
-DROP FUNCTION IF EXISTS public.de_enrollment_release_held_leads(uuid, uuid[]);
-DROP FUNCTION IF EXISTS public.de_enrollment_lead_fingerprint(xid, uuid, jsonb);
-DROP FUNCTION IF EXISTS public.de_enrollment_due_outcome(boolean, timestamptz, boolean, integer, uuid, jsonb);
+DROP VIEW IF EXISTS public.de_enrollment_due_leads;
+DROP VIEW IF EXISTS public.de_enrollment_campaign_links;
+DROP FUNCTION IF EXISTS public.process_de_enrollment_batch;
+DROP FUNCTION IF EXISTS public.get_leads_for_de_enrollment;
+DROP FUNCTION IF EXISTS public.de_enrollment_release_held_leads;
+DROP FUNCTION IF EXISTS public.de_enrollment_invalid_campaigns;
+DROP FUNCTION IF EXISTS public.de_enrollment_held_leads;
+DROP FUNCTION IF EXISTS public.de_enrollment_clients;
+DROP FUNCTION IF EXISTS public.count_leads_for_de_enrollment;
+DROP FUNCTION IF EXISTS public.de_enrollment_lead_fingerprint;
+DROP FUNCTION IF EXISTS public.de_enrollment_due_outcome;
+-- end of the functions and views
 
 DROP TABLE IF EXISTS deenroll.held_leads;
 ALTER TABLE IF EXISTS public.de_enrollment_runs DROP COLUMN IF EXISTS leads_held;

@@ -2,9 +2,10 @@
 -- their leases; finish them (or let them end) before rolling back.
 SET LOCAL lock_timeout = '5s';
 
--- functions (functions/*.sql that require 0025)
-DROP FUNCTION IF EXISTS public.de_enrollment_heartbeat(uuid);
-DROP FUNCTION IF EXISTS public.finish_de_enrollment_run(uuid, text, text);
-DROP FUNCTION IF EXISTS public.start_de_enrollment_run(uuid, integer, integer, text, integer);
+-- functions and views that require this migration, newest first (scripts/sync-rollback-drops.py)
+DROP FUNCTION IF EXISTS public.start_de_enrollment_run;
+DROP FUNCTION IF EXISTS public.finish_de_enrollment_run;
+DROP FUNCTION IF EXISTS public.de_enrollment_heartbeat;
+-- end of the functions and views
 
 DROP TABLE IF EXISTS deenroll.client_leases;

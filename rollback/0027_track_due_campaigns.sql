@@ -5,10 +5,11 @@
 -- statement can be run again.
 SET lock_timeout = '5s';
 
--- functions (functions/*.sql that require 0027)
-DROP FUNCTION IF EXISTS public.get_leads_for_de_enrollment(uuid, integer);
-DROP FUNCTION IF EXISTS public.count_leads_for_de_enrollment(uuid);
-DROP FUNCTION IF EXISTS public.de_enrollment_clients();
+-- functions and views that require this migration, newest first (scripts/sync-rollback-drops.py)
+DROP FUNCTION IF EXISTS public.get_leads_for_de_enrollment;
+DROP FUNCTION IF EXISTS public.de_enrollment_clients;
+DROP FUNCTION IF EXISTS public.count_leads_for_de_enrollment;
+-- end of the functions and views
 
 DROP TRIGGER IF EXISTS leads_mark_due_campaigns_on_insert ON leads;
 DROP TRIGGER IF EXISTS leads_mark_due_campaigns_on_update ON leads;

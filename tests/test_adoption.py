@@ -188,6 +188,20 @@ def test_a_half_applied_migration_is_refused_naming_what_is_there_and_missing(em
     assert _pg_class(empty_db_url) == before
 
 
+def test_rollback_files_drop_what_the_definition_headers_say() -> None:
+    """The psql route's DROP lines are written from the headers; a new or moved function or view
+    fails here until scripts/sync-rollback-drops.py has rewritten them."""
+    for m in schema.migration_files():
+        text = m.rollback_path.read_text()
+        assert schema.rollback_with_drops(m.stem, text) == text, f"run scripts/sync-rollback-drops.py ({m.stem})"
+    dropped = {line for m in schema.migration_files() for line in schema.rollback_drops(m.stem)}
+    assert dropped == {f"DROP {d.kind.upper()} IF EXISTS public.{d.name};" for d in schema.definitions()}
+    health = schema.rollback_drops("0024_isolate_dirty_platform_data")
+    assert health.index("DROP VIEW IF EXISTS public.de_enrollment_health;") < health.index(
+        "DROP VIEW IF EXISTS public.de_enrollment_stuck_leads;"
+    ), "a view goes before the view it reads"
+
+
 def test_sop_rollback_paths_point_at_every_rollback_and_migrate_ignores_them() -> None:
     links = sorted(paths.sql_dir("migrations").joinpath("rollback").glob("*_rollback.sql"))
     assert [p.name for p in links] == [f"{s[:4]}_rollback.sql" for s in AFTER_BASELINE]

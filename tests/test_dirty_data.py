@@ -8,7 +8,7 @@ import uuid
 import psycopg
 import pytest
 
-from test_engine_sql import assert_exactly_once, recount, run_all, stored
+from engine_data import assert_exactly_once, recount, run_all, stored
 
 CLIENT = "eeeeeeee-0000-4000-8000-000000000000"
 OTHER = "ffffffff-0000-4000-8000-000000000000"

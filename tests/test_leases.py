@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from deenroll.runner import BATCH_SQL
-from test_engine_sql import CLIENT_A, build_dataset
+from engine_data import CLIENT_A, build_dataset
 
 
 def lease(conn: psycopg.Connection) -> tuple | None:

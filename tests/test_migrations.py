@@ -14,7 +14,7 @@ from deenroll.database import Target
 
 from catalog import diff, snapshot
 from conftest import deenroll_exe
-from test_engine_sql import recount, stored
+from engine_data import recount, stored
 
 pytestmark = pytest.mark.schema
 

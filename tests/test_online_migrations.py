@@ -17,7 +17,7 @@ import pytest
 
 from deenroll import schema
 from deenroll.database import Target
-from test_engine_sql import recount, stored
+from engine_data import recount, stored
 
 pytestmark = pytest.mark.schema
 

@@ -28,8 +28,8 @@ from conftest import Server, deenroll_exe, run_cli
 from deenroll.database import Target
 from deenroll.errors import UserError
 from deenroll.pooler import require_session, server_session_kind
-from test_engine_sql import assert_exactly_once, de_enrolled, recount, stored
-from test_run_concurrency import due_now, make_clients, slow_batches, spawn, wait_until
+from engine_data import assert_exactly_once, de_enrolled, recount, stored
+from processes import due_now, make_clients, slow_batches, spawn, wait_until
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
 SESSION_DB = "postgres_session_mode"

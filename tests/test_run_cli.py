@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from webhooks import Webhook, closed_port_url
-from test_engine_sql import (
+from engine_data import (
     CLIENT_A,
     CLIENT_B,
     CLIENT_C,
@@ -330,6 +330,20 @@ def test_missing_prerequisites_say_run_migrate(cli, empty_db_url: str) -> None:
     assert res.code == 2
     line = res.stderr.strip()
     assert line.count("\n") == 0 and "deenroll migrate" in line and "missing" in line
+
+
+def test_a_dropped_function_or_view_of_this_version_is_named(cli, empty_db_url: str) -> None:
+    assert cli("migrate", db=empty_db_url).code == 0
+    with psycopg.connect(empty_db_url, autocommit=True) as c:
+        c.execute("DROP VIEW public.de_enrollment_health")
+        c.execute("DROP FUNCTION public.de_enrollment_heartbeat(uuid)")
+    res = cli("run", db=empty_db_url)
+    assert res.code == 2
+    line = res.stderr.strip()
+    assert line.count("\n") == 0 and "run `deenroll migrate` first" in line
+    assert "function public.de_enrollment_heartbeat" in line and "view public.de_enrollment_health" in line
+    assert cli("migrate", db=empty_db_url).code == 0
+    assert cli("run", db=empty_db_url).code == 0
 
 
 def test_an_idle_run_costs_the_same_on_a_ten_times_bigger_table(cli, db_url: str, conn: psycopg.Connection) -> None:

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from conftest import deenroll_exe, run_cli
-from test_engine_sql import assert_exactly_once, de_enrolled, recount, stored
-from test_run_concurrency import due_now, make_clients, slow_batches, spawn, wait_until
+from engine_data import assert_exactly_once, de_enrolled, recount, stored
+from processes import due_now, make_clients, slow_batches, spawn, wait_until
 
 pytestmark = pytest.mark.slow
 

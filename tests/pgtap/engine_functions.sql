@@ -3,7 +3,7 @@
 -- "due" gives the documented outcome for dirty rows, and a lead the database refuses is held
 -- (with its reason) while the rest of its batch is de-enrolled.
 BEGIN;
-SELECT plan(47);
+SELECT plan(49);
 
 SELECT has_function('get_leads_for_de_enrollment', ARRAY['uuid', 'integer']);
 SELECT has_function('process_de_enrollment_batch', ARRAY['uuid', 'uuid[]']);
@@ -136,11 +136,16 @@ SELECT results_eq(
     $$VALUES (2, 2, 1, 1, 1)$$,
     'the run row counts the batch'
 );
+SELECT ok(
+    (SELECT count(*) FROM campaign_stats_delta WHERE campaign_id = '11111111-1111-4111-8111-111111111111') > 0,
+    'the batch leaves its counter changes as deltas for the client''s fold'
+);
+SELECT ok(apply_client_stats_deltas('c0000000-0000-4000-8000-000000000001') > 0, 'the client''s fold takes them');
 SELECT results_eq(
     $$SELECT active_leads_count, completed_leads_count, opted_out_count, booked_count
         FROM campaigns WHERE id = '11111111-1111-4111-8111-111111111111'$$,
     $$VALUES (1, 1, 1, 0)$$,
-    'the campaign counters are exact in the same transaction'
+    'after the fold the campaign counters are exact, in the same transaction'
 );
 SELECT is_empty(
     $$SELECT * FROM get_leads_for_de_enrollment('c0000000-0000-4000-8000-000000000001', 10)$$,
