@@ -480,20 +480,10 @@ def idle(server: Server, data: DataSet, repeats: int, label: str, clone: str | N
         first = run_child(dsn, "--batch-size", "1000")
         if first.code != 0:
             raise click.ClickException(f"the de-enrolling run before the idle runs exited {first.code}")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("VACUUM (ANALYZE)")
-    server.checkpoint()
-    run_child(dsn)  # warm-up: caches, first use of the killed index entries
-    walls: list[float] = []
-    runner_ms: list[int] = []
-    rss: list[float] = []
-    for _ in range(repeats):
-        child = run_child(dsn)
-        if child.code != 0 or child.report["totals"]["leads_de_enrolled"] != 0:
-            raise click.ClickException(f"an idle run exited {child.code} or de-enrolled leads: {child.report['totals']}")
-        walls.append(child.wall_s)
-        runner_ms.append(child.report["duration_ms"])
-        rss.append(child.peak_rss_mb)
+    children = campaign_scaling.idle_runs(dsn, run_child, repeats, before=server.checkpoint)
+    walls = [c.wall_s for c in children]
+    runner_ms = [c.report["duration_ms"] for c in children]
+    rss = [c.peak_rss_mb for c in children]
     with psycopg.connect(dsn) as conn:
         db_ms = _idle_sql_ms(conn)
     server.drop_db(name)

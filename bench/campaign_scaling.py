@@ -106,18 +106,20 @@ def build_pair(server: ServerLike, leads: int, clients: int, base: int, extra: i
             "campaigns_few": few_campaigns, "campaigns_many": many_campaigns, "leads_moved": moved}
 
 
-def _idle_runs(dsn: str, run_child: RunChild, repeats: int) -> tuple[list[float], list[int]]:
+def idle_runs(dsn: str, run_child: RunChild, repeats: int, before: Callable[[], object] = lambda: None) -> list[Any]:
+    """VACUUM ANALYZE, `before()` (a CHECKPOINT, say), one warm-up run (caches, the first visit of
+    the index entries the last run killed), then `repeats` runs that must find nothing due."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE)")
-    run_child(dsn)  # warm-up
-    walls, ms = [], []
+    before()
+    run_child(dsn)
+    children = []
     for _ in range(repeats):
         child = run_child(dsn)
         if child.code != 0 or child.report["totals"]["leads_de_enrolled"] != 0:
-            raise click.ClickException(f"an idle run exited {child.code}: {child.report['totals']}")
-        walls.append(child.wall_s)
-        ms.append(child.report["duration_ms"])
-    return walls, ms
+            raise click.ClickException(f"an idle run exited {child.code} or de-enrolled leads: {child.report['totals']}")
+        children.append(child)
+    return children
 
 
 def measure(server: ServerLike, run_child: RunChild, leads: int, clients: int, base: int, extra: int,
@@ -145,9 +147,9 @@ def measure(server: ServerLike, run_child: RunChild, leads: int, clients: int, b
                 raise click.ClickException(f"the run on '{side}' exited {child.code}: {totals}")
             sides[side]["run_s"].append(round(child.wall_s, 3))
             sides[side]["run_ms"].append(child.report["duration_ms"])
-            walls, ms = _idle_runs(dsn, run_child, idle_repeats)
-            sides[side]["idle_s"].append(round(statistics.median(walls), 3))
-            sides[side]["idle_ms"].append(int(statistics.median(ms)))
+            idle = idle_runs(dsn, run_child, idle_repeats)
+            sides[side]["idle_s"].append(round(statistics.median(c.wall_s for c in idle), 3))
+            sides[side]["idle_ms"].append(int(statistics.median(c.report["duration_ms"] for c in idle)))
             server.drop_db(name)
     for side in ("few", "many"):
         s = sides[side]

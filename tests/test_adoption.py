@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -287,34 +289,17 @@ def test_an_incompatible_change_is_refused_naming_the_users_view(db_url: str, cl
     assert all(state == "up to date" for _, _, state in schema.status(Target(db_url, "test")).definitions)
 
 
-def test_a_reader_of_our_view_is_waited_for_not_broken(db_url: str) -> None:
+@contextmanager
+def _migrate_beside_a_reader(db_url: str) -> Iterator[tuple[Callable[[], bool], list[object]]]:
+    """A dashboard in a transaction that has read de_enrollment_health (whose file must be applied
+    again) while `migrate` runs in a thread; yields a probe "is migrate waiting for the reader?" and
+    the list that receives migrate's result. The reader commits when the block ends."""
     _forget(db_url, "de_enrollment_health")
     with psycopg.connect(db_url, application_name="dashboard") as reader:
         reader.execute("SELECT count(*) FROM de_enrollment_health")
         done: list[object] = []
         worker = threading.Thread(target=lambda: done.append(_migrate_or_error(db_url)))
         worker.start()
-        with psycopg.connect(db_url, autocommit=True) as watch:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline and not watch.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE %s = ANY (pg_blocking_pids(pid))", (reader.info.backend_pid,)
-            ).fetchone():
-                time.sleep(0.02)
-        assert reader.execute("SELECT count(*) FROM de_enrollment_health").fetchone()[0] >= 0
-        reader.commit()
-        worker.join(timeout=60)
-    assert len(done) == 1 and not isinstance(done[0], Exception), done
-    assert done[0].definitions == ["de_enrollment_health"]
-
-
-def test_definitions_are_retried_after_a_lock_timeout_and_then_applied(db_url: str) -> None:
-    _forget(db_url, "de_enrollment_health")
-    with psycopg.connect(db_url, application_name="dashboard") as reader:
-        reader.execute("SELECT count(*) FROM de_enrollment_health")
-        done: list[object] = []
-        worker = threading.Thread(target=lambda: done.append(_migrate_or_error(db_url)))
-        worker.start()
-
         with psycopg.connect(db_url, autocommit=True) as watch:
 
             def blocked() -> bool:
@@ -322,15 +307,30 @@ def test_definitions_are_retried_after_a_lock_timeout_and_then_applied(db_url: s
                     "SELECT 1 FROM pg_stat_activity WHERE %s = ANY (pg_blocking_pids(pid))", (reader.info.backend_pid,)
                 ).fetchone())
 
-            for wanted in (True, False, True):  # waits, gives up at lock_timeout, waits again
-                deadline = time.monotonic() + 30
-                while blocked() != wanted:
-                    assert time.monotonic() < deadline, f"never saw blocked={wanted}"
-                    time.sleep(0.01)
+            yield blocked, done
+            assert reader.execute("SELECT count(*) FROM de_enrollment_health").fetchone()[0] >= 0
         reader.commit()
         worker.join(timeout=60)
     assert len(done) == 1 and not isinstance(done[0], Exception), done
     assert done[0].definitions == ["de_enrollment_health"]
+
+
+def _wait_for(blocked: Callable[[], bool], wanted: bool) -> None:
+    deadline = time.monotonic() + 30
+    while blocked() != wanted:
+        assert time.monotonic() < deadline, f"never saw blocked={wanted}"
+        time.sleep(0.01)
+
+
+def test_a_reader_of_our_view_is_waited_for_not_broken(db_url: str) -> None:
+    with _migrate_beside_a_reader(db_url) as (blocked, _done):
+        _wait_for(blocked, True)
+
+
+def test_definitions_are_retried_after_a_lock_timeout_and_then_applied(db_url: str) -> None:
+    with _migrate_beside_a_reader(db_url) as (blocked, _done):
+        for wanted in (True, False, True):  # waits, gives up at lock_timeout, waits again
+            _wait_for(blocked, wanted)
 
 
 def _migrate_or_error(url: str) -> object:
