@@ -1,9 +1,11 @@
 -- count_leads_for_de_enrollment: per client and campaign, how many leads a run would de-enroll now (the dry run; locks and changes nothing)
 -- requires: 0027_track_due_campaigns
--- after: de_enrollment_due_outcome, de_enrollment_lead_fingerprint
+-- after: de_enrollment_finished_leads, de_enrollment_opted_out_leads, de_enrollment_marked_campaigns
 --
--- The same rule and the same leads as get_leads_for_de_enrollment (see there), counted
--- instead of claimed: completed = finished sequences, opted_out = opted out before the end.
+-- The same leads as get_leads_for_de_enrollment (see there), from the same functions
+-- (de_enrollment_marked_campaigns, de_enrollment_opted_out_leads,
+-- de_enrollment_finished_leads), counted instead of claimed: completed = finished
+-- sequences, opted_out = opted out before the end.
 -- client_id is the lead's own client (the client whose run de-enrolls it); leads a run
 -- holds are not counted here (de_enrollment_held_leads counts them). One row per client and
 -- campaign with something due, of one client (by the claim's indexes, in the campaigns
@@ -25,7 +27,10 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
 SET enable_bitmapscan = off
+SET jit = off
 AS $fn$
+DECLARE
+    v_campaigns uuid[];
 BEGIN
     IF p_client_id IS NULL THEN
         RETURN QUERY
@@ -39,66 +44,17 @@ BEGIN
         RETURN;
     END IF;
 
+    v_campaigns := ARRAY(SELECT m.campaign_id FROM public.de_enrollment_marked_campaigns(p_client_id) AS m);
     RETURN QUERY
-    WITH RECURSIVE k AS (
-        SELECT (SELECT m.campaign_id FROM deenroll.due_campaigns AS m
-                 WHERE m.client_id = p_client_id
-                 ORDER BY m.campaign_id LIMIT 1) AS id
-        UNION ALL
-        SELECT (SELECT m.campaign_id FROM deenroll.due_campaigns AS m
-                 WHERE m.client_id = p_client_id AND m.campaign_id > k.id
-                 ORDER BY m.campaign_id LIMIT 1)
-          FROM k
-         WHERE k.id IS NOT NULL
-    ), marked AS (
-        SELECT k.id FROM k WHERE k.id IS NOT NULL
-        UNION
-        SELECT m.campaign_id FROM deenroll.due_campaigns AS m WHERE m.client_id IS NULL
-    ), c AS MATERIALIZED (
-        SELECT x.id, x.messages, x.total
-          FROM (SELECT cc.id, cc.messages,
-                       CASE WHEN jsonb_typeof(cc.messages) = 'array'
-                            THEN nullif(jsonb_array_length(cc.messages), 0) END AS total
-                  FROM marked AS k
-                  JOIN public.campaigns AS cc ON cc.id = k.id) AS x
-         WHERE x.total IS NOT NULL
-    ), due AS (
-        SELECT ll.campaign_link_id AS campaign_id,
-               public.de_enrollment_due_outcome(ll.is_active, ll.completed_at, ll.opted_out,
-                                                ll.current_message_position, cc.id, cc.messages) AS outcome
-          FROM public.leads AS ll
-          LEFT JOIN public.campaigns AS cc ON cc.id = ll.campaign_link_id
-         WHERE ll.client_id = p_client_id
-           AND ll.is_active
-           AND ll.opted_out
-           AND public.de_enrollment_due_outcome(ll.is_active, ll.completed_at, ll.opted_out,
-                                                ll.current_message_position, cc.id, cc.messages) IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM deenroll.held_leads AS h
-                            WHERE h.lead_id = ll.id
-                              AND h.fingerprint = public.de_enrollment_lead_fingerprint(ll.xmin, cc.id, cc.messages))
-        UNION ALL
-        SELECT c.id, 'completed'::text
-          FROM c
-         CROSS JOIN LATERAL (SELECT x.id, x.is_active, x.completed_at, x.opted_out, x.current_message_position, x.xmin
-                               FROM public.leads AS x
-                              WHERE x.client_id = p_client_id
-                                AND x.campaign_link_id = c.id
-                                AND x.is_active
-                                AND x.completed_at IS NULL
-                                AND x.current_message_position >= c.total
-                             OFFSET 0) AS ll
-         WHERE ll.opted_out IS NOT TRUE
-           AND public.de_enrollment_due_outcome(ll.is_active, ll.completed_at, ll.opted_out,
-                                                ll.current_message_position, c.id, c.messages) = 'completed'
-           AND NOT EXISTS (SELECT 1 FROM deenroll.held_leads AS h
-                            WHERE h.lead_id = ll.id
-                              AND h.fingerprint = public.de_enrollment_lead_fingerprint(ll.xmin, c.id, c.messages))
-    )
     SELECT p_client_id, cc.id, cc.name,
            CASE WHEN jsonb_typeof(cc.messages) = 'array' THEN jsonb_array_length(cc.messages) END,
            count(*) FILTER (WHERE due.outcome = 'completed'),
            count(*) FILTER (WHERE due.outcome = 'opted_out')
-      FROM due
+      FROM (SELECT o.campaign_id, o.outcome
+              FROM public.de_enrollment_opted_out_leads(p_client_id, true) AS o
+            UNION ALL
+            SELECT f.campaign_id, 'completed'::text
+              FROM public.de_enrollment_finished_leads(p_client_id, v_campaigns, true) AS f) AS due
       JOIN public.campaigns AS cc ON cc.id = due.campaign_id
      GROUP BY cc.id, cc.name, cc.messages
      ORDER BY cc.id;

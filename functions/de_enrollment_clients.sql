@@ -1,6 +1,6 @@
 -- de_enrollment_clients: the clients a run processes, least recently run first
 -- requires: 0027_track_due_campaigns
--- after: de_enrollment_due_outcome
+-- after: de_enrollment_due_outcome, de_enrollment_finished_leads
 --
 -- A client takes part when it has an active campaign (campaigns.is_active), or when leads of
 -- its own (leads.client_id) are due, in whatever campaign: a deactivated one, another
@@ -39,24 +39,10 @@ AS $fn$
       FROM (SELECT c.client_id FROM public.campaigns AS c WHERE c.is_active AND c.client_id IS NOT NULL
             UNION
             -- one probe per marked pair: its first finished lead, if any
-            SELECT k.client_id
-              FROM (SELECT m.client_id, c.id, c.messages,
-                           CASE WHEN jsonb_typeof(c.messages) = 'array'
-                                THEN nullif(jsonb_array_length(c.messages), 0) END AS total
-                      FROM marked AS m
-                      JOIN public.campaigns AS c ON c.id = m.campaign_id
-                    OFFSET 0) AS k
-             CROSS JOIN LATERAL (SELECT 1
-                                   FROM public.leads AS l
-                                  WHERE l.client_id = k.client_id
-                                    AND l.campaign_link_id = k.id
-                                    AND l.is_active
-                                    AND l.completed_at IS NULL
-                                    AND l.current_message_position >= k.total
-                                    AND l.opted_out IS NOT TRUE
-                                    AND public.de_enrollment_due_outcome(l.is_active, l.completed_at, l.opted_out,
-                                                                         l.current_message_position, k.id, k.messages) = 'completed'
-                                  LIMIT 1) AS d
+            SELECT m.client_id
+              FROM marked AS m
+             WHERE EXISTS (SELECT 1
+                             FROM public.de_enrollment_finished_leads(m.client_id, ARRAY[m.campaign_id], false) AS f)
             UNION
             -- the active opted-out leads (their partial index, on its own: OFFSET 0)
             SELECT l.client_id

@@ -1,6 +1,6 @@
 -- get_leads_for_de_enrollment: claim (row-lock) up to p_batch_size of a client's leads that are due for de-enrollment
 -- requires: 0027_track_due_campaigns
--- after: de_enrollment_due_outcome, de_enrollment_lead_fingerprint
+-- after: de_enrollment_due_outcome, de_enrollment_finished_leads, de_enrollment_opted_out_leads, de_enrollment_marked_campaigns
 --
 -- The client's leads are those whose own leads.client_id is p_client_id, in whatever
 -- campaign they are linked to (the client's, another client's, or one without a client).
@@ -16,11 +16,10 @@
 -- is writing right now is simply left for the next batch.
 --
 -- Cost follows the due leads and the campaigns that hold them, not the table nor the number
--- of campaigns. Opted-out leads first (compliance before bookkeeping): a range of
--- de_enrollment_leads_client_opted_out_idx (client_id) WHERE is_active AND opted_out. Then
--- finished ones, only in the campaigns deenroll.due_campaigns marks for this client (see
--- migration 0027: the statement that finishes a lead marks its campaign), each one the range
--- position >= length of its sequence in de_enrollment_leads_client_candidates_idx.
+-- of campaigns. Opted-out leads first (compliance before bookkeeping:
+-- de_enrollment_opted_out_leads), then finished ones (de_enrollment_finished_leads), only in
+-- the campaigns deenroll.due_campaigns marks for this client (see migration 0027: the
+-- statement that finishes a lead marks its campaign). The dry-run count reads the same two.
 -- Marks are kept exact, without locks, by three rules:
 --   * a mark is removed only by one statement that sees, in its own snapshot, no finished
 --     lead of the client in the campaign (held and locked ones count as there): the change
@@ -37,7 +36,8 @@
 -- for the indexes. The SET clauses rule out sequential and bitmap scans: the planner cannot
 -- know a sequence's length when it plans, and plain index scans stop at the batch size.
 -- Its statements run on generic plans (plan_cache_mode): planned once per session, not
--- once per batch; every one of them is index-driven whatever the parameters.
+-- once per batch; every one of them is index-driven whatever the parameters. No JIT: compiling
+-- would cost more than a batch's whole claim.
 CREATE FUNCTION public.get_leads_for_de_enrollment(p_client_id uuid, p_batch_size integer DEFAULT 100)
 RETURNS TABLE (
     lead_id                  uuid,
@@ -51,6 +51,7 @@ LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
+SET jit = off
 SET enable_seqscan = off
 SET enable_bitmapscan = off
 AS $fn$
@@ -58,7 +59,6 @@ DECLARE
     v_campaigns uuid[];
     v_lead      uuid[];
     v_campaign  uuid[];
-    v_client    uuid[];
     v_position  integer[];
     v_total     integer[];
     v_reason    text[];
@@ -108,80 +108,37 @@ BEGIN
        AND public.de_enrollment_due_outcome(l.is_active, l.completed_at, l.opted_out,
                                             l.current_message_position, c.id, c.messages) = 'completed';
 
-    -- The campaigns to look into: marked for this client (a loose scan: one probe per
-    -- campaign, however many marks it has), or edited and not settled yet.
-    v_campaigns := ARRAY(
-        WITH RECURSIVE k AS (
-            SELECT (SELECT m.campaign_id FROM deenroll.due_campaigns AS m
-                     WHERE m.client_id = p_client_id
-                     ORDER BY m.campaign_id LIMIT 1) AS id
-            UNION ALL
-            SELECT (SELECT m.campaign_id FROM deenroll.due_campaigns AS m
-                     WHERE m.client_id = p_client_id AND m.campaign_id > k.id
-                     ORDER BY m.campaign_id LIMIT 1)
-              FROM k
-             WHERE k.id IS NOT NULL
-        )
-        SELECT x.id
-          FROM (SELECT k.id FROM k WHERE k.id IS NOT NULL
-                UNION
-                SELECT m.campaign_id FROM deenroll.due_campaigns AS m WHERE m.client_id IS NULL) AS x
-         ORDER BY x.id);
+    v_campaigns := ARRAY(SELECT m.campaign_id FROM public.de_enrollment_marked_campaigns(p_client_id) AS m
+                          ORDER BY m.campaign_id);
 
     -- One statement: the outer LIMIT stops pulling rows once the batch is full, and UNION
     -- ALL runs its branches in order, so finished leads are only looked for when the
-    -- opted-out ones do not fill the batch, campaign after campaign. A row is locked when it
-    -- is pulled, so exactly the rows returned are locked.
-    SELECT array_agg(due.id), array_agg(due.campaign_id), array_agg(due.client_id),
-           array_agg(due.current_message_position), array_agg(due.total), array_agg(due.outcome),
-           array_agg(due.ord)
-      INTO v_lead, v_campaign, v_client, v_position, v_total, v_reason, v_ord
-      FROM (
-        SELECT o.id, o.campaign_link_id AS campaign_id, o.client_id, o.current_message_position, o.total,
-               o.outcome, NULL::bigint AS ord
-          FROM (SELECT ll.id, ll.campaign_link_id, ll.client_id, ll.current_message_position,
-                       CASE WHEN jsonb_typeof(cc.messages) = 'array' THEN jsonb_array_length(cc.messages) END AS total,
-                       public.de_enrollment_due_outcome(ll.is_active, ll.completed_at, ll.opted_out,
-                                                        ll.current_message_position, cc.id, cc.messages) AS outcome
-                  FROM public.leads AS ll
-                  LEFT JOIN public.campaigns AS cc ON cc.id = ll.campaign_link_id
-                 WHERE ll.client_id = p_client_id
-                   AND ll.is_active
-                   AND ll.opted_out
-                   AND public.de_enrollment_due_outcome(ll.is_active, ll.completed_at, ll.opted_out,
-                                                        ll.current_message_position, cc.id, cc.messages) IS NOT NULL
-                   AND NOT EXISTS (SELECT 1 FROM deenroll.held_leads AS h
-                                    WHERE h.lead_id = ll.id
-                                      AND h.fingerprint = public.de_enrollment_lead_fingerprint(ll.xmin, cc.id, cc.messages))
-                 LIMIT p_batch_size
-                   FOR UPDATE OF ll SKIP LOCKED) AS o
-        UNION ALL
-        SELECT f.id, c.id, f.client_id, f.current_message_position, c.total, 'completed'::text, c.ord
-          FROM (SELECT x.id, x.messages, x.total, x.ord
-                  FROM (SELECT cc.id, cc.messages, u.ord,
-                               CASE WHEN jsonb_typeof(cc.messages) = 'array'
-                                    THEN nullif(jsonb_array_length(cc.messages), 0) END AS total
-                          FROM unnest(v_campaigns) WITH ORDINALITY AS u (id, ord)
-                          JOIN public.campaigns AS cc ON cc.id = u.id) AS x
-                 WHERE x.total IS NOT NULL
-                 ORDER BY x.ord) AS c
-         CROSS JOIN LATERAL (
-               SELECT ll.id, ll.client_id, ll.current_message_position
-                 FROM public.leads AS ll
-                WHERE ll.client_id = p_client_id
-                  AND ll.campaign_link_id = c.id
-                  AND ll.is_active
-                  AND ll.completed_at IS NULL
-                  AND ll.current_message_position >= c.total
-                  AND ll.opted_out IS NOT TRUE
-                  AND public.de_enrollment_due_outcome(ll.is_active, ll.completed_at, ll.opted_out,
-                                                       ll.current_message_position, c.id, c.messages) = 'completed'
-                  AND NOT EXISTS (SELECT 1 FROM deenroll.held_leads AS h
-                                   WHERE h.lead_id = ll.id
-                                     AND h.fingerprint = public.de_enrollment_lead_fingerprint(ll.xmin, c.id, c.messages))
-                LIMIT p_batch_size
-                  FOR UPDATE OF ll SKIP LOCKED) AS f
-        LIMIT p_batch_size) AS due;
+    -- opted-out ones do not fill the batch, campaign after campaign. Each row is locked as it
+    -- is pulled (by its row_id, SKIP LOCKED), so exactly the rows returned are locked; a row
+    -- another transaction changed since the scan read it is judged again, as it is now.
+    SELECT array_agg(due.lead_id), array_agg(due.campaign_id), array_agg(due.messages_received),
+           array_agg(due.total_messages), array_agg(due.outcome), array_agg(due.campaign_ord)
+      INTO v_lead, v_campaign, v_position, v_total, v_reason, v_ord
+      FROM (SELECT d.lead_id, d.campaign_id, d.messages_received, d.total_messages, d.outcome, d.campaign_ord
+              FROM (SELECT o.row_id, o.lead_id, o.campaign_id, o.messages_received, o.total_messages,
+                           o.campaign_messages, o.outcome, NULL::bigint AS campaign_ord
+                      FROM public.de_enrollment_opted_out_leads(p_client_id, true) AS o
+                    UNION ALL
+                    SELECT f.row_id, f.lead_id, f.campaign_id, f.messages_received, f.total_messages,
+                           f.campaign_messages, 'completed'::text, f.campaign_ord
+                      FROM public.de_enrollment_finished_leads(p_client_id, v_campaigns, true) AS f) AS d
+             CROSS JOIN LATERAL (
+                   SELECT 1
+                     FROM public.leads AS ll
+                    WHERE ll.ctid = d.row_id
+                      AND ll.id = d.lead_id
+                      AND ll.client_id = p_client_id
+                      AND ll.campaign_link_id = d.campaign_id
+                      AND public.de_enrollment_due_outcome(ll.is_active, ll.completed_at, ll.opted_out,
+                                                           ll.current_message_position, d.campaign_id,
+                                                           d.campaign_messages) = d.outcome
+                      FOR UPDATE OF ll SKIP LOCKED) AS locked
+             LIMIT p_batch_size) AS due;
 
     -- The campaigns this claim looked into: all of them when the batch is not full, else
     -- those up to the last one it took leads from. The marks of those that gave no lead go
@@ -198,34 +155,16 @@ BEGIN
                  WHERE e.client_id = p_client_id
                    AND e.campaign_id = ANY (v_campaigns[1:v_reached])
                    AND e.campaign_id <> ALL (coalesce(v_campaign, '{}'))  -- it gave leads: not empty
-                   AND NOT EXISTS (
-                       SELECT 1
-                         FROM (SELECT c.id, c.messages,
-                                      CASE WHEN jsonb_typeof(c.messages) = 'array'
-                                           THEN nullif(jsonb_array_length(c.messages), 0) END AS total
-                                 FROM public.campaigns AS c
-                                WHERE c.id = e.campaign_id
-                               OFFSET 0) AS c
-                        CROSS JOIN LATERAL (
-                              SELECT 1
-                                FROM public.leads AS ll
-                               WHERE ll.client_id = p_client_id
-                                 AND ll.campaign_link_id = c.id
-                                 AND ll.is_active
-                                 AND ll.completed_at IS NULL
-                                 AND ll.current_message_position >= c.total
-                                 AND ll.opted_out IS NOT TRUE
-                                 AND public.de_enrollment_due_outcome(ll.is_active, ll.completed_at, ll.opted_out,
-                                                                      ll.current_message_position, c.id, c.messages) = 'completed'
-                               LIMIT 1) AS d)
+                   AND NOT EXISTS (SELECT 1
+                                     FROM public.de_enrollment_finished_leads(p_client_id, ARRAY[e.campaign_id], false) AS f)
                    FOR UPDATE OF e SKIP LOCKED) AS x
          WHERE m.ctid = x.row_id;
     END IF;
 
     RETURN QUERY
-        SELECT x.lead_id, x.campaign_id, x.client_id, x.position, x.total, x.reason
-          FROM unnest(v_lead, v_campaign, v_client, v_position, v_total, v_reason)
-               AS x (lead_id, campaign_id, client_id, position, total, reason);
+        SELECT x.lead_id, x.campaign_id, p_client_id, x.position, x.total, x.reason
+          FROM unnest(v_lead, v_campaign, v_position, v_total, v_reason)
+               AS x (lead_id, campaign_id, position, total, reason);
 END
 $fn$;
 

@@ -18,6 +18,8 @@ DROP FUNCTION IF EXISTS public.de_enrollment_invalid_campaigns;
 DROP FUNCTION IF EXISTS public.de_enrollment_held_leads;
 DROP FUNCTION IF EXISTS public.de_enrollment_clients;
 DROP FUNCTION IF EXISTS public.count_leads_for_de_enrollment;
+DROP FUNCTION IF EXISTS public.de_enrollment_opted_out_leads;
+DROP FUNCTION IF EXISTS public.de_enrollment_finished_leads;
 DROP FUNCTION IF EXISTS public.de_enrollment_lead_fingerprint;
 DROP FUNCTION IF EXISTS public.de_enrollment_due_outcome;
 -- end of the functions and views

@@ -9,6 +9,7 @@ SET lock_timeout = '5s';
 DROP FUNCTION IF EXISTS public.get_leads_for_de_enrollment;
 DROP FUNCTION IF EXISTS public.de_enrollment_clients;
 DROP FUNCTION IF EXISTS public.count_leads_for_de_enrollment;
+DROP FUNCTION IF EXISTS public.de_enrollment_marked_campaigns;
 -- end of the functions and views
 
 DROP TRIGGER IF EXISTS leads_mark_due_campaigns_on_insert ON leads;
