@@ -10,6 +10,8 @@ import json
 import psycopg
 
 from conftest import add_campaign, add_leads, new_id
+from engine_data import assert_exactly_once
+from processes import slow_batches
 
 
 def _two_clients(conn: psycopg.Connection) -> tuple[str, str]:
@@ -121,3 +123,52 @@ def test_a_failed_run_whose_row_cannot_be_closed_says_both(cli, db_url: str, con
         "SELECT status FROM de_enrollment_runs WHERE client_id = %s ORDER BY run_at", (hit,)
     ).fetchall()]
     assert statuses == ["failed", "success"]
+
+
+def test_a_final_fold_that_fails_is_reported_and_the_deltas_wait(cli, db_url: str, conn: psycopg.Connection) -> None:
+    hit, healthy = _two_clients(conn)
+    # A client with no active campaign and nothing due is no run's: its campaign's pending
+    # deltas (a lead the platform added) are left to the final fold of the whole run.
+    idle_client = new_id()
+    paused = add_campaign(conn, idle_client, active=False)
+    add_leads(conn, paused, idle_client, 2, position=0)
+    _fault(conn, "zz_no_fold", "campaigns", "BEFORE UPDATE", f"NEW.id = '{paused}'", "53000")
+    res = cli("run", "--json", db=db_url)
+    assert res.code == 2, res.stderr
+    report = _report(res)
+    assert "folding the remaining counter deltas failed" in report["fold_error"]
+    assert "injected fault zz_no_fold" in report["fold_error"]
+    assert all(c["status"] == "success" for c in report["clients"]) and {hit, healthy} <= {
+        c["client_id"] for c in report["clients"]
+    }
+    pending = "SELECT count(*) FROM campaign_stats_delta WHERE campaign_id = %s"
+    assert conn.execute(pending, (paused,)).fetchone()[0] > 0
+    conn.execute("DROP TRIGGER zz_no_fold ON campaigns")
+    assert cli("run", db=db_url).code == 0
+    assert conn.execute(pending, (paused,)).fetchone()[0] == 0
+    assert conn.execute("SELECT active_leads_count FROM campaigns WHERE id = %s", (paused,)).fetchone()[0] == 2
+
+
+def test_a_helping_worker_that_fails_fails_the_run_it_helped(cli, db_url: str, conn: psycopg.Connection) -> None:
+    client = new_id()
+    add_leads(conn, add_campaign(conn, client), client, 60, position=3)
+    # Remember the session that opens the run; batches from any other session fail.
+    conn.execute(
+        """CREATE TABLE public.zz_opener (pid integer);
+           CREATE FUNCTION public.zz_note_opener() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN INSERT INTO public.zz_opener VALUES (pg_backend_pid()); RETURN NEW; END $$;
+           CREATE TRIGGER zz_note_opener AFTER INSERT ON public.de_enrollment_runs
+               FOR EACH ROW EXECUTE FUNCTION public.zz_note_opener()"""
+    )
+    _fault(conn, "zz_not_the_opener", "leads", "BEFORE UPDATE",
+           "pg_backend_pid() <> ALL (ARRAY(SELECT pid FROM public.zz_opener))", "53000")
+    slow_batches(conn, 0.3)  # 15 batches: the opener is busy for seconds when the other worker comes to help
+    res = cli("run", "--json", "--workers", "2", "--batch-size", "4", db=db_url)
+    assert res.code == 2, res.stderr
+    [c] = _report(res)["clients"]
+    assert c["status"] == "failed"
+    assert c["error"].startswith("a helping worker failed:") and "injected fault zz_not_the_opener" in c["error"]
+    row = conn.execute("SELECT status, error_details FROM de_enrollment_runs WHERE client_id = %s", (client,)).fetchone()
+    assert row[0] == "failed" and "a helping worker failed" in row[1]
+    assert conn.execute("SELECT count(*) FROM deenroll.client_leases").fetchone()[0] == 0
+    assert_exactly_once(conn)
