@@ -11,7 +11,7 @@ import psycopg
 
 from conftest import add_campaign, add_leads, new_id
 from engine_data import assert_exactly_once
-from processes import slow_batches
+from processes import spawn, wait_until
 
 
 def _two_clients(conn: psycopg.Connection) -> tuple[str, str]:
@@ -149,25 +149,44 @@ def test_a_final_fold_that_fails_is_reported_and_the_deltas_wait(cli, db_url: st
     assert conn.execute("SELECT active_leads_count FROM campaigns WHERE id = %s", (paused,)).fetchone()[0] == 2
 
 
-def test_a_helping_worker_that_fails_fails_the_run_it_helped(cli, db_url: str, conn: psycopg.Connection) -> None:
+def test_a_helping_worker_that_fails_fails_the_run_it_helped(db_url: str, conn: psycopg.Connection) -> None:
     client = new_id()
-    add_leads(conn, add_campaign(conn, client), client, 60, position=3)
-    # Remember the session that opens the run; batches from any other session fail.
+    add_leads(conn, add_campaign(conn, client), client, 20, position=3)
+    # The session that opens the run is remembered; a batch of any other session (the helper)
+    # fails, and counts it in a sequence (not rolled back with it). The opener's batch waits on
+    # an advisory lock the test holds until the helper has failed.
     conn.execute(
         """CREATE TABLE public.zz_opener (pid integer);
+           CREATE SEQUENCE public.zz_fired;
            CREATE FUNCTION public.zz_note_opener() RETURNS trigger LANGUAGE plpgsql AS $$
            BEGIN INSERT INTO public.zz_opener VALUES (pg_backend_pid()); RETURN NEW; END $$;
            CREATE TRIGGER zz_note_opener AFTER INSERT ON public.de_enrollment_runs
-               FOR EACH ROW EXECUTE FUNCTION public.zz_note_opener()"""
+               FOR EACH ROW EXECUTE FUNCTION public.zz_note_opener();
+           CREATE FUNCTION public.zz_only_the_opener() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+               IF pg_backend_pid() <> ALL (ARRAY(SELECT pid FROM public.zz_opener)) THEN
+                   PERFORM nextval('public.zz_fired');
+                   RAISE EXCEPTION 'injected fault %', TG_NAME USING ERRCODE = '53000';
+               END IF;
+               PERFORM pg_advisory_xact_lock_shared(4242);
+               RETURN NEW;
+           END $$;
+           CREATE TRIGGER zz_only_the_opener BEFORE UPDATE ON public.leads
+               FOR EACH ROW EXECUTE FUNCTION public.zz_only_the_opener()"""
     )
-    _fault(conn, "zz_not_the_opener", "leads", "BEFORE UPDATE",
-           "pg_backend_pid() <> ALL (ARRAY(SELECT pid FROM public.zz_opener))", "53000")
-    slow_batches(conn, 0.3)  # 15 batches: the opener is busy for seconds when the other worker comes to help
-    res = cli("run", "--json", "--workers", "2", "--batch-size", "4", db=db_url)
-    assert res.code == 2, res.stderr
-    [c] = _report(res)["clients"]
+    with psycopg.connect(db_url, autocommit=True) as gate:
+        gate.execute("SELECT pg_advisory_lock(4242)")
+        proc = spawn(db_url, "--json", "--workers", "2", "--batch-size", "4")
+        try:
+            wait_until(lambda: conn.execute("SELECT is_called FROM public.zz_fired").fetchone()[0]
+                       or proc.poll() is not None, timeout=120)
+        finally:
+            gate.execute("SELECT pg_advisory_unlock(4242)")
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    [c] = json.loads(out)["clients"]
     assert c["status"] == "failed"
-    assert c["error"].startswith("a helping worker failed:") and "injected fault zz_not_the_opener" in c["error"]
+    assert c["error"].startswith("a helping worker failed:") and "injected fault zz_only_the_opener" in c["error"]
     row = conn.execute("SELECT status, error_details FROM de_enrollment_runs WHERE client_id = %s", (client,)).fetchone()
     assert row[0] == "failed" and "a helping worker failed" in row[1]
     assert conn.execute("SELECT count(*) FROM deenroll.client_leases").fetchone()[0] == 0
