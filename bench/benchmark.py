@@ -820,15 +820,16 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
 @click.option("--client-statements", type=click.IntRange(min=1), default=2_000, show_default=True,
               help="Autocommit statements per case and variant in the client-side trigger measurement.")
 @click.option("--skip-campaign-scaling", is_flag=True, help="Skip the campaign-count scaling measurement.")
-@click.option("--cs-leads", type=click.IntRange(min=1), default=200_000, show_default=True,
+@click.option("--cs-leads", type=click.IntRange(min=1), default=campaign_scaling.LEADS, show_default=True,
               help="Campaign-count scaling: leads of both data sets.")
-@click.option("--cs-clients", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--cs-base", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--cs-clients", type=click.IntRange(min=1), default=campaign_scaling.CLIENTS, show_default=True)
+@click.option("--cs-base", type=click.IntRange(min=1), default=campaign_scaling.BASE_CAMPAIGNS, show_default=True,
               help="Campaign-count scaling: campaigns per client in both data sets.")
-@click.option("--cs-extra", type=click.IntRange(min=1), default=10_000, show_default=True,
+@click.option("--cs-extra", type=click.IntRange(min=1), default=campaign_scaling.EXTRA_CAMPAIGNS, show_default=True,
               help="Campaign-count scaling: finished campaigns per client added to the second data set.")
-@click.option("--cs-eligible-fraction", type=click.FloatRange(0.0, 1.0), default=0.05, show_default=True)
-@click.option("--cs-repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--cs-eligible-fraction", type=click.FloatRange(0.0, 1.0), default=campaign_scaling.ELIGIBLE_FRACTION,
+              show_default=True)
+@click.option("--cs-repeats", type=click.IntRange(min=1), default=campaign_scaling.REPEATS, show_default=True)
 @click.option("--migrate-wait-leads", type=click.IntRange(min=1), multiple=True, default=(2_000_000, 10_000_000),
               show_default=True, help="Sizes for the platform-write wait during migrate (repeat the option).")
 @click.option("--skip-migrate-wait", is_flag=True, help="Skip the platform-write wait during migrate.")

@@ -44,6 +44,14 @@ class ServerLike(Protocol):
     def checkpoint(self) -> bool: ...
 
 
+# The defaults of this measurement, alone or inside bench/benchmark.py.
+LEADS = 200_000
+CLIENTS = 5
+BASE_CAMPAIGNS = 10
+EXTRA_CAMPAIGNS = 10_000
+ELIGIBLE_FRACTION = 0.05
+REPEATS = 3
+
 RunChild = Callable[..., Any]  # benchmark.run_child(dsn, *args) -> ChildRun(code, wall_s, peak_rss_mb, report, stderr)
 
 
@@ -183,15 +191,15 @@ def render(r: dict[str, Any]) -> list[str]:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--database-url", help="A server where this user may CREATE DATABASE; default: a private embedded one.")
-@click.option("--leads", type=click.IntRange(min=1), default=200_000, show_default=True)
-@click.option("--clients", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--base-campaigns", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--leads", type=click.IntRange(min=1), default=LEADS, show_default=True)
+@click.option("--clients", type=click.IntRange(min=1), default=CLIENTS, show_default=True)
+@click.option("--base-campaigns", type=click.IntRange(min=1), default=BASE_CAMPAIGNS, show_default=True,
               help="Campaigns per client in both data sets.")
-@click.option("--extra-campaigns", type=click.IntRange(min=1), default=10_000, show_default=True,
+@click.option("--extra-campaigns", type=click.IntRange(min=1), default=EXTRA_CAMPAIGNS, show_default=True,
               help="Finished campaigns per client added in the second data set.")
-@click.option("--eligible-fraction", type=click.FloatRange(0.0, 1.0), default=0.05, show_default=True)
+@click.option("--eligible-fraction", type=click.FloatRange(0.0, 1.0), default=ELIGIBLE_FRACTION, show_default=True)
 @click.option("--seed", default="deenroll-bench", show_default=True)
-@click.option("--repeats", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=REPEATS, show_default=True)
 @click.option("--idle-repeats", type=click.IntRange(min=1), default=5, show_default=True)
 def main(database_url: str | None, leads: int, clients: int, base_campaigns: int, extra_campaigns: int,
          eligible_fraction: float, seed: str, repeats: int, idle_repeats: int) -> None:

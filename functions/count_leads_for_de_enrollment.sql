@@ -1,6 +1,7 @@
 -- count_leads_for_de_enrollment: per client and campaign, how many leads a run would de-enroll now (the dry run; locks and changes nothing)
 -- requires: 0027_track_due_campaigns
 -- after: de_enrollment_finished_leads, de_enrollment_opted_out_leads, de_enrollment_marked_campaigns
+-- after: de_enrollment_due_leads
 --
 -- The same leads as get_leads_for_de_enrollment (see there), from the same functions
 -- (de_enrollment_marked_campaigns, de_enrollment_opted_out_leads,
