@@ -1,8 +1,14 @@
 """Rewrite the generated DROP lines of every rollback/*.sql from the `-- requires:` and `-- after:`
 headers of functions/*.sql and views/*.sql. Run it after adding, renaming or re-homing one of
-them; the tests fail until the files agree. Usage: .venv-dev/bin/python scripts/sync-rollback-drops.py"""
+them; the tests fail until the files agree. It reads and writes this checkout's files, with any
+Python that has deenroll's dependencies: .venv-test/bin/python scripts/sync-rollback-drops.py"""
 
-from deenroll import schema
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's deenroll, not an installed copy
+
+from deenroll import schema  # noqa: E402
 
 for migration in schema.migration_files():
     text = migration.rollback_path.read_text()
