@@ -152,11 +152,31 @@ def _setup_logging(level: int, tty: bool) -> logging.Handler:
     help="Connections working at once (1 to 64): different clients, then batches of the clients still "
     "running. Each is a database connection and a share of a core.",
 )
+@click.option(
+    "--lease",
+    "lease",
+    type=int,
+    default=runner.LEASE_MS,
+    show_default=True,
+    envvar="DE_ENROLLMENT_LEASE",
+    show_envvar=True,
+    metavar="MS",
+    help="How long a client stays reserved for this run after its last batch (1000 to 600000 ms). "
+    "Matters only when a runner dies behind a connection pooler: on a direct connection, or "
+    "after a server restart, the next run takes a dead run's clients over at once.",
+)
 @click.option("--dry-run", is_flag=True, help="Count what would be de-enrolled per client; change nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout instead of the summary.")
 @click.pass_obj
 def run(
-    obj: Any, client_id: str | None, batch_size: int, max_runtime: int, workers: int, dry_run: bool, as_json: bool
+    obj: Any,
+    client_id: str | None,
+    batch_size: int,
+    max_runtime: int,
+    workers: int,
+    lease: int,
+    dry_run: bool,
+    as_json: bool,
 ) -> int:
     """De-enroll finished and opted-out leads, client by client, in batches.
 
@@ -171,7 +191,7 @@ def run(
     input was bad.
     """
     level = _log_level()
-    options = runner.validate(client_id, batch_size, max_runtime, dry_run, workers)
+    options = runner.validate(client_id, batch_size, max_runtime, dry_run, workers, lease)
     tty = sys.stderr.isatty()
     _setup_logging(level, tty)
     previous = _catch_stop_signals()

@@ -54,9 +54,11 @@ from .errors import UserError
 log = logging.getLogger("deenroll.run")
 
 INT_MAX = 2**31 - 1
-BATCH_RETRIES = 3  # a batch that loses a deadlock or serialization race is retried this often
+BATCH_RETRIES = 3  # a batch that loses a deadlock or serialization race, or a lock wait, is tried this often
 LOCK_WAIT_FLOOR_MS = 5000  # lock_timeout of statements outside a run's lease: max(budget, this)
 MAX_WORKERS = 64
+LEASE_MS = 30000  # how long a run's lease lasts past its last sign of life, by default
+LEASE_RANGE_MS = (1000, 600000)
 
 
 # The heartbeat comes first (the batch takes its run id from it): it refuses a run that lost
@@ -87,10 +89,16 @@ class RunOptions:
     max_runtime_ms: int
     dry_run: bool = False
     workers: int = 1
+    lease_ms: int = LEASE_MS
 
 
 def validate(
-    client_id: str | None, batch_size: int, max_runtime_ms: int, dry_run: bool = False, workers: int = 1
+    client_id: str | None,
+    batch_size: int,
+    max_runtime_ms: int,
+    dry_run: bool = False,
+    workers: int = 1,
+    lease_ms: int = LEASE_MS,
 ) -> RunOptions:
     """Check the user's input before anything touches the database."""
     cid: str | None = None
@@ -110,7 +118,10 @@ def validate(
         raise UserError(f"--max-runtime must be at most {INT_MAX} milliseconds, got {max_runtime_ms}")
     if not 1 <= workers <= MAX_WORKERS:
         raise UserError(f"--workers must be between 1 and {MAX_WORKERS}, got {workers}")
-    return RunOptions(cid, batch_size, max_runtime_ms, dry_run, workers)
+    low, high = LEASE_RANGE_MS
+    if not low <= lease_ms <= high:
+        raise UserError(f"--lease must be between {low} and {high} milliseconds, got {lease_ms}")
+    return RunOptions(cid, batch_size, max_runtime_ms, dry_run, workers, lease_ms)
 
 
 @dataclass
@@ -266,7 +277,9 @@ class LogObserver:
     def client_done(self, result: ClientResult) -> None:
         for warning in result.warnings:
             log.warning("client %s: %s", result.client_id, warning)
-        level = {"failed": logging.ERROR, "partial": logging.WARNING}.get(result.status, logging.INFO)
+        level = {"failed": logging.ERROR, "partial": logging.WARNING, "skipped": logging.WARNING}.get(
+            result.status, logging.INFO
+        )
         log.log(level, "client %s: %s", result.client_id, describe_client(result))
 
 
@@ -690,9 +703,13 @@ class Runner:
         session.notices.clear()
         try:
             conn = session.conn
+            # The pid the server announced at login: the session's own on a direct connection,
+            # a pooler's invention behind a pooler (the database tells them apart).
             row = conn.execute(
-                "SELECT public.start_de_enrollment_run(%s::uuid, %s::integer, %s::integer, %s::text, %s::integer)",
-                (client_id, self.options.batch_size, self.options.max_runtime_ms, self.host, self.pid),
+                "SELECT public.start_de_enrollment_run(%s::uuid, %s::integer, %s::integer, %s::text, %s::integer, "
+                "%s::integer, %s::integer)",
+                (client_id, self.options.batch_size, self.options.max_runtime_ms, self.host, self.pid,
+                 conn.info.backend_pid, self.options.lease_ms),
             ).fetchone()
         except (psycopg.Error, UserError) as exc:
             session.abandon()
@@ -700,13 +717,14 @@ class Runner:
             result.error = f"could not start a run: {_first_line(exc)}"
             result.duration_ms = int((time.monotonic() - t0) * 1000)
             return result
-        result.warnings.extend(session.notices)
         run_id = row[0] if row else None
         if run_id is None:
             result.status = "skipped"
-            result.error = "another deenroll run is processing this client (it holds the client's lease)"
+            # the NOTICE names the run that holds the client's lease
+            result.error = session.notices[-1] if session.notices else "another deenroll run is processing this client"
             result.duration_ms = int((time.monotonic() - t0) * 1000)
             return result
+        result.warnings.extend(session.notices)
         result.run_id = str(run_id)
         run = _ClientRun(result)
 
@@ -791,11 +809,12 @@ class Runner:
             sched.helper_done(run)
 
     def _batch(self, session: _Session, run_id: str | None, client_id: str, size: int) -> list[tuple]:
-        """One heartbeat-claim-and-process statement, its own transaction; a lost deadlock is retried."""
+        """One heartbeat-claim-and-process statement, its own transaction; a lost deadlock or a lock wait
+        that ran out (lock_timeout) is retried: the batch was rolled back whole."""
         for attempt in range(1, BATCH_RETRIES + 1):
             try:
                 return session.conn.execute(BATCH_SQL, (run_id, client_id, size)).fetchall()
-            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
+            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable) as exc:
                 if attempt == BATCH_RETRIES:
                     raise
                 log.warning("client %s: batch lost a lock race (%s), retrying", client_id, _first_line(exc))

@@ -1,5 +1,6 @@
 -- de_enrollment_heartbeat: a run's sign of life, called first in each of its batch statements: checks and renews its client's lease, sets the batch's transaction settings
 -- requires: 0025_add_runner_leases
+-- after: de_enrollment_run_settings
 --
 -- The runner calls it in the same statement as the batch, so it costs no round trip:
 --   SELECT ... FROM public.de_enrollment_heartbeat(run_id) AS h (run_id)
@@ -15,7 +16,8 @@
 --     the last renewal, so that a run's workers do not write the lease on every batch; a
 --     lease row another transaction holds (another worker of the run renewing it) is left
 --     to that one, never waited for;
---   * lock_timeout = the lease's ttl: a lock wait longer than the lease is an error;
+--   * lock_timeout 5 s (de_enrollment_run_settings): a lock wait longer than that is an
+--     error, which the runner retries; it is bounded apart from the lease's length;
 --   * synchronous_commit = off: a batch's commit does not wait for its WAL flush (on small
 --     batches that wait is most of a batch's fixed cost). A batch lost to a crash of the
 --     server is lost whole (lead, history, log row, counters and run totals together) and
@@ -42,8 +44,7 @@ BEGIN
               USING ERRCODE = 'object_not_in_prerequisite_state';
     END IF;
 
-    PERFORM set_config('lock_timeout', (extract(epoch FROM v_ttl) * 1000)::bigint::text || 'ms', true);
-    PERFORM set_config('synchronous_commit', 'off', true);
+    PERFORM public.de_enrollment_run_settings(false);
 
     IF v_beat < clock_timestamp() - v_ttl / 10 THEN
         UPDATE deenroll.client_leases AS l
@@ -60,4 +61,4 @@ END
 $fn$;
 
 COMMENT ON FUNCTION public.de_enrollment_heartbeat(uuid) IS
-    'A run''s sign of life in each batch''s transaction: refuses when the run lost its client''s lease, renews the lease, sets lock_timeout to its length and synchronous_commit off for the transaction.';
+    'A run''s sign of life in each batch''s transaction: refuses when the run lost its client''s lease, renews the lease, sets lock_timeout (5 s) and synchronous_commit off for the transaction.';

@@ -9,6 +9,7 @@
 CREATE FUNCTION public.de_enrollment_lead_fingerprint(p_lead_xmin xid, p_campaign_id uuid, p_messages jsonb)
 RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 RETURN md5(concat_ws('/', p_lead_xmin::text, coalesce(p_campaign_id::text, '-'), coalesce(p_messages::text, '-')));
 
 COMMENT ON FUNCTION public.de_enrollment_lead_fingerprint(xid, uuid, jsonb) IS

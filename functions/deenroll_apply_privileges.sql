@@ -16,10 +16,17 @@
 --   PUBLIC            EXECUTE on the helpers that CHECK constraints of ours call (read from
 --                     the catalog): a constraint runs with the rights of whoever writes the
 --                     row. They are IMMUTABLE, not SECURITY DEFINER, and free of side effects.
+-- Trigger functions (ours in public, and those of the private schema) are granted to nobody:
+-- a trigger fires its function whatever the writer's privileges.
 -- Our tables get row-level security with no policy: only their owner (the migrating role)
 -- and roles with BYPASSRLS see their rows, which keeps them out of reach of any API even if
--- a grant slips through. Trigger functions in public are left alone (they cannot be called directly
--- and need no grant to fire); those of the private schema are closed like the rest.
+-- a grant slips through.
+-- Only what differs from that is changed: a privilege present and wanted is not granted
+-- again, an absent one is not revoked, and a table whose row-level security is on is not
+-- altered. On a database already right this runs no GRANT, REVOKE or ALTER at all, so an
+-- upgrade migrate takes no lock on our tables here (ALTER TABLE would take an ACCESS
+-- EXCLUSIVE lock that runs in progress, and through their triggers the platform's writes,
+-- would queue behind).
 -- The runner role and the private schema exist once 0023 is applied; before that, only the
 -- analyst part applies. Safe to run any number of times.
 CREATE FUNCTION public.deenroll_apply_privileges()
@@ -35,24 +42,32 @@ DECLARE
         'finish_de_enrollment_run', 'apply_campaign_stats_deltas', 'apply_client_stats_deltas', 'recalculate_campaign_stats',
         'archive_de_enrollment_history', 'de_enrollment_rls_blind_spots', 'de_enrollment_client_exists',
         'de_enrollment_held_leads', 'de_enrollment_heartbeat'];
+    -- Our trigger function in public (the platform's leads fire it); the others live in deenroll.
+    c_public_trigger_functions CONSTANT text[] := ARRAY['leads_record_stats_delta'];
     c_maintained CONSTANT text[] := ARRAY['public.de_enrollment_runs', 'public.de_enrollment_lead_log'];
     v_secured boolean := to_regnamespace('deenroll') IS NOT NULL;
-    v_runner  boolean := v_secured AND EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'deenroll_runner');
-    v_analyst boolean := EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'deenroll_analyst');
-    v_closed  text    := (SELECT string_agg(quote_ident(rolname), ', ' ORDER BY rolname)
-                            FROM pg_roles WHERE rolname IN ('anon', 'authenticated', 'service_role'));
-    v_obj     record;
+    v_runner  oid     := (SELECT oid FROM pg_roles WHERE rolname = 'deenroll_runner' AND v_secured);
+    v_analyst oid     := (SELECT oid FROM pg_roles WHERE rolname = 'deenroll_analyst');
+    -- PUBLIC (grantee 0 in an ACL) and the API roles of a Supabase-style database
+    v_closed  oid[]   := ARRAY[0::oid] || ARRAY(SELECT oid FROM pg_roles
+                                                 WHERE rolname IN ('anon', 'authenticated', 'service_role'));
+    v_maintain boolean := current_setting('server_version_num')::integer >= 170000;
+    v_own     oid[]   := '{}';
+    v_sql     text;
 BEGIN
-    v_closed := concat_ws(', ', 'PUBLIC', v_closed);
+    IF v_secured THEN
+        v_own := ARRAY(SELECT t FROM deenroll.own_tables() AS t);
+    END IF;
 
-    FOR v_obj IN
+    -- the statements are gathered first: no query of the catalog is open while they run
+    FOREACH v_sql IN ARRAY ARRAY(
         WITH ours AS (
             SELECT p.oid, p.proname::text AS name
               FROM pg_proc AS p
-             WHERE (p.prorettype <> 'trigger'::regtype OR p.pronamespace = to_regnamespace('deenroll'))
-               AND ((p.pronamespace = 'public'::regnamespace
-                     AND p.proname IN (SELECT d.name FROM public._deenroll_definitions AS d WHERE d.kind = 'function'))
-                    OR p.pronamespace = to_regnamespace('deenroll'))
+             WHERE (p.pronamespace = 'public'::regnamespace
+                    AND (p.proname IN (SELECT d.name FROM public._deenroll_definitions AS d WHERE d.kind = 'function')
+                         OR (p.proname = ANY (c_public_trigger_functions) AND p.prorettype = 'trigger'::regtype)))
+                OR p.pronamespace = to_regnamespace('deenroll')
         ), called_by_views AS (
             SELECT DISTINCT d.refobjid AS oid
               FROM pg_depend AS d
@@ -67,62 +82,83 @@ BEGIN
               JOIN pg_constraint AS k ON k.oid = d.objid
              WHERE d.classid = 'pg_constraint'::regclass AND d.refclassid = 'pg_proc'::regclass
                AND k.contype = 'c'
+        ), wanted AS (
+            SELECT o.oid, 0::oid AS grantee FROM ours AS o WHERE o.oid IN (SELECT oid FROM called_by_checks)
+            UNION
+            SELECT o.oid, v_runner FROM ours AS o
+             WHERE v_runner IS NOT NULL
+               AND (o.name = ANY (c_runner_functions) OR o.oid IN (SELECT oid FROM called_by_views))
+            UNION
+            SELECT o.oid, v_analyst FROM ours AS o
+             WHERE v_analyst IS NOT NULL AND o.oid IN (SELECT oid FROM called_by_views)
+        ), held AS (
+            SELECT p.oid, a.grantee
+              FROM pg_proc AS p
+             CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) AS a
+             WHERE p.oid IN (SELECT oid FROM ours) AND a.privilege_type = 'EXECUTE'
         )
-        SELECT o.oid::regprocedure::text AS sig, o.name,
-               o.oid IN (SELECT oid FROM called_by_views) AS in_views,
-               o.oid IN (SELECT oid FROM called_by_checks) AS in_checks
-          FROM ours AS o
-    LOOP
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %s', v_obj.sig, v_closed);
-        IF v_obj.in_checks THEN
-            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', v_obj.sig);
-        END IF;
-        IF v_runner AND (v_obj.name = ANY (c_runner_functions) OR v_obj.in_views) THEN
-            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO deenroll_runner', v_obj.sig);
-        END IF;
-        IF v_analyst AND v_obj.in_views THEN
-            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO deenroll_analyst', v_obj.sig);
-        END IF;
+        SELECT format('REVOKE ALL ON FUNCTION %s FROM %s', h.oid::regprocedure,
+                      CASE WHEN h.grantee = 0 THEN 'PUBLIC' ELSE h.grantee::regrole::text END)
+          FROM held AS h
+         WHERE h.grantee = ANY (v_closed)
+           AND NOT EXISTS (SELECT 1 FROM wanted AS w WHERE w.oid = h.oid AND w.grantee = h.grantee)
+        UNION ALL
+        SELECT format('GRANT EXECUTE ON FUNCTION %s TO %s', w.oid::regprocedure,
+                      CASE WHEN w.grantee = 0 THEN 'PUBLIC' ELSE w.grantee::regrole::text END)
+          FROM wanted AS w
+         WHERE NOT EXISTS (SELECT 1 FROM held AS h WHERE h.oid = w.oid AND h.grantee = w.grantee)
+    ) LOOP
+        EXECUTE v_sql;
     END LOOP;
 
-    FOR v_obj IN
-        SELECT c.oid::regclass::text AS rel
-          FROM pg_class AS c
-          JOIN public._deenroll_definitions AS d ON d.name = c.relname AND d.kind = 'view'
-         WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'v'
-    LOOP
-        EXECUTE format('REVOKE ALL ON %s FROM %s', v_obj.rel, v_closed);
-        IF v_analyst THEN
-            EXECUTE format('GRANT SELECT ON %s TO deenroll_analyst', v_obj.rel);
-        END IF;
-        IF v_runner THEN
-            EXECUTE format('GRANT SELECT ON %s TO deenroll_runner', v_obj.rel);
-        END IF;
-    END LOOP;
-
-    IF NOT v_secured THEN
-        RETURN;
-    END IF;
-    FOR v_obj IN SELECT t::text AS rel FROM deenroll.own_tables() AS t LOOP
-        EXECUTE format('REVOKE ALL ON %s FROM %s', v_obj.rel, v_closed);
-        EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', v_obj.rel);
-        IF v_runner AND v_obj.rel = ANY (c_maintained) AND current_setting('server_version_num')::integer >= 170000 THEN
-            EXECUTE format('GRANT MAINTAIN ON %s TO deenroll_runner', v_obj.rel);
-        END IF;
-    END LOOP;
-    FOR v_obj IN
-        SELECT s.oid::regclass::text AS rel
-          FROM pg_class AS s
-         WHERE s.relkind = 'S'
-           AND s.relnamespace IN ('public'::regnamespace, 'deenroll'::regnamespace)
-           AND EXISTS (SELECT 1 FROM pg_depend AS d
-                        WHERE d.objid = s.oid AND d.classid = 'pg_class'::regclass
-                          AND d.refobjid IN (SELECT t FROM deenroll.own_tables() AS t))
-    LOOP
-        EXECUTE format('REVOKE ALL ON SEQUENCE %s FROM %s', v_obj.rel, v_closed);
+    -- Views, tables and sequences: the closed roles lose every privilege; the views are
+    -- readable by both roles; the runner may MAINTAIN (PostgreSQL 17+) the monitoring tables.
+    -- the statements are gathered first: no query of the catalog is open while they run
+    FOREACH v_sql IN ARRAY ARRAY(
+        WITH rels AS (
+            SELECT c.oid, c.relkind, c.relowner, c.relacl, c.relrowsecurity
+              FROM pg_class AS c
+             WHERE (c.relkind = 'v' AND c.relnamespace = 'public'::regnamespace
+                    AND c.relname IN (SELECT d.name FROM public._deenroll_definitions AS d WHERE d.kind = 'view'))
+                OR c.oid = ANY (v_own)
+                OR (c.relkind = 'S'
+                    AND EXISTS (SELECT 1 FROM pg_depend AS d
+                                 WHERE d.objid = c.oid AND d.classid = 'pg_class'::regclass
+                                   AND d.refobjid = ANY (v_own)))
+        ), wanted AS (
+            SELECT r.oid, g.grantee, 'SELECT'::text AS privilege
+              FROM rels AS r CROSS JOIN unnest(ARRAY[v_runner, v_analyst]) AS g (grantee)
+             WHERE r.relkind = 'v' AND g.grantee IS NOT NULL
+            UNION ALL
+            SELECT r.oid, v_runner, 'MAINTAIN'
+              FROM rels AS r
+             WHERE v_maintain AND v_runner IS NOT NULL AND r.relkind IN ('r', 'p')
+               AND r.oid::regclass::text = ANY (c_maintained)
+        ), held AS (
+            SELECT r.oid, a.grantee, a.privilege_type AS privilege
+              FROM rels AS r
+             CROSS JOIN LATERAL aclexplode(coalesce(r.relacl, acldefault(CASE WHEN r.relkind = 'S' THEN 's' ELSE 'r' END::"char",
+                                                                        r.relowner))) AS a
+        )
+        SELECT DISTINCT format('REVOKE ALL ON %s %s FROM %s',
+                               CASE WHEN r.relkind = 'S' THEN 'SEQUENCE' ELSE 'TABLE' END, r.oid::regclass,
+                               CASE WHEN h.grantee = 0 THEN 'PUBLIC' ELSE h.grantee::regrole::text END)
+          FROM held AS h JOIN rels AS r ON r.oid = h.oid
+         WHERE h.grantee = ANY (v_closed)
+        UNION ALL
+        SELECT format('GRANT %s ON %s TO %s', w.privilege, w.oid::regclass, w.grantee::regrole::text)
+          FROM wanted AS w
+         WHERE NOT EXISTS (SELECT 1 FROM held AS h
+                            WHERE h.oid = w.oid AND h.grantee = w.grantee AND h.privilege = w.privilege)
+        UNION ALL
+        SELECT format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', r.oid::regclass)
+          FROM rels AS r
+         WHERE r.relkind IN ('r', 'p') AND NOT r.relrowsecurity
+    ) LOOP
+        EXECUTE v_sql;
     END LOOP;
 END
 $fn$;
 
 COMMENT ON FUNCTION public.deenroll_apply_privileges() IS
-    'Closes every deenroll object to PUBLIC and API roles, then grants deenroll_analyst and deenroll_runner exactly what the list in this function says; row-level security on our tables.';
+    'Closes every deenroll object to PUBLIC and API roles and grants deenroll_analyst and deenroll_runner exactly what the list in this function says, changing only what differs; row-level security on our tables.';

@@ -1,36 +1,33 @@
 -- finish_de_enrollment_run: close a running de_enrollment_runs row (success, partial or failed) and give back the client's lease
--- requires: 0025_add_runner_leases
+-- requires: 0028_detect_dead_runs
+-- after: de_enrollment_run_settings
 --
 -- Sets status, finished_at, duration_ms (from run_at) and error_details (appended to
 -- what is there), and returns the row. A run that is no longer 'running' (already
 -- finished, or marked failed as dead) is returned unchanged. The run's lease on its client
 -- (see start_de_enrollment_run) is deleted, whichever connection calls this: the runner
 -- reporting a failure over a fresh connection, or through a connection pooler, gives it
--- back all the same. A lease another run has taken over is not this run's and stays.
--- lock_timeout is the run's lease length for this transaction, and it commits
--- synchronously: a run's end, and with it (WAL is sequential) every batch committed
--- before it, survives a server crash.
+-- back all the same, with its recorded server session (deenroll.lease_sessions). A lease
+-- another run has taken over is not this run's and stays. It commits synchronously
+-- (de_enrollment_run_settings): a run's end, and with it (WAL is sequential) every batch
+-- committed before it, survives a server crash.
 CREATE FUNCTION public.finish_de_enrollment_run(p_run_id uuid, p_status text, p_error_details text DEFAULT NULL)
 RETURNS SETOF public.de_enrollment_runs
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-DECLARE
-    v_budget integer;
 BEGIN
     IF p_status IS NULL OR p_status NOT IN ('success', 'partial', 'failed') THEN
         RAISE EXCEPTION 'a run finishes as success, partial or failed, not %', coalesce(p_status, 'NULL')
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    PERFORM set_config('synchronous_commit', 'on', true);
+    PERFORM public.de_enrollment_run_settings(true);
 
-    SELECT r.max_runtime_ms INTO v_budget FROM public.de_enrollment_runs AS r WHERE r.id = p_run_id;
-    IF NOT FOUND THEN
+    IF NOT EXISTS (SELECT 1 FROM public.de_enrollment_runs AS r WHERE r.id = p_run_id) THEN
         RAISE EXCEPTION 'de-enrollment run % does not exist', p_run_id USING ERRCODE = 'no_data_found';
     END IF;
-    PERFORM set_config('lock_timeout', least(greatest(coalesce(v_budget, 0), 5000), 600000)::text || 'ms', true);
 
     UPDATE public.de_enrollment_runs AS r
        SET status        = p_status,
@@ -41,6 +38,7 @@ BEGIN
        AND r.status = 'running';
 
     DELETE FROM deenroll.client_leases AS l WHERE l.run_id = p_run_id;
+    DELETE FROM deenroll.lease_sessions AS s WHERE s.run_id = p_run_id;
 
     RETURN QUERY SELECT r.* FROM public.de_enrollment_runs AS r WHERE r.id = p_run_id;
 END

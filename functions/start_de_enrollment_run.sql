@@ -1,34 +1,47 @@
 -- start_de_enrollment_run: take a client's lease and open its 'running' de_enrollment_runs row (NULL: another live run has the client)
--- requires: 0025_add_runner_leases
+-- requires: 0028_detect_dead_runs
+-- after: de_enrollment_run_settings
 --
 -- One run per client at a time, through a lease (deenroll.client_leases) rather than a lock
 -- of the caller's session: nothing outlives this transaction, so it works the same through
--- a transaction-mode connection pooler. The lease lasts the run's budget (p_max_runtime_ms,
--- at least 5 s, at most 10 minutes) past each sign of life: its start here, then every
--- batch (de_enrollment_heartbeat renews it). finish_de_enrollment_run gives it back.
+-- a transaction-mode connection pooler. The lease lasts p_lease_ms (30 s unless given; 1 s
+-- to 10 minutes) past each sign of life of its run: its start here, then its batches
+-- (de_enrollment_heartbeat renews it). finish_de_enrollment_run gives it back. The lease's
+-- length does not follow the run's budget: a runner that stalls past it is fenced (its next
+-- batch is refused), so a longer lease would only make a dead run's client wait longer.
 --
--- When a live run holds the client's lease (not expired), nothing is written and NULL is
--- returned: the caller skips the client instead of queueing behind it. A lease whose
--- expires_at has passed belongs to a runner that died (or stalled longer than its lease):
--- it is taken over by one INSERT ... ON CONFLICT DO UPDATE ... WHERE expired, so of two
--- runs that find it expired at once exactly one gets it. The lease row is never waited for:
--- a row another transaction holds locked is treated as busy.
+-- When the caller reaches this server session directly (p_login_pid, the backend pid the
+-- server announced when the caller's connection logged in, is this session's pid), the
+-- session is recorded with the lease (deenroll.lease_sessions). Behind a connection pooler
+-- the announced pid is the pooler's own and nothing is recorded: the server session then
+-- belongs to the pooler and says nothing about the runner.
+--
+-- The client's lease belongs to a dead run, and is taken over at once, when
+--   * its run's last sign of life is older than the server's last start
+--     (pg_postmaster_start_time()): every session of that time is gone;
+--   * its run's recorded session has ended (no server session with that pid and start time);
+--   * otherwise, when it has expired: the only sign the database has behind a pooler.
+-- A live lease means the client is skipped: NULL is returned, nothing is written, and a
+-- NOTICE names the run that holds it. The lease row is never waited for: a row another
+-- transaction holds locked (its run renewing it, another run taking it over) is busy too.
+-- Of two runs that find a dead lease at once, the one that locks its row takes it over.
 --
 -- Holding the lease proves that no other live run works on the client, so any 'running'
 -- row of the client left over belongs to a runner that stopped before it could finish: it
--- is marked 'failed' here, with the runner's host and pid in error_details, and a WARNING
--- names it. A dead run is visible, never silently lost. A stalled runner that comes back
--- finds its run failed and its lease gone: its next batch is refused.
+-- is marked 'failed' here, with the runner's host and pid and how its death was known in
+-- error_details, and a WARNING names it. A stalled runner that comes back finds its run
+-- failed and its lease gone: its next batch is refused.
 --
--- lock_timeout is the lease's length for this transaction (a lock wait longer than that is
--- an error, not a hang), and it commits synchronously: the start of a run is never lost to
+-- Commits synchronously (de_enrollment_run_settings): the start of a run is never lost to
 -- a server crash.
 CREATE FUNCTION public.start_de_enrollment_run(
     p_client_id      uuid,
     p_batch_size     integer,
     p_max_runtime_ms integer,
     p_runner_host    text DEFAULT NULL,
-    p_runner_pid     integer DEFAULT NULL
+    p_runner_pid     integer DEFAULT NULL,
+    p_login_pid      integer DEFAULT NULL,
+    p_lease_ms       integer DEFAULT NULL
 )
 RETURNS uuid
 LANGUAGE plpgsql
@@ -39,8 +52,11 @@ DECLARE
     v_run_id uuid;
     v_ttl    interval;
     v_taken  uuid;
-    v_expires timestamptz;
+    v_held   record;
+    v_found  boolean;
+    v_why    text;
     v_dead   record;
+    v_now    text := to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"');
 BEGIN
     IF p_client_id IS NULL THEN
         RAISE EXCEPTION 'client id must not be null' USING ERRCODE = 'invalid_parameter_value';
@@ -53,42 +69,79 @@ BEGIN
         RAISE EXCEPTION 'max runtime must be at least 1 ms, got %', p_max_runtime_ms
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF p_lease_ms IS NOT NULL AND p_lease_ms NOT BETWEEN 1000 AND 600000 THEN
+        RAISE EXCEPTION 'a lease lasts 1000 to 600000 ms, got %', p_lease_ms
+              USING ERRCODE = 'invalid_parameter_value';
+    END IF;
 
-    v_ttl := make_interval(secs => least(greatest(p_max_runtime_ms, 5000), 600000) / 1000.0);
-    PERFORM set_config('lock_timeout', (extract(epoch FROM v_ttl) * 1000)::bigint::text || 'ms', true);
-    PERFORM set_config('synchronous_commit', 'on', true);
+    v_ttl := make_interval(secs => coalesce(p_lease_ms, 30000) / 1000.0);
+    PERFORM public.de_enrollment_run_settings(true);
 
-    -- Never wait for the lease row: a live lease means skip; a row another transaction holds
-    -- (its run renewing it in a batch, or another run taking it over) means skip too.
-    SELECT l.expires_at INTO v_expires
+    SELECT l.run_id, l.runner_host, l.runner_pid, l.heartbeat_at, l.expires_at,
+           s.backend_pid, s.backend_start
+      INTO v_held
       FROM deenroll.client_leases AS l
+      LEFT JOIN deenroll.lease_sessions AS s ON s.run_id = l.run_id
      WHERE l.client_id = p_client_id
-       FOR UPDATE SKIP LOCKED;
-    IF FOUND THEN
-        IF v_expires >= clock_timestamp() THEN
+       FOR UPDATE OF l SKIP LOCKED;
+    v_found := FOUND;
+    IF v_found THEN
+        v_why := CASE
+            WHEN v_held.heartbeat_at < pg_postmaster_start_time() THEN
+                format('the database server restarted at %s, after its last sign of life at %s',
+                       to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'),
+                       to_char(v_held.heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'))
+            WHEN v_held.backend_pid IS NOT NULL
+                 AND NOT EXISTS (SELECT FROM pg_stat_get_activity(v_held.backend_pid) AS a
+                                  WHERE a.backend_start IS NULL OR v_held.backend_start IS NULL
+                                     OR a.backend_start = v_held.backend_start) THEN
+                format('its database session (backend pid %s) ended', v_held.backend_pid)
+            WHEN v_held.expires_at < clock_timestamp() THEN
+                format('its lease expired at %s, with no sign of life since %s',
+                       to_char(v_held.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'),
+                       to_char(v_held.heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'))
+        END;
+        IF v_why IS NULL THEN
+            RAISE NOTICE 'client % is being processed by run % (runner % pid %, last sign of life %, lease until %)',
+                  p_client_id, v_held.run_id, coalesce(v_held.runner_host, '?'), coalesce(v_held.runner_pid::text, '?'),
+                  to_char(v_held.heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'),
+                  to_char(v_held.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"');
             RETURN NULL;
         END IF;
     ELSIF EXISTS (SELECT 1 FROM deenroll.client_leases AS l WHERE l.client_id = p_client_id) THEN
+        RAISE NOTICE 'client % is being processed by another run (its lease is being renewed or taken over right now)',
+              p_client_id;
         RETURN NULL;
     END IF;
 
     v_run_id := gen_random_uuid();
-    INSERT INTO deenroll.client_leases AS l
-           (client_id, run_id, runner_host, runner_pid, ttl, acquired_at, heartbeat_at, expires_at)
-    VALUES (p_client_id, v_run_id, p_runner_host, p_runner_pid, v_ttl,
-            clock_timestamp(), clock_timestamp(), clock_timestamp() + v_ttl)
-    ON CONFLICT (client_id) DO UPDATE
-       SET run_id       = excluded.run_id,
-           runner_host  = excluded.runner_host,
-           runner_pid   = excluded.runner_pid,
-           ttl          = excluded.ttl,
-           acquired_at  = excluded.acquired_at,
-           heartbeat_at = excluded.heartbeat_at,
-           expires_at   = excluded.expires_at
-     WHERE l.expires_at < clock_timestamp()
-    RETURNING l.run_id INTO v_taken;
-    IF v_taken IS NULL THEN
-        RETURN NULL;  -- renewed or taken by another run meanwhile
+    IF v_found THEN
+        UPDATE deenroll.client_leases AS l
+           SET run_id       = v_run_id,
+               runner_host  = p_runner_host,
+               runner_pid   = p_runner_pid,
+               ttl          = v_ttl,
+               acquired_at  = clock_timestamp(),
+               heartbeat_at = clock_timestamp(),
+               expires_at   = clock_timestamp() + v_ttl
+         WHERE l.client_id = p_client_id;
+        DELETE FROM deenroll.lease_sessions AS s WHERE s.run_id = v_held.run_id;
+    ELSE
+        INSERT INTO deenroll.client_leases AS l
+               (client_id, run_id, runner_host, runner_pid, ttl, acquired_at, heartbeat_at, expires_at)
+        VALUES (p_client_id, v_run_id, p_runner_host, p_runner_pid, v_ttl,
+                clock_timestamp(), clock_timestamp(), clock_timestamp() + v_ttl)
+        ON CONFLICT (client_id) DO NOTHING
+        RETURNING l.run_id INTO v_taken;
+        IF v_taken IS NULL THEN
+            RAISE NOTICE 'client % is being processed by another run (it took the lease a moment ago)', p_client_id;
+            RETURN NULL;
+        END IF;
+    END IF;
+    IF p_login_pid = pg_backend_pid() THEN
+        INSERT INTO deenroll.lease_sessions (run_id, backend_pid, backend_start)
+        SELECT v_run_id, pg_backend_pid(),
+               (SELECT a.backend_start FROM pg_stat_get_activity(pg_backend_pid()) AS a);
     END IF;
 
     FOR v_dead IN
@@ -96,17 +149,19 @@ BEGIN
            SET status        = 'failed',
                finished_at   = clock_timestamp(),
                error_details = concat_ws('; ', nullif(r.error_details, ''),
-                   format('runner %s (pid %s) stopped before finishing this run; '
+                   format('runner %s (pid %s) stopped before finishing this run: %s; '
                           'found by run %s at %s; batches committed before it stopped are kept',
                           coalesce(r.runner_host, 'unknown host'), coalesce(r.runner_pid::text, 'unknown'),
-                          v_run_id, to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"')))
+                          CASE WHEN r.id = v_held.run_id THEN v_why ELSE 'it held no lease' END,
+                          v_run_id, v_now))
          WHERE r.client_id = p_client_id
            AND r.status = 'running'
-        RETURNING r.id, r.runner_host, r.runner_pid, r.run_at
+        RETURNING r.id, r.runner_host, r.runner_pid, r.run_at, (r.id = v_held.run_id) AS had_lease
     LOOP
-        RAISE WARNING 'run % of client % (runner % pid %, started %) had died; marked failed',
+        RAISE WARNING 'run % of client % (runner % pid %, started %) had died: %; marked failed',
               v_dead.id, p_client_id, coalesce(v_dead.runner_host, '?'), coalesce(v_dead.runner_pid::text, '?'),
-              v_dead.run_at;
+              to_char(v_dead.run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'),
+              CASE WHEN v_dead.had_lease THEN v_why ELSE 'it held no lease' END;
     END LOOP;
 
     INSERT INTO public.de_enrollment_runs (id, client_id, status, batch_size, max_runtime_ms, runner_host, runner_pid)
@@ -116,5 +171,5 @@ BEGIN
 END
 $fn$;
 
-COMMENT ON FUNCTION public.start_de_enrollment_run(uuid, integer, integer, text, integer) IS
-    'Takes the client''s lease (deenroll.client_leases) and inserts a running de_enrollment_runs row; takes over an expired lease and marks runs left running failed; NULL when a live run holds the client.';
+COMMENT ON FUNCTION public.start_de_enrollment_run(uuid, integer, integer, text, integer, integer, integer) IS
+    'Takes the client''s lease (deenroll.client_leases) and inserts a running de_enrollment_runs row; takes over the lease of a dead run (session gone, server restarted, lease expired) and marks its run failed; NULL when a live run holds the client.';

@@ -38,3 +38,13 @@ BEGIN
     END;
 END
 $revoke$;
+
+-- The grant list closed the counters' trigger function (0020) to PUBLIC; before it, PUBLIC
+-- could execute it, as it can any new function (calling a trigger function directly fails anyway).
+DO $reopen$
+BEGIN
+    IF to_regprocedure('public.leads_record_stats_delta()') IS NOT NULL THEN
+        GRANT EXECUTE ON FUNCTION public.leads_record_stats_delta() TO PUBLIC;
+    END IF;
+END
+$reopen$;

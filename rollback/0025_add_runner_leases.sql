@@ -6,6 +6,7 @@ SET LOCAL lock_timeout = '5s';
 DROP FUNCTION IF EXISTS public.start_de_enrollment_run;
 DROP FUNCTION IF EXISTS public.finish_de_enrollment_run;
 DROP FUNCTION IF EXISTS public.de_enrollment_heartbeat;
+DROP FUNCTION IF EXISTS public.de_enrollment_run_settings;
 -- end of the functions and views
 
 DROP TABLE IF EXISTS deenroll.client_leases;

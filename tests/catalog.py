@@ -12,10 +12,18 @@ import psycopg
 
 TOOL_TABLES = ("_yoyo_migration", "_yoyo_log", "_yoyo_version", "yoyo_lock", "_deenroll_definitions")
 
+
+
+def _acl(expr: str) -> str:
+    """An ACL as text with its items in order: the order privileges were granted in means nothing."""
+    return f"coalesce((SELECT array_agg(x::text ORDER BY x::text) FROM unnest({expr}) AS x)::text, '')"
+
+
 _QUERIES: dict[str, str] = {
     "relations": """
         SELECT c.relname, c.relkind,
-               coalesce(c.relacl, acldefault(CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END::"char", c.relowner))::text, coalesce(obj_description(c.oid, 'pg_class'), '')
+               """ + _acl("""coalesce(c.relacl, acldefault(CASE c.relkind WHEN 'S' THEN 's' ELSE 'r' END::"char", c.relowner))""") + """,
+               coalesce(obj_description(c.oid, 'pg_class'), '')
           FROM pg_class c
          WHERE c.relnamespace = current_schema()::regnamespace
            AND c.relkind IN ('r', 'v', 'm', 'S', 'p', 'f')
@@ -23,7 +31,7 @@ _QUERIES: dict[str, str] = {
     "columns": """
         SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
                coalesce(pg_get_expr(d.adbin, d.adrelid), ''), a.attidentity, a.attgenerated,
-               coalesce(a.attacl::text, ''), coalesce(col_description(c.oid, a.attnum), '')
+               """ + _acl("a.attacl") + """, coalesce(col_description(c.oid, a.attnum), '')
           FROM pg_attribute a
           JOIN pg_class c ON c.oid = a.attrelid
           LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -49,7 +57,8 @@ _QUERIES: dict[str, str] = {
           JOIN pg_class c ON c.oid = t.tgrelid
          WHERE c.relnamespace = current_schema()::regnamespace AND NOT t.tgisinternal""",
     "functions": """
-        SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid), coalesce(p.proacl, acldefault('f'::"char", p.proowner))::text,
+        SELECT p.oid::regprocedure::text, pg_get_functiondef(p.oid),
+               """ + _acl("""coalesce(p.proacl, acldefault('f'::"char", p.proowner))""") + """,
                coalesce(obj_description(p.oid, 'pg_proc'), '')
           FROM pg_proc p
          WHERE p.pronamespace = current_schema()::regnamespace AND p.prokind IN ('f', 'p', 'w')""",

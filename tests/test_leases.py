@@ -31,15 +31,17 @@ def test_an_expired_lease_is_taken_over_and_its_run_refused(db_url: str, conn: p
         rival.add_notice_handler(lambda d: warnings.append(d.message_primary or ""))
         first = str(dead.execute("SELECT start_de_enrollment_run(%s, 10, 3000, 'box1', 11)", (CLIENT_A,)).fetchone()[0])
         run_id, host, pid, ttl, live = lease(conn)
-        assert (run_id, host, pid, ttl.total_seconds(), live) == (first, "box1", 11, 5.0, True)  # at least 5 s
+        assert (run_id, host, pid, ttl.total_seconds(), live) == (first, "box1", 11, 30.0, True)  # the default
         assert rival.execute("SELECT start_de_enrollment_run(%s, 10, 3000)", (CLIENT_A,)).fetchone()[0] is None
 
         expire(conn)
-        second = str(rival.execute("SELECT start_de_enrollment_run(%s, 10, 60000, 'box2', 22)", (CLIENT_A,)).fetchone()[0])
+        second = str(rival.execute(
+            "SELECT start_de_enrollment_run(%s, 10, 60000, 'box2', 22, NULL, 2000)", (CLIENT_A,)).fetchone()[0])
         run_id, host, pid, ttl, live = lease(conn)
-        assert (run_id, host, pid, ttl.total_seconds(), live) == (second, "box2", 22, 60.0, True)
+        assert (run_id, host, pid, ttl.total_seconds(), live) == (second, "box2", 22, 2.0, True)
         status, details = conn.execute("SELECT status, error_details FROM de_enrollment_runs WHERE id = %s", (first,)).fetchone()
         assert status == "failed" and "box1" in details and "pid 11" in details and "stopped before finishing" in details
+        assert "its lease expired" in details
         assert any(first in w for w in warnings)
 
         # the stalled runner comes back: its batches are refused, its finish leaves the new lease alone
@@ -62,7 +64,7 @@ def test_the_heartbeat_renews_the_lease_and_sets_only_its_transaction(db_url: st
         expire(conn)
         assert not lease(conn)[4]
         runner.execute("SELECT de_enrollment_heartbeat(%s)", (run_id,))
-        assert runner.execute("SHOW lock_timeout").fetchone()[0] == "8s"
+        assert runner.execute("SHOW lock_timeout").fetchone()[0] == "5s"  # bounded apart from the lease
         assert runner.execute("SHOW synchronous_commit").fetchone()[0] == "off"
         runner.commit()
         assert lease(conn)[4]  # renewed: its run still holds it, nobody had taken it

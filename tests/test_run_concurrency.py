@@ -42,8 +42,8 @@ def test_a_runner_killed_mid_run_leaves_no_half_processed_lead(db_url: str, conn
     expected = due_now(conn)
     before = {r[0]: r[1:] for r in conn.execute("SELECT id::text, is_active, completed_at, campaign_history, updated_at FROM leads")}
     slow_batches(conn, 0.3)
-    # its lease lasts its budget past its last batch: 6 s, well before the 30 batches are done
-    proc = spawn(db_url, "--batch-size", "4", "--max-runtime", "6000")
+    # a lease of 10 minutes: only the end of its server session can tell the next run it died
+    proc = spawn(db_url, "--batch-size", "4", "--lease", "600000")
 
     def one_batch_committed() -> bool:
         row = conn.execute("SELECT batches FROM de_enrollment_runs WHERE status = 'running'").fetchone()
@@ -75,17 +75,9 @@ def test_a_runner_killed_mid_run_leaves_no_half_processed_lead(db_url: str, conn
     assert_exactly_once(conn)
 
     conn.execute("DROP TRIGGER zz_slow ON leads")
-    # until the dead run's lease expires, its client is skipped (never waited for) ...
-    lease_live = "SELECT count(*) FROM deenroll.client_leases WHERE expires_at >= clock_timestamp()"
-    if conn.execute(lease_live).fetchone()[0]:
-        res = subprocess.run(
-            [deenroll_exe(), "--database-url", db_url, "run", "--json"], capture_output=True, text=True, timeout=120
-        )
-        assert res.returncode == 0, res.stderr
-        [c] = json.loads(res.stdout)["clients"]
-        assert c["status"] == "skipped" or conn.execute(lease_live).fetchone()[0] == 0
-    # ... and once it has expired, the next run takes the client over
-    wait_until(lambda: conn.execute(lease_live).fetchone()[0] == 0, timeout=60)
+    # the dead run's lease is still live, but its server session is gone: the next run takes
+    # the client over at once, without waiting for the lease to expire
+    assert conn.execute("SELECT count(*) FROM deenroll.client_leases WHERE expires_at > clock_timestamp() + interval '5 s'").fetchone()[0] == 1
     res = subprocess.run(
         [deenroll_exe(), "--database-url", db_url, "run", "--json"], capture_output=True, text=True, timeout=120
     )
@@ -96,6 +88,7 @@ def test_a_runner_killed_mid_run_leaves_no_half_processed_lead(db_url: str, conn
     assert any(str(dead_id) in w for w in c["warnings"])
     status, details = conn.execute("SELECT status, error_details FROM de_enrollment_runs WHERE id = %s", (dead_id,)).fetchone()
     assert status == "failed" and f"pid {proc.pid}" in details and "stopped before finishing" in details
+    assert "its database session (backend pid" in details and "ended" in details
     assert de_enrolled(conn) == expected
     assert_exactly_once(conn)
     assert stored(conn) == recount(conn)
@@ -113,7 +106,9 @@ def test_a_client_another_runner_holds_is_skipped_not_waited_for(db_url: str, co
         assert res.returncode == 0, res.stderr
         clients = {c["client_id"]: c for c in json.loads(res.stdout)["clients"]}
         assert clients[CLIENT_A]["status"] == "skipped" and clients[CLIENT_A]["run_id"] is None
-        assert "holds the client's lease" in clients[CLIENT_A]["error"]
+        assert f"is being processed by run {other_run}" in clients[CLIENT_A]["error"]
+        assert "runner elsewhere pid 1" in clients[CLIENT_A]["error"]
+        assert json.loads(res.stdout)["totals"]["skipped"] == 1
         assert clients[CLIENT_B]["status"] == clients[CLIENT_C]["status"] == "success"
         assert not set(de_enrolled(conn)) & set(ds.expected_for(CLIENT_A))
         # the holder is alive: its run is not taken for dead

@@ -247,6 +247,7 @@ def _matrix(conn: psycopg.Connection) -> set[tuple[str, str, str]]:
                  WHERE (p.pronamespace = 'public'::regnamespace
                         AND p.proname IN (SELECT name FROM public._deenroll_definitions WHERE kind = 'function'))
                     OR p.pronamespace = 'deenroll'::regnamespace
+                    OR p.oid = 'public.leads_record_stats_delta()'::regprocedure  -- our trigger in public
             )
             SELECT r, o.obj, p
               FROM unnest(%(roles)s::text[]) AS r
@@ -291,7 +292,7 @@ RUNNER_FUNCTIONS = {
     "get_leads_for_de_enrollment(uuid,integer)",
     "process_de_enrollment_batch(uuid,uuid[])",
     "recalculate_campaign_stats(uuid)",
-    "start_de_enrollment_run(uuid,integer,integer,text,integer)",
+    "start_de_enrollment_run(uuid,integer,integer,text,integer,integer,integer)",
 }
 VIEWS = {d.name for d in schema.definitions() if d.kind == "view"}  # every view file of ours
 

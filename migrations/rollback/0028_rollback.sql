@@ -1,0 +1,1 @@
+../../rollback/0028_detect_dead_runs.sql
