@@ -1,4 +1,5 @@
-"""A run's lease on its client, function by function: taken, renewed, taken over when expired, given back."""
+"""A run's lease on its client, function by function: taken, renewed, taken over when its run is dead
+(session ended, server restarted, lease expired), given back."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import pytest
 
 from deenroll.runner import BATCH_SQL
 from engine_data import CLIENT_A, build_dataset
+from processes import wait_until
 
 
 def lease(conn: psycopg.Connection) -> tuple | None:
@@ -18,9 +20,12 @@ def lease(conn: psycopg.Connection) -> tuple | None:
 
 
 def expire(conn: psycopg.Connection) -> None:
-    """What the passing of time does to a lease nobody renews."""
+    """What the passing of time does to a lease nobody renews (on a server that has not restarted since:
+    however young the server, the last sign of life stays after its start)."""
     conn.execute(
-        "UPDATE deenroll.client_leases SET heartbeat_at = heartbeat_at - ttl * 2, expires_at = expires_at - ttl * 2"
+        """UPDATE deenroll.client_leases
+              SET heartbeat_at = greatest(heartbeat_at - ttl * 2, pg_postmaster_start_time()),
+                  expires_at = clock_timestamp() - interval '1 millisecond'"""
     )
 
 
@@ -91,4 +96,104 @@ def test_a_start_never_waits_for_a_lease_row_a_batch_holds(db_url: str, conn: ps
         assert conn.execute("SELECT status FROM de_enrollment_runs WHERE id = %s", (run_id,)).fetchone()[0] == "running"
         runner.execute("SELECT finish_de_enrollment_run(%s, 'success')", (run_id,))
         runner.commit()
+    assert lease(conn) is None
+
+
+def session_row(conn: psycopg.Connection, run_id: str) -> tuple | None:
+    return conn.execute(
+        "SELECT backend_pid, backend_start IS NOT NULL FROM deenroll.lease_sessions WHERE run_id = %s", (run_id,)
+    ).fetchone()
+
+
+def start_direct(runner: psycopg.Connection, lease_ms: int = 600000) -> str:
+    """A run started as the runner does on a direct connection: its login pid is this session's."""
+    return str(runner.execute(
+        "SELECT start_de_enrollment_run(%s, 10, 600000, 'box1', 11, %s, %s)",
+        (CLIENT_A, runner.info.backend_pid, lease_ms),
+    ).fetchone()[0])
+
+
+def failed_details(conn: psycopg.Connection, run_id: str) -> str:
+    status, details = conn.execute(
+        "SELECT status, error_details FROM de_enrollment_runs WHERE id = %s", (run_id,)).fetchone()
+    assert status == "failed", (status, details)
+    return details
+
+
+def test_a_run_whose_session_ended_is_taken_over_at_once(db_url: str, conn: psycopg.Connection) -> None:
+    build_dataset(conn)
+    notices: list[str] = []
+    with psycopg.connect(db_url, autocommit=True) as rival:
+        rival.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+        dead = psycopg.connect(db_url, autocommit=True)
+        pid = dead.info.backend_pid
+        first = start_direct(dead)  # a ten-minute lease: only the session's end can free it early
+        assert session_row(conn, first) == (pid, True)
+
+        # while its session lives, the client is skipped, and the notice says who has it
+        assert rival.execute("SELECT start_de_enrollment_run(%s, 10, 3000)", (CLIENT_A,)).fetchone()[0] is None
+        assert any(first in n and "box1" in n and "pid 11" in n for n in notices), notices
+
+        dead.close()
+        wait_until(lambda: conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()[0] == 0)
+        second = str(rival.execute("SELECT start_de_enrollment_run(%s, 10, 3000)", (CLIENT_A,)).fetchone()[0])
+        assert lease(conn)[0] == second
+        assert f"its database session (backend pid {pid}) ended" in failed_details(conn, first)
+        assert session_row(conn, first) is None  # gone with its lease
+        rival.execute("SELECT finish_de_enrollment_run(%s, 'success')", (second,))
+    assert lease(conn) is None
+
+
+def test_a_recorded_pid_another_session_now_has_is_not_the_run(db_url: str, conn: psycopg.Connection) -> None:
+    """The server may give an ended session's pid to a new one: the session's start tells them apart."""
+    build_dataset(conn)
+    with psycopg.connect(db_url, autocommit=True) as runner, psycopg.connect(db_url, autocommit=True) as rival:
+        first = start_direct(runner)
+        assert rival.execute("SELECT start_de_enrollment_run(%s, 10, 3000)", (CLIENT_A,)).fetchone()[0] is None
+        # the recorded session started an hour before the live session with its pid: they differ
+        conn.execute("UPDATE deenroll.lease_sessions SET backend_start = backend_start - interval '1 hour'")
+        second = rival.execute("SELECT start_de_enrollment_run(%s, 10, 3000)", (CLIENT_A,)).fetchone()[0]
+        assert second is not None
+        assert f"its database session (backend pid {runner.info.backend_pid}) ended" in failed_details(conn, first)
+        rival.execute("SELECT finish_de_enrollment_run(%s, 'success')", (second,))
+
+
+def test_a_login_pid_that_is_not_this_session_records_nothing(db_url: str, conn: psycopg.Connection) -> None:
+    """Behind a pooler the login pid is the pooler's session's: the lease then ends by its expiry alone."""
+    build_dataset(conn)
+    with psycopg.connect(db_url, autocommit=True) as runner, psycopg.connect(db_url, autocommit=True) as rival:
+        run_id = str(runner.execute(
+            "SELECT start_de_enrollment_run(%s, 10, 60000, 'box1', 11, %s, 600000)",
+            (CLIENT_A, rival.info.backend_pid),
+        ).fetchone()[0])
+        assert session_row(conn, run_id) is None
+        rival.close()  # the session the login pid named ends: the run goes on holding its client
+        with psycopg.connect(db_url, autocommit=True) as third:
+            assert third.execute("SELECT start_de_enrollment_run(%s, 10, 3000)", (CLIENT_A,)).fetchone()[0] is None
+        runner.execute("SELECT finish_de_enrollment_run(%s, 'success')", (run_id,))
+    assert conn.execute("SELECT count(*) FROM deenroll.lease_sessions").fetchone()[0] == 0
+
+
+def test_a_run_older_than_the_server_start_is_taken_over_at_once(db_url: str, conn: psycopg.Connection) -> None:
+    """Its last sign of life came before the server's last start: its session died with the server."""
+    build_dataset(conn)
+    with psycopg.connect(db_url, autocommit=True) as runner, psycopg.connect(db_url, autocommit=True) as rival:
+        # a pooled run (nothing recorded) with a lease that has not expired
+        first = str(runner.execute(
+            "SELECT start_de_enrollment_run(%s, 10, 60000, 'box1', 11, NULL, 600000)", (CLIENT_A,)).fetchone()[0])
+        assert rival.execute("SELECT start_de_enrollment_run(%s, 10, 3000)", (CLIENT_A,)).fetchone()[0] is None
+        conn.execute("UPDATE deenroll.client_leases SET heartbeat_at = pg_postmaster_start_time() - interval '1 second'")
+        assert lease(conn)[4]  # not expired
+        second = rival.execute("SELECT start_de_enrollment_run(%s, 10, 3000)", (CLIENT_A,)).fetchone()[0]
+        assert second is not None
+        assert "the database server restarted at" in failed_details(conn, first)
+        rival.execute("SELECT finish_de_enrollment_run(%s, 'success')", (second,))
+
+
+@pytest.mark.parametrize("bad", [999, 600001, 0, -1])
+def test_a_lease_lasts_one_second_to_ten_minutes(conn: psycopg.Connection, bad: int) -> None:
+    build_dataset(conn)
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="a lease lasts 1000 to 600000 ms"):
+        conn.execute("SELECT start_de_enrollment_run(%s, 10, 3000, NULL, NULL, NULL, %s)", (CLIENT_A, bad))
     assert lease(conn) is None

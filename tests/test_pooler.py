@@ -196,8 +196,8 @@ def test_a_runner_killed_through_pgbouncer_leaves_nothing_that_skips_a_client(
     expected = due_now(conn)
     slow_batches(conn, 0.3)
     pooled = bouncer.url(db_url)
-    # its lease lasts its budget (5 s) past its last batch; the 30 batches would take longer
-    proc = spawn(pooled, "--batch-size", "4", "--max-runtime", "5000")
+    # a short lease (2 s past its last batch), whatever its budget (the default 4 minutes)
+    proc = spawn(pooled, "--batch-size", "4", "--lease", "2000")
     wait_until(lambda: (conn.execute("SELECT max(batches) FROM de_enrollment_runs").fetchone()[0] or 0) >= 1)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
@@ -210,6 +210,8 @@ def test_a_runner_killed_through_pgbouncer_leaves_nothing_that_skips_a_client(
     assert 0 < done < len(expected)
     assert_exactly_once(conn)
     conn.execute("DROP TRIGGER zz_slow ON leads")
+    # behind the pooler the server session is the pooler's: nothing about it was recorded
+    assert conn.execute("SELECT count(*) FROM deenroll.lease_sessions").fetchone()[0] == 0
 
     # once the lease has expired, a pooled run takes the client over and finishes it
     wait_until(lambda: conn.execute(
@@ -221,7 +223,7 @@ def test_a_runner_killed_through_pgbouncer_leaves_nothing_that_skips_a_client(
     assert c["client_id"] == client and c["status"] == "success"
     assert any(str(dead_id) in w for w in c["warnings"])
     status, details = conn.execute("SELECT status, error_details FROM de_enrollment_runs WHERE id = %s", (dead_id,)).fetchone()
-    assert status == "failed" and f"pid {proc.pid}" in details
+    assert status == "failed" and f"pid {proc.pid}" in details and "its lease expired" in details
     assert de_enrolled(conn) == expected
     assert_exactly_once(conn)
     assert stored(conn) == recount(conn)

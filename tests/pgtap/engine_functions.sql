@@ -9,7 +9,7 @@ SELECT has_function('get_leads_for_de_enrollment', ARRAY['uuid', 'integer']);
 SELECT has_function('process_de_enrollment_batch', ARRAY['uuid', 'uuid[]']);
 SELECT has_function('apply_campaign_stats_deltas', ARRAY['uuid[]']);
 SELECT has_function('recalculate_campaign_stats', ARRAY['uuid']);
-SELECT has_function('start_de_enrollment_run', ARRAY['uuid', 'integer', 'integer', 'text', 'integer']);
+SELECT has_function('start_de_enrollment_run', ARRAY['uuid', 'integer', 'integer', 'text', 'integer', 'integer', 'integer']);
 SELECT has_function('finish_de_enrollment_run', ARRAY['uuid', 'text', 'text']);
 SELECT has_function('de_enrollment_clients', '{}'::name[]);
 SELECT has_function('de_enrollment_invalid_campaigns', ARRAY['uuid']);
@@ -18,7 +18,7 @@ SELECT has_function('de_enrollment_due_outcome', ARRAY['boolean', 'timestamp wit
 SELECT has_function('de_enrollment_lead_fingerprint', ARRAY['xid', 'uuid', 'jsonb']);
 SELECT has_function('de_enrollment_held_leads', ARRAY['uuid']);
 SELECT has_function('de_enrollment_release_held_leads', ARRAY['uuid', 'uuid[]']);
-SELECT function_returns('start_de_enrollment_run', ARRAY['uuid', 'integer', 'integer', 'text', 'integer'], 'uuid');
+SELECT function_returns('start_de_enrollment_run', ARRAY['uuid', 'integer', 'integer', 'text', 'integer', 'integer', 'integer'], 'uuid');
 SELECT function_returns('apply_campaign_stats_deltas', ARRAY['uuid[]'], 'integer');
 SELECT function_returns('de_enrollment_due_outcome', ARRAY['boolean', 'timestamp with time zone', 'boolean', 'integer', 'uuid', 'jsonb'], 'text');
 SELECT function_returns('de_enrollment_release_held_leads', ARRAY['uuid', 'uuid[]'], 'integer');
