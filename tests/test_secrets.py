@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import click
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from psycopg import conninfo
 
@@ -174,6 +174,9 @@ def test_no_command_shows_a_password_from_any_connection_string(quiet_env, monke
     sep1=st.text(alphabet="?/#@%:'\" \\&=+;,![]{}$`~^|<>*()-_.aZ9é\t", min_size=1, max_size=6),
     sep2=st.text(alphabet="?/#@%:'\" \\&=+;,![]{}$`~^|<>*()-_.aZ9é", min_size=0, max_size=6),
 )
+@example(sep1="%99", sep2="")  # percent-escapes that are not UTF-8
+@example(sep1="%a9", sep2="%")
+@example(sep1="\t%99%9a", sep2="%aa")
 def test_generated_passwords_are_never_shown(quiet_env, monkeypatch, capsys, sep1: str, sep2: str) -> None:
     pw = password(sep1, sep2)
     port = unreachable_port()
@@ -223,3 +226,99 @@ def test_the_database_is_described_without_a_password() -> None:
     assert pw not in repr(target)
     misread = Target(f"postgresql://alice:{pw}@127.0.0.1:6543/sales", "DATABASE_URL")
     assert misread.describe_json() == {"host": None, "port": None, "dbname": None, "user": None, "source": "DATABASE_URL"}
+
+
+BUG_URL = "postgresql://u:p9%99x@127.0.0.1:1/x"
+ODD_PARTS = ("password", "user", "host", "port", "dbname", "query value", "query key")
+ODD_TAILS = ("", "%", "%f", "%00", "%ff", "%zz")
+_PORT_TEXT = b"0123456789 \t\n\r\x0b\x0c"
+
+
+@st.composite
+def odd_urls(draw: st.DrawFn) -> tuple[str, str]:
+    """(URL, its password as typed): one part of the URL holds percent-escapes of any bytes
+    (not UTF-8, NUL, control characters) and maybe a cut-off or invalid escape after them.
+
+    The host is always left invalid (it ends in %FF, never UTF-8) and the port never reads
+    as a number, so no example looks up a name or reaches a port other than 1."""
+    part = draw(st.sampled_from(ODD_PARTS))
+    raw = draw(st.binary(min_size=1, max_size=4))
+    if part == "port":
+        raw = draw(st.binary(min_size=1, max_size=4).filter(lambda b: any(c not in _PORT_TEXT for c in b)))
+    odd = "".join(f"%{b:02X}" for b in raw) + draw(st.sampled_from(ODD_TAILS))
+    pw = f"{MARKERS[0]}{odd}{MARKERS[1]}" if part == "password" else password("/", "@")
+    user = "alice" + (odd if part == "user" else "")
+    secret = pw if part == "password" else quote(pw, safe="")
+    host = f"h{odd}%FF" if part == "host" else "127.0.0.1"
+    port = "1" + (odd if part == "port" else "")
+    dbname = "db" + (odd if part == "dbname" else "")
+    query = {"query value": f"?application_name={odd}", "query key": f"?x{odd}=1"}.get(part, "")
+    return f"postgresql://{user}:{secret}@{host}:{port}/{dbname}{query}", pw
+
+
+def assert_one_line_error(code: int, out: str, err: str, pw: str, as_json: bool) -> None:
+    """Exit 2, one line on stderr, no traceback, no piece of the password; with --json one JSON object."""
+    assert code == 2, (code, out, err)
+    assert len(err.splitlines()) == 1 and err.startswith("deenroll: "), err
+    assert "Traceback" not in out + err
+    assert pw not in out + err
+    assert not any(marker in out + err for marker in MARKERS)
+    if as_json:
+        doc = json.loads(out)
+        assert doc["exit_code"] == 2 and doc["error"] == err.removeprefix("deenroll: error: ").strip()
+        assert set(doc["database"]) == {"host", "port", "dbname", "user", "source"}
+    else:
+        assert out == ""
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=odd_urls())
+@example(case=(BUG_URL, "p9%99x"))
+@example(case=("postgresql://u%ff:pwA7q@127.0.0.1:1/x", "pwA7q"))
+@example(case=("postgresql://u:pwA7q@%ff:1/x", "pwA7q"))
+@example(case=("postgresql://u:pwA7q@127.0.0.1:1/x%ff", "pwA7q"))
+@example(case=("postgresql://u:pwA7q@127.0.0.1:1/x?application_name=%ff", "pwA7q"))
+@example(case=("postgresql://u:pwA7q@127.0.0.1:1/x?password=%ff%fe", "pwA7q"))
+@example(case=("postgresql://u:pwA7q@127.0.0.1:1/x%", "pwA7q"))
+@example(case=("postgresql://u:pwA7q%00pwB7q@127.0.0.1:1/x", "pwA7q%00pwB7q"))
+@example(case=("postgresql://u%0Ab:pwA7q@127.0.0.1:1/x%0Dy", "pwA7q"))
+@example(case=("postgresql://u:pwA7q@127.0.0.1:%C2%B2/x", "pwA7q"))  # a digit to str.isdigit(), not to int()
+def test_odd_percent_escapes_anywhere_give_one_line(quiet_env, capsys, case: tuple[str, str]) -> None:
+    url, pw = case
+    for argv in (["status"], ["status", "--json"], ["run", "--json"]):
+        code, out, err = call(["--database-url", url, *argv], capsys)
+        assert_one_line_error(code, out, err, pw, "--json" in argv)
+    code, out, err = call(["--database-url", url, "db", "url"], capsys)  # prints a URL when libpq can read it
+    if code:
+        assert_one_line_error(code, out, err, pw, False)
+    else:
+        assert len(out.splitlines()) == 1 and err == "", (out, err)
+        assert pw not in out and not any(marker in out for marker in MARKERS)
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_a_url_whose_escapes_are_not_utf8_is_one_line_from_the_installed_command(tmp_path, as_json: bool) -> None:
+    env = {"DEENROLL_HOME": str(tmp_path / "home"), "DEENROLL_EMBEDDED": "never", "DEENROLL_CONNECT_TIMEOUT": "3"}
+    res = run_cli("status", *(["--json"] if as_json else []), db=BUG_URL, env=env, timeout=60)
+    assert_one_line_error(res.code, res.stdout, res.stderr, "p9%99x", as_json)
+    assert "%99" not in res.stdout + res.stderr
+    assert "not UTF-8" in res.stderr
+
+
+@pytest.mark.parametrize(
+    "argv_url, env",
+    [
+        ("postgresql://u:pwA7q\udcffpwB7q@127.0.0.1:1/x", {}),  # a byte that is not UTF-8, straight from the shell
+        ("host=127.0.0.1 port=1 user=u password=pwA7q\udcffpwB7q", {}),
+        (None, {"DATABASE_URL": "postgresql://u:pwA7q\udcffpwB7q@127.0.0.1:1/x"}),
+        (None, {"PGHOST": "h\udcff", "PGPORT": "1", "PGPASSWORD": "pwA7q\udcffpwB7q"}),
+        (None, {"PGHOST": "127.0.0.1", "PGPORT": "1", "PGUSER": "u\udcff", "PGPASSWORD": "pwA7q\udcffpwB7q"}),
+    ],
+    ids=["url", "key-value", "DATABASE_URL", "PGHOST", "PGUSER"],
+)
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_bytes_that_are_not_utf8_in_argv_or_environment(tmp_path, argv_url, env, as_json: bool) -> None:
+    full_env = {"DEENROLL_HOME": str(tmp_path / "home"), "DEENROLL_EMBEDDED": "never", "DEENROLL_CONNECT_TIMEOUT": "3",
+                **env}
+    res = run_cli("status", *(["--json"] if as_json else []), db=argv_url, env=full_env, timeout=60)
+    assert_one_line_error(res.code, res.stdout, res.stderr, "pwA7q\udcffpwB7q", as_json)
