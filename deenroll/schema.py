@@ -977,12 +977,13 @@ def _apply_one(conn: psycopg.Connection, d: Definition, schema: str) -> None:
 
 def apply_definitions(target: Target, applied: set[str], attempts: int = 4) -> list[str]:
     """(Re)create every function and view whose file changed, was dropped or was edited by hand,
-    all in one short transaction; a lock wait gives up after lock_timeout and the whole is retried."""
+    all in one short transaction; a lock wait that gives up after lock_timeout, or a deadlock
+    with a run's batch, rolls the whole back and it is retried."""
     for attempt in range(1, attempts + 1):
         try:
             return _apply_definitions_once(target, applied)
         except MigrationError as exc:
-            if exc.cause.sqlstate != "55P03" or attempt == attempts:
+            if exc.cause.sqlstate not in RETRIED_SQLSTATES or attempt == attempts:
                 raise UserError(exc.message()) from None
             time.sleep(min(2.0, 0.25 * 2**attempt))
         except _Refused as exc:

@@ -20,8 +20,14 @@ def lease(conn: psycopg.Connection) -> tuple | None:
 
 
 def expire(conn: psycopg.Connection) -> None:
-    """What the passing of time does to a lease nobody renews (on a server that has not restarted since:
-    however young the server, the last sign of life stays after its start)."""
+    """What the passing of time does to a lease nobody renews, on a server that has not restarted
+    since: its last sign of life stays after the server's start, and (on a server younger than a
+    tenth of the lease, whose heartbeat would not renew yet) the server is first let age that much."""
+    conn.execute(
+        """SELECT pg_sleep(greatest(0, extract(epoch FROM pg_postmaster_start_time() + max(ttl) / 10 - clock_timestamp())
+                                       + 0.01))
+             FROM deenroll.client_leases"""
+    )
     conn.execute(
         """UPDATE deenroll.client_leases
               SET heartbeat_at = greatest(heartbeat_at - ttl * 2, pg_postmaster_start_time()),

@@ -1,0 +1,153 @@
+"""An upgrade while a run of the previous release works, with real processes: the previous
+release's code (from this checkout's git history) migrates a database and runs; while one of
+its batches is held open mid-statement and the platform keeps writing, this release's
+`deenroll migrate` completes without waiting for that batch, without a deadlock and without
+failing a platform write. Once the batch goes on, the run finishes: every due lead
+de-enrolled exactly once, counters right, no run left 'running'."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from conftest import run_cli
+from deenroll import schema
+from engine_data import assert_exactly_once, de_enrolled, recount, stored
+from processes import due_now, make_clients, wait_until
+
+pytestmark = pytest.mark.schema
+
+REPO = Path(__file__).resolve().parent.parent
+HOLD_KEY = 1717  # the advisory lock the test holds to keep the run's batch open
+WRITER_APP = "platform writer"
+LATEST = schema.migration_files()[-1].stem
+
+
+def _migrate_wait_module():
+    spec = importlib.util.spec_from_file_location("deenroll_migrate_wait", REPO / "bench" / "migrate_wait.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def previous_release() -> Iterator[Path]:
+    """The previous release's code in a temporary directory (skipped without git history)."""
+    with tempfile.TemporaryDirectory(prefix="deenroll-previous-") as tmp:
+        try:
+            _migrate_wait_module().previous_release_code(Path(tmp))
+        except RuntimeError as exc:
+            pytest.skip(f"the previous release's code is not available: {exc}")
+        yield Path(tmp)
+
+
+def old_deenroll(code: Path, url: str, *args: str) -> subprocess.Popen:
+    """The previous release's `deenroll --database-url URL ARGS`, started from its own directory
+    (so that neither this checkout nor the installed package is imported instead)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DE_ENROLLMENT_") and k != "DATABASE_URL"}
+    env["PYTHONPATH"] = str(code)
+    return subprocess.Popen(
+        [sys.executable, "-c", "from deenroll.cli import main; main()", "--database-url", url, *args],
+        cwd=code, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+class Writer(threading.Thread):
+    """The platform: flips one lead's is_active at a time, in its own transaction, on leads no run
+    touches (never due); each write goes through the counters' trigger into campaign_stats_delta."""
+
+    def __init__(self, url: str, leads: list[str]) -> None:
+        super().__init__(name=WRITER_APP, daemon=True)
+        self.url, self.leads = url, leads
+        self.writes = 0
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        with psycopg.connect(self.url, autocommit=True, application_name=WRITER_APP) as conn:
+            conn.execute("SET statement_timeout = '60s'")  # a write stuck behind a lock fails, it never hangs the test
+            while not self.stop.is_set():
+                lead = self.leads[self.writes % len(self.leads)]
+                try:
+                    conn.execute("UPDATE leads SET is_active = NOT is_active WHERE id = %s", (lead,))
+                except psycopg.DatabaseError as exc:
+                    self.failures.append(str(exc).splitlines()[0])
+                self.writes += 1
+                self.stop.wait(0.005)
+
+
+def test_migrate_during_a_run_of_the_previous_release_never_waits_for_its_batch(
+    previous_release: Path, empty_db_url: str
+) -> None:
+    proc = old_deenroll(previous_release, empty_db_url, "migrate")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+
+    with psycopg.connect(empty_db_url, autocommit=True) as conn:
+        make_clients(conn, clients=3, campaigns=2, leads=30)
+        # leads no run touches (first message, not opted out), for the platform's writes
+        quiet = [str(r[0]) for r in conn.execute(
+            "SELECT id FROM leads WHERE current_message_position = 0 AND NOT opted_out ORDER BY id LIMIT 40")]
+        conn.execute(
+            f"""CREATE FUNCTION public.zz_hold() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF current_setting('application_name') <> '{WRITER_APP}' THEN
+                        PERFORM pg_advisory_xact_lock_shared({HOLD_KEY});
+                    END IF;
+                    RETURN NULL;
+                END $$;
+                CREATE TRIGGER zz_hold AFTER UPDATE ON public.leads FOR EACH STATEMENT EXECUTE FUNCTION public.zz_hold()"""
+        )
+        expected = due_now(conn)
+        assert len(expected) > 50
+
+        conn.execute("SELECT pg_advisory_lock(%s)", (HOLD_KEY,))
+        run = old_deenroll(previous_release, empty_db_url, "run", "--json", "--batch-size", "4")
+        # its batch has updated leads (and written counter deltas) and now waits at the end of its statement
+        wait_until(lambda: conn.execute(
+            """SELECT count(*) FROM pg_locks
+                WHERE locktype = 'advisory' AND objid = %s AND NOT granted""", (HOLD_KEY,)).fetchone()[0] >= 1,
+            timeout=120)
+        writer = Writer(empty_db_url, quiet)
+        writer.start()
+        wait_until(lambda: writer.writes >= 20 or bool(writer.failures), timeout=60)
+
+        before = writer.writes
+        res = run_cli("migrate", "--json", db=empty_db_url, timeout=300)
+        assert res.code == 0, res.stderr
+        assert "deadlock" not in res.stdout + res.stderr
+        # the batch is still open: migrate needed nothing it holds
+        assert conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND NOT granted",
+            (HOLD_KEY,)).fetchone()[0] >= 1
+        assert run.poll() is None
+        wait_until(lambda: writer.writes >= before + 20 or bool(writer.failures), timeout=60)
+        assert writer.failures == []
+        assert json.loads(res.stdout)["applied"][-1] == LATEST
+
+        conn.execute("SELECT pg_advisory_unlock(%s)", (HOLD_KEY,))
+        out, err = run.communicate(timeout=300)
+        writer.stop.set()
+        writer.join(timeout=60)
+        assert run.returncode == 0, err
+        assert writer.failures == []
+
+        assert de_enrolled(conn) == expected
+        assert due_now(conn) == {}
+        assert_exactly_once(conn)
+        assert conn.execute("SELECT count(*) FROM de_enrollment_runs WHERE status = 'running'").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM deenroll.client_leases").fetchone()[0] == 0
+        conn.execute("SELECT apply_campaign_stats_deltas()")  # the writer's last deltas
+        assert stored(conn) == recount(conn)
