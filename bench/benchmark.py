@@ -46,7 +46,10 @@ What it does, in one process:
    added; a full run at batch size 100 and idle runs on each; ratios many / few.
 8. Migrations while the platform writes (bench/migrate_wait.py, when present): the
    longest single-row UPDATE wait while `migrate` takes a baseline database of
-   --migrate-wait-leads leads to the latest migration ("n/a" without that script).
+   --migrate-wait-leads leads to the latest migration ("n/a" without that script); and
+   while `migrate` upgrades a database of --migrate-upgrade-leads leads from the previous
+   release (every function and view re-created) during a `run` of that release, with the
+   exit codes of both and the end state after the run.
 
 Figures are printed as a table with each target's pass/fail (information, not an
 assertion); --json-out writes them as JSON. The server's durability settings are
@@ -666,13 +669,46 @@ def render(r: dict[str, Any]) -> str:
                   + ("n/a (bench/migrate_wait.py is not there)" if mw is None else "")]
         for x in mw or []:
             lines.append(f"  {x['leads']:>12,} leads: longest {x['longest_wait_ms']} ms (p99 {x['p99_ms']} ms, "
-                         f"{x['writes']:,} writes, {x['waits_at_or_over_target']} at or over {x['target_ms']:.0f} ms), "
-                         f"migrate {x['migrate_s']} s, load average {x['loadavg']}")
+                         f"{x['writes']:,} writes, {x['waits_at_or_over_target']} at or over {x['target_ms']:.0f} ms"
+                         + (f", {x['failed_writes']} failed" if x.get("failed_writes") else "")
+                         + f"), migrate {x['migrate_s']} s, load average {x['loadavg']}")
+    if "migrate_upgrade" in r:
+        lines += [""] + render_upgrade(r["migrate_upgrade"])
     lines += ["", "targets (information, not assertions):"]
     for t in r["targets"]:
         lines.append(f"  {t['name']:<52}{t['value']:>10}  {'<=':>2} {t['limit']:<6} {verdict(t['met'])}")
     lines.append(f"total benchmark time {r['total_s']:.0f} s")
     return "\n".join(lines)
+
+
+def render_upgrade(u: dict[str, Any] | None) -> list[str]:
+    """The upgrade during a run (bench/migrate_wait.py)."""
+    head = "platform writes during an upgrade while a run works (one UPDATE of a random lead every 5 ms):"
+    if u is None or "error" in u:
+        return [head + f" n/a ({'bench/migrate_wait.py is not there' if u is None else u['error']})"]
+    m, run, c = u["migrate"], u["run"], u["checks"]
+    totals = run["totals"] or {}
+
+    def waits(w: dict[str, Any]) -> str:
+        return (f"longest {w['longest_wait_ms']} ms (p50 {w['p50_ms']} ms, p99 {w['p99_ms']} ms, {w['writes']:,} writes, "
+                f"{w['waits_at_or_over_target']} at or over {u['target_ms']:.0f} ms, {w['failed_writes']} failed)")
+
+    return [
+        head,
+        f"  {u['leads']:,} leads, {u['due_before']:,} due; `run --batch-size {u['batch_size']}` of {u['from']} "
+        f"({u['previous_release_commit'][:12]}), then `migrate` to {u['to']} after {m['run_batches_before']} batches "
+        f"({u['definitions_marked_changed']} definitions marked changed)",
+        f"  migrate: exit {m['exit_code']} in {m['seconds']} s, {m['installed']} functions and views installed"
+        + (f"; {m['stderr_last_line']}" if m["exit_code"] else ""),
+        f"  run: exit {run['exit_code']} in {run['seconds']} s ({'still running' if run['outlasted_migrate'] else 'ended'} "
+        f"when migrate ended), {totals.get('leads_de_enrolled', 0):,} de-enrolled, {totals.get('failed', 0)} clients failed"
+        + (f"; {run['stderr_last_line']}" if run["exit_code"] else ""),
+        f"  writes during the migrate: {waits(u['writes_during_migrate'])}",
+        f"  writes during the run:     {waits(u['writes_during_run'])}",
+        f"  after the run: {c['runs_left_running']} runs left running, {c['leads_logged_twice']} leads logged twice, "
+        f"{c['leads_with_two_entries_of_ours']} with two history entries of ours for a campaign, {c['due_left']} due "
+        f"({c['due_left_untouched_by_writer']} the writer never touched); load average {u['loadavg']}",
+    ]
 
 
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
@@ -695,7 +731,17 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     for x in r.get("migrate_wait") or []:
         out.append({"name": f"longest write wait, migrate at {x['leads']:,} leads (ms)", "value": f"{x['longest_wait_ms']}",
                     "limit": TARGET_MIGRATE_WAIT_MS,
-                    "met": x["longest_wait_ms"] is not None and x["longest_wait_ms"] < TARGET_MIGRATE_WAIT_MS})
+                    "met": x["longest_wait_ms"] is not None and x["longest_wait_ms"] < TARGET_MIGRATE_WAIT_MS
+                           and not x.get("failed_writes")})
+    if r.get("migrate_upgrade") and "error" not in r["migrate_upgrade"]:
+        u = r["migrate_upgrade"]
+        w = u["writes_during_migrate"]
+        out.append({"name": f"longest write wait, upgrade in a run, {u['leads']:,} (ms)",
+                    "value": f"{w['longest_wait_ms']}", "limit": TARGET_MIGRATE_WAIT_MS,
+                    "met": w["longest_wait_ms"] is not None and w["longest_wait_ms"] < TARGET_MIGRATE_WAIT_MS
+                           and not w["failed_writes"]})
+        out.append({"name": "exit code of that upgrade's migrate", "value": str(u["migrate"]["exit_code"]),
+                    "limit": 0, "met": u["migrate"]["exit_code"] == 0})
     if r.get("idle"):
         v = r["idle"]["wall_ratio"]
         out.append({"name": f"idle run {r['idle']['large']['leads']:,} / {r['idle']['small']['leads']:,} leads (wall)",
@@ -712,7 +758,7 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
               seed: str, repeats: int, skip_idle: bool, idle_small_leads: int, idle_repeats: int,
               trigger_statements: int, client_statements: int, skip_triggers: bool,
               campaign_scaling_options: dict[str, Any] | None = None,
-              migrate_wait_leads: tuple[int, ...] = ()) -> dict[str, Any]:
+              migrate_wait_leads: tuple[int, ...] = (), migrate_upgrade_leads: int | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     result: dict[str, Any] = {"options": {"leads": leads, "clients": clients, "campaigns": campaigns,
                                           "eligible_fraction": eligible_fraction, "seed": seed,
@@ -794,6 +840,18 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
                     x["loadavg"] = round(os.getloadavg()[0], 2)
                     result["migrate_wait"].append(x)
                     server.drop_db(name)
+        if migrate_upgrade_leads:
+            result["migrate_upgrade"] = None
+            if migrate_wait is not None:
+                say(f"platform writes while upgrading {migrate_upgrade_leads:,} leads during a run")
+                name = server.create_db(f"mu_{migrate_upgrade_leads}")
+                try:
+                    x = migrate_wait.measure_upgrade(server.dsn(name), migrate_upgrade_leads)
+                    x["loadavg"] = round(os.getloadavg()[0], 2)
+                except RuntimeError as exc:  # no previous release to start from (no git history)
+                    x = {"error": str(exc)}
+                result["migrate_upgrade"] = x
+                server.drop_db(name)
     result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["targets"] = targets(result)
     result["total_s"] = round(time.perf_counter() - started, 1)
@@ -832,13 +890,16 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
 @click.option("--cs-repeats", type=click.IntRange(min=1), default=campaign_scaling.REPEATS, show_default=True)
 @click.option("--migrate-wait-leads", type=click.IntRange(min=1), multiple=True, default=(2_000_000, 10_000_000),
               show_default=True, help="Sizes for the platform-write wait during migrate (repeat the option).")
-@click.option("--skip-migrate-wait", is_flag=True, help="Skip the platform-write wait during migrate.")
+@click.option("--migrate-upgrade-leads", type=click.IntRange(min=1000), default=2_000_000, show_default=True,
+              help="Size for the platform-write wait during an upgrade while a run works.")
+@click.option("--skip-migrate-upgrade", is_flag=True, help="Skip the upgrade during a run.")
+@click.option("--skip-migrate-wait", is_flag=True, help="Skip the platform-write waits during migrate (both scenarios).")
 @click.option("--json-out", type=click.Path(dir_okay=False, writable=True), help="Also write the figures as JSON here.")
 def main(database_url: str | None, leads: int, clients: int, campaigns: int, eligible_fraction: float, seed: str,
          repeats: int, skip_idle: bool, idle_small_leads: int, idle_repeats: int, skip_triggers: bool, trigger_statements: int,
          client_statements: int, skip_campaign_scaling: bool, cs_leads: int, cs_clients: int, cs_base: int,
          cs_extra: int, cs_eligible_fraction: float, cs_repeats: int, migrate_wait_leads: tuple[int, ...],
-         skip_migrate_wait: bool, json_out: str | None) -> None:
+         migrate_upgrade_leads: int, skip_migrate_upgrade: bool, skip_migrate_wait: bool, json_out: str | None) -> None:
     """Benchmark `deenroll run` against a set-based lower bound (see the module docstring)."""
     if campaigns < clients:
         raise click.BadParameter("needs at least one campaign per client", param_hint="--campaigns")
@@ -848,7 +909,8 @@ def main(database_url: str | None, leads: int, clients: int, campaigns: int, eli
                            "leads": cs_leads, "clients": cs_clients, "base": cs_base, "extra": cs_extra,
                            "eligible_fraction": cs_eligible_fraction, "seed": seed, "repeats": cs_repeats,
                            "idle_repeats": idle_repeats},
-                       () if skip_migrate_wait else tuple(migrate_wait_leads))
+                       () if skip_migrate_wait else tuple(migrate_wait_leads),
+                       None if skip_migrate_wait or skip_migrate_upgrade else migrate_upgrade_leads)
     print(render(result), flush=True)
     if json_out:
         Path(json_out).write_text(json.dumps(result, indent=2, default=str) + "\n")

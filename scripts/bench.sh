@@ -6,7 +6,10 @@
 # default sizes: 1,000,000 leads, 50 clients, 500 campaigns, 10 % eligible; idle runs at
 # 100,000 and 1,000,000 leads; campaign-count scaling at 200,000 leads, 5 clients, 10 vs
 # 10,010 campaigns per client; platform writes during migrate at 2,000,000 and 10,000,000
-# leads (the longest part: --skip-migrate-wait, or --migrate-wait-leads N to choose).
+# leads, and during an upgrade from the previous release while a run of that release works
+# at 2,000,000 leads (the longest part: --skip-migrate-wait, or --migrate-wait-leads N,
+# --migrate-upgrade-leads N, --skip-migrate-upgrade to choose; the upgrade takes the previous
+# release's code from this checkout's git history).
 # Figures go to stdout, progress to stderr.
 #   scripts/bench.sh                          # the full benchmark (tens of minutes)
 #   scripts/bench.sh --json-out bench.json    # also write the figures as JSON

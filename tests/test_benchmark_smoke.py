@@ -17,10 +17,12 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
+from deenroll import schema
 from deenroll.dataset import build_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench" / "benchmark.py"
+STEMS = [m.stem for m in schema.migration_files()]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,8 @@ def test_tiny_benchmark_reports_every_figure_and_cleans_up(pg_server, tmp_path):
          "--idle-small-leads", "1000", "--idle-repeats", "1",
          "--trigger-statements", "50", "--client-statements", "20",
          "--cs-leads", "2000", "--cs-clients", "2", "--cs-base", "2", "--cs-extra", "20", "--cs-repeats", "1",
-         "--migrate-wait-leads", "2000", "--migrate-wait-leads", "3000", "--json-out", str(out)],
+         "--migrate-wait-leads", "2000", "--migrate-wait-leads", "3000", "--migrate-upgrade-leads", "3000",
+         "--json-out", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -142,19 +145,32 @@ def test_tiny_benchmark_reports_every_figure_and_cleans_up(pg_server, tmp_path):
     for x in mw:
         assert x["writes"] > 0 and x["longest_wait_ms"] > 0 and x["campaigns_with_wrong_active_count"] == 0
 
+    # the upgrade from the previous release (this checkout's git history) during a run of it
+    mu = r["migrate_upgrade"]
+    assert "error" not in mu, mu
+    assert mu["leads"] == 3000 and mu["to"] == STEMS[-1] and mu["from"] == STEMS[-2]
+    assert mu["migrate"]["exit_code"] == 0 and mu["migrate"]["applied"] == [STEMS[-1]]
+    assert mu["run"]["exit_code"] == 0 and mu["run"]["totals"]["failed"] == 0
+    assert mu["writes_during_migrate"]["writes"] > 0 and mu["writes_during_migrate"]["failed_writes"] == 0
+    c = mu["checks"]
+    assert (c["runs_left_running"], c["leads_logged_twice"], c["leads_with_two_entries_of_ours"],
+            c["due_left_untouched_by_writer"]) == (0, 0, 0, 0), c
+
     # every target, each judged
     assert [t["name"] for t in r["targets"]] == [
         "ratio run/lower bound at batch size 100", "ratio run/lower bound at batch size 1000"] + (
         ["ratio run/lower bound at batch size 100, 2 workers"] if with_workers else []) + [
         "run 22 / 2 campaigns per client (runner ms)", "idle run 22 / 2 campaigns per client (runner ms)",
         "longest write wait, migrate at 2,000 leads (ms)", "longest write wait, migrate at 3,000 leads (ms)",
+        "longest write wait, upgrade in a run, 3,000 (ms)", "exit code of that upgrade's migrate",
         "idle run 3,000 / 1,000 leads (wall)", "runner peak RSS (MB)"]
     assert all(isinstance(t["met"], bool) for t in r["targets"])
 
     # the printed table carries the same figures
     for text in ("machine:", "PostgreSQL", "lower bound: one statement", "deenroll run --batch-size 1000",
                  "peak RSS", "idle run", "triggers of deenroll", "end state: identical", "workers at batch size 100",
-                 "campaign-count scaling", "longest platform write wait", "targets"):
+                 "campaign-count scaling", "longest platform write wait", "during an upgrade while a run works",
+                 "after the run: 0 runs left running", "targets"):
         assert text in proc.stdout, text
 
     # every database it made is gone
