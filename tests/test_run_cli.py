@@ -306,6 +306,9 @@ def test_batch_size_and_budget_come_from_the_environment(cli, db_url: str, conn:
         (["--max-runtime", "0"], {}, "--max-runtime must be at least 1"),
         ([], {"DE_ENROLLMENT_BATCH_SIZE": "0"}, "--batch-size must be a positive integer"),
         (["--batch-size", "ten"], {}, "not a valid integer"),
+        (["--lease", "999"], {}, "--lease must be between 1000 and 600000 milliseconds"),
+        (["--lease", "600001"], {}, "--lease must be between 1000 and 600000 milliseconds"),
+        ([], {"DE_ENROLLMENT_LEASE": "0"}, "--lease must be between 1000 and 600000 milliseconds"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(cli, db_url: str, conn: psycopg.Connection, args, env, message) -> None:

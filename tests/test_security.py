@@ -392,3 +392,60 @@ def test_a_login_without_the_runner_role_cannot_run(shared: Shared) -> None:
     with psycopg.connect(shared.admin, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM de_enrollment_runs").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()[0] == 0
+
+
+# Functions the planner must inline into the per-row work of a run: a SET clause would stop
+# that, and their SQL-standard bodies are bound to their objects when created, so no search
+# path can redirect them. The only functions of ours without a pinned search path.
+INLINED = {
+    "public.de_enrollment_due_outcome(boolean,timestamp with time zone,boolean,integer,uuid,jsonb)",
+    "public.de_enrollment_finished_leads(uuid,uuid[],boolean)",
+    "public.de_enrollment_opted_out_leads(uuid,boolean)",
+    "public.de_enrollment_marked_campaigns(uuid)",
+}
+# What the platform's own tables are; everything else the migrating role owns in these schemas is ours.
+PLATFORM_TABLES = ("leads", "campaigns")
+
+
+def test_the_security_advisors_warnings_find_nothing_of_ours(shared: Shared) -> None:
+    """What Supabase's Security Advisor warns about, checked on every object of ours: a SECURITY
+    DEFINER function the API roles may call, a function with a mutable search path, a table in
+    the exposed schema without row-level security, a view the API roles may read (views run with
+    their owner's rights), anything PUBLIC may call in the exposed schema."""
+    assert run_cli("migrate", db=shared.admin).code == 0
+    with psycopg.connect(shared.admin, autocommit=True) as conn:
+        functions = conn.execute(
+            """SELECT p.oid::regprocedure::text, n.nspname, p.prosecdef, p.prosqlbody IS NOT NULL,
+                      EXISTS (SELECT FROM unnest(p.proconfig) AS c WHERE c LIKE 'search_path=%%'),
+                      has_function_privilege('anon', p.oid, 'EXECUTE'),
+                      has_function_privilege('authenticated', p.oid, 'EXECUTE'),
+                      EXISTS (SELECT FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) AS a
+                               WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')
+                 FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+                WHERE n.nspname IN ('public', 'deenroll') AND p.proowner = current_user::regrole"""
+        ).fetchall()
+        relations = conn.execute(
+            """SELECT c.oid::regclass::text, n.nspname, c.relkind, c.relrowsecurity,
+                      has_table_privilege('anon', c.oid, 'SELECT'), has_table_privilege('authenticated', c.oid, 'SELECT')
+                 FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+                WHERE n.nspname IN ('public', 'deenroll') AND c.relkind IN ('r', 'p', 'v', 'm')
+                  AND c.relowner = current_user::regrole
+                  AND NOT (n.nspname = 'public' AND c.relname = ANY (%s))""",
+            (list(PLATFORM_TABLES),),
+        ).fetchall()
+    names = {sig.removeprefix("public.").split("(")[0] for sig, *_ in functions}
+    assert "de_enrollment_heartbeat" in names and len(functions) > 20
+    assert "campaign_history_has_no_repeats" not in names  # 0019's unused helper is gone
+
+    api_may_call_definer = [sig for sig, _, definer, _, _, anon, auth, _ in functions if definer and (anon or auth)]
+    assert api_may_call_definer == []
+    unpinned = {(f"public.{sig}" if nsp == "public" and not sig.startswith("public.") else sig)
+                for sig, nsp, _, _, pinned, *_ in functions if not pinned}
+    assert unpinned == INLINED
+    assert all(bound and not definer for sig, _, definer, bound, pinned, *_ in functions if not pinned)
+    public_may_call = [sig for sig, nsp, *_, public in functions if nsp == "public" and public]
+    assert public_may_call == []
+
+    assert len(relations) > 5
+    assert [name for name, nsp, kind, rls, *_ in relations if kind in ("r", "p") and not rls] == []
+    assert [name for name, nsp, kind, _, anon, auth in relations if anon or auth] == []
