@@ -115,6 +115,16 @@ def _allow_connections(server: PrivateServer, db_name: str, allow: bool) -> None
         conn.execute(f'ALTER DATABASE "{db_name}" ALLOW_CONNECTIONS {str(allow).lower()}')
 
 
+def _outcome(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
+    """(stdout, stderr) of `proc` once it exits; killed if it has not within `timeout` seconds."""
+    try:
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def test_a_run_cut_by_a_server_restart_fails_and_the_next_run_takes_its_client_over_at_once(
     server: PrivateServer, db_name: str
 ) -> None:
@@ -138,11 +148,8 @@ def test_a_run_cut_by_a_server_restart_fails_and_the_next_run_takes_its_client_o
             # itself, leaving no dead run for the next one to take over.
             _allow_connections(server, db_name, False)
             server.pg_ctl("restart", "-m", "fast")
-            out, err = proc.communicate(timeout=120)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+            out, err = _outcome(proc)
 
     assert proc.returncode == 2, err
     assert "Traceback" not in err
@@ -175,12 +182,7 @@ def test_a_run_cut_by_a_server_restart_fails_and_the_next_run_takes_its_client_o
 
         conn.execute("DROP TRIGGER zz_slow ON leads")
         again = spawn(url, "--json")  # the default lease: nothing here waits for one to expire
-        try:
-            out, err = again.communicate(timeout=120)
-        finally:
-            if again.poll() is None:
-                again.kill()
-                again.wait(10)
+        out, err = _outcome(again)
         assert again.returncode == 0, err
         assert "Traceback" not in err
         second = json.loads(out)
