@@ -297,9 +297,14 @@ class Child:
         proc = subprocess.Popen([deenroll_exe(), "--database-url", dsn, *args], stdout=out, stderr=err, env=env)
         return cls(proc, started, out, err)
 
-    def finish(self) -> tuple[int, float, dict[str, Any] | None, str]:
-        """Waits for the exit: (exit code, seconds since the start, the JSON on stdout or None, stderr's last line)."""
-        code = self.proc.wait()
+    def finish(self, timeout: float | None = None) -> tuple[int, float, dict[str, Any] | None, str]:
+        """Waits for the exit: (exit code, seconds since the start, the JSON on stdout or None, stderr's last line).
+        A child still running after `timeout` seconds is killed."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait()
         seconds = time.perf_counter() - self.started
         texts = []
         for f in (self.out, self.err):

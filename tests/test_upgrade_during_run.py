@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -42,26 +40,24 @@ def _migrate_wait_module():
     return module
 
 
+# The benchmark's upgrade scenario knows which release came before and how to run its code.
+MIGRATE_WAIT = _migrate_wait_module()
+
+
 @pytest.fixture(scope="module")
 def previous_release() -> Iterator[Path]:
     """The previous release's code in a temporary directory (skipped without git history)."""
     with tempfile.TemporaryDirectory(prefix="deenroll-previous-") as tmp:
         try:
-            _migrate_wait_module().previous_release_code(Path(tmp))
+            MIGRATE_WAIT.previous_release_code(Path(tmp))
         except RuntimeError as exc:
             pytest.skip(f"the previous release's code is not available: {exc}")
         yield Path(tmp)
 
 
-def old_deenroll(code: Path, url: str, *args: str) -> subprocess.Popen:
-    """The previous release's `deenroll --database-url URL ARGS`, started from its own directory
-    (so that neither this checkout nor the installed package is imported instead)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DE_ENROLLMENT_") and k != "DATABASE_URL"}
-    env["PYTHONPATH"] = str(code)
-    return subprocess.Popen(
-        [sys.executable, "-c", "from deenroll.cli import main; main()", "--database-url", url, *args],
-        cwd=code, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+def old_deenroll(code: Path, url: str, *args: str):
+    """The previous release's `deenroll --database-url URL ARGS`, started in a child process."""
+    return MIGRATE_WAIT.Child.start(url, *args, code=code)
 
 
 class Writer(threading.Thread):
@@ -91,9 +87,8 @@ class Writer(threading.Thread):
 def test_migrate_during_a_run_of_the_previous_release_never_waits_for_its_batch(
     previous_release: Path, empty_db_url: str
 ) -> None:
-    proc = old_deenroll(previous_release, empty_db_url, "migrate")
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
+    code, _, _, err = old_deenroll(previous_release, empty_db_url, "migrate").finish(timeout=300)
+    assert code == 0, err
 
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         make_clients(conn, clients=3, campaigns=2, leads=30)
@@ -132,16 +127,16 @@ def test_migrate_during_a_run_of_the_previous_release_never_waits_for_its_batch(
         assert conn.execute(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = %s AND NOT granted",
             (HOLD_KEY,)).fetchone()[0] >= 1
-        assert run.poll() is None
+        assert run.proc.poll() is None
         wait_until(lambda: writer.writes >= before + 20 or bool(writer.failures), timeout=60)
         assert writer.failures == []
         assert json.loads(res.stdout)["applied"][-1] == LATEST
 
         conn.execute("SELECT pg_advisory_unlock(%s)", (HOLD_KEY,))
-        out, err = run.communicate(timeout=300)
+        code, _, _, err = run.finish(timeout=300)
         writer.stop.set()
         writer.join(timeout=60)
-        assert run.returncode == 0, err
+        assert code == 0, err
         assert writer.failures == []
 
         assert de_enrolled(conn) == expected
