@@ -125,3 +125,183 @@ SELECT public.deenroll_apply_privileges();
 -- name: lock_platform_tables
 -- Hold writes to leads and campaigns while a backup is restored (reads go on).
 LOCK TABLE leads, campaigns IN SHARE ROW EXCLUSIVE MODE;
+
+-- name: cron_context
+-- Who we are and whether pg_cron's schema is in this database.
+SELECT pg_catalog.current_database()                                   AS dbname,
+       current_user::text                                              AS login,
+       (SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.rolname = current_user) AS superuser,
+       pg_catalog.to_regnamespace('cron') IS NOT NULL                  AS cron_here,
+       pg_catalog.current_setting('server_version')                    AS server_version;
+
+-- name: cron_database_name
+-- The database pg_cron keeps its jobs in; NULL when the server did not load pg_cron. Only
+-- superusers and members of pg_read_all_settings may read it: others get an error.
+SELECT pg_catalog.current_setting('cron.database_name', true);
+
+-- name: schedule_job_role
+-- The role a job would run as (the given one, else the login): whether it exists, may log in,
+-- is a superuser, and which of the jobs' functions (schema.name) is missing or not executable.
+SELECT r.rolname::text AS role,
+       r.rolcanlogin   AS can_login,
+       r.rolsuper      AS superuser,
+       pg_catalog.pg_has_role(current_user, r.oid, 'MEMBER') AS login_may_set_role,
+       pg_catalog.to_regrole('deenroll_runner') IS NOT NULL
+           AND pg_catalog.pg_has_role(r.oid, 'deenroll_runner', 'MEMBER') AS is_runner,
+       ARRAY(SELECT f.name
+               FROM unnest(%(functions)s::text[]) AS f (name)
+              WHERE NOT EXISTS (SELECT 1
+                                  FROM pg_catalog.pg_proc AS p
+                                 WHERE p.pronamespace::regnamespace::text || '.' || p.proname = f.name
+                                   AND pg_catalog.has_function_privilege(r.oid, p.oid, 'EXECUTE')
+                                   AND pg_catalog.has_schema_privilege(r.oid, p.pronamespace, 'USAGE'))
+              ORDER BY f.name) AS cannot_execute
+  FROM pg_catalog.pg_roles AS r
+ WHERE r.rolname = coalesce(%(role)s::text, current_user::text);
+
+-- name: runner_logins
+-- Login roles that are members of deenroll_runner and not superusers: who jobs should run as.
+SELECT r.rolname::text
+  FROM pg_catalog.pg_roles AS r
+ WHERE r.rolcanlogin AND NOT r.rolsuper
+   AND pg_catalog.to_regrole('deenroll_runner') IS NOT NULL
+   AND pg_catalog.pg_has_role(r.oid, 'deenroll_runner', 'MEMBER')
+ ORDER BY r.rolname;
+
+-- name: cron_rights
+-- In pg_cron's database: whether the role may use the schema cron and schedule in another
+-- database, and whether this pg_cron has schedule_in_database at all (1.4+).
+-- (Read from pg_proc: looking a name up in the schema cron needs USAGE on it.)
+WITH f AS (SELECT p.oid FROM pg_catalog.pg_proc AS p
+            WHERE p.pronamespace = 'cron'::regnamespace AND p.proname = 'schedule_in_database')
+SELECT pg_catalog.has_schema_privilege(%(role)s::text, 'cron', 'USAGE') AS usage_on_cron,
+       EXISTS (SELECT 1 FROM f) AS has_schedule_in_database,
+       EXISTS (SELECT 1 FROM f WHERE pg_catalog.has_function_privilege(%(role)s::text, f.oid, 'EXECUTE'))
+           AS may_schedule_in_database,
+       (SELECT e.extversion FROM pg_catalog.pg_extension AS e WHERE e.extname = 'pg_cron') AS version;
+
+-- name: cron_job_named
+-- A job of this name scheduled by this role (pg_cron keys named jobs by name and role).
+SELECT j.jobid, j.schedule, j.command, j.database, j.username, j.active
+  FROM cron.job AS j
+ WHERE j.jobname = %(name)s AND j.username = %(role)s;
+
+-- name: set_role
+-- Act as the role the jobs should run as: pg_cron gives a job the role that schedules it.
+SELECT pg_catalog.set_config('role', %(role)s, true);
+
+-- name: cron_schedule
+-- Create or update (same name, same role) a job in this database, run as the current role.
+SELECT cron.schedule(%(name)s, %(schedule)s, %(command)s);
+
+-- name: cron_schedule_in_database
+-- Create or update a job that runs in another database (a superuser may name its role).
+SELECT cron.schedule_in_database(%(name)s, %(schedule)s, %(command)s, %(database)s, %(username)s);
+
+-- name: cron_our_jobs
+-- Our jobs (names starting with deenroll-) that run in the given database, as the login sees
+-- them (pg_cron shows a role only its own jobs; a superuser sees every role's).
+SELECT j.jobid, j.jobname, j.schedule, j.command, j.database, j.username, j.active
+  FROM cron.job AS j
+ WHERE j.jobname LIKE 'deenroll-%%' AND j.database = %(database)s
+ ORDER BY j.jobname, j.username;
+
+-- name: cron_last_runs
+-- The last runs of each of the given jobs, newest first, with their duration in milliseconds.
+SELECT d.jobid, d.runid, d.job_pid, d.status, d.return_message, d.start_time, d.end_time,
+       round(extract(epoch FROM coalesce(d.end_time, now()) - d.start_time) * 1000)::bigint AS duration_ms
+  FROM unnest(%(jobids)s::bigint[]) AS j (jobid)
+ CROSS JOIN LATERAL (SELECT *
+                       FROM cron.job_run_details AS r
+                      WHERE r.jobid = j.jobid
+                      ORDER BY r.start_time DESC NULLS FIRST, r.runid DESC
+                      LIMIT %(limit)s) AS d
+ ORDER BY d.jobid, d.start_time DESC NULLS FIRST, d.runid DESC;
+
+-- name: cron_unschedule
+-- Remove one job by its id (its owner or a superuser may).
+SELECT cron.unschedule(%(jobid)s::bigint);
+
+-- name: runs_of_job_runs
+-- The de-enrollment runs each job run made (windows in the order given, numbered from 1).
+SELECT * FROM public.count_de_enrollment_runs_in_windows(%(starts)s::timestamptz[], %(ends)s::timestamptz[],
+                                                         %(pids)s::integer[]);
+
+-- name: missing_functions
+-- Which of the given functions (schema.name) do not exist in this database.
+SELECT f.name
+  FROM unnest(%(functions)s::text[]) AS f (name)
+ WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc AS p
+                    WHERE p.pronamespace::regnamespace::text || '.' || p.proname = f.name)
+ ORDER BY f.name;
+
+-- name: run_clients
+-- The clients a run processes, least recently run first.
+SELECT client_id::text FROM public.de_enrollment_clients();
+
+-- name: run_client_exists
+-- Whether a client has campaigns or leads (what --client-id may name).
+SELECT public.de_enrollment_client_exists(%(client_id)s::uuid);
+
+-- name: run_deadline
+-- The end of a run's budget on the database's clock: every connection of the run stops at it.
+SELECT pg_catalog.clock_timestamp() + pg_catalog.make_interval(secs => %(max_runtime_ms)s::integer / 1000.0);
+
+-- name: run_missing_definitions
+-- Which of the function and view files of this version have no object in the database.
+SELECT o.kind || ' ' || o.schema || '.' || o.name
+  FROM ROWS FROM (pg_catalog.unnest(%(kinds)s::text[]), pg_catalog.unnest(%(schemas)s::text[]),
+                  pg_catalog.unnest(%(names)s::text[])) WITH ORDINALITY AS o (kind, schema, name, n)
+ WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_proc AS p
+                    WHERE o.kind = 'function' AND p.proname = o.name
+                      AND p.pronamespace = pg_catalog.to_regnamespace(o.schema))
+   AND NOT EXISTS (SELECT FROM pg_catalog.pg_class AS c
+                    WHERE o.kind = 'view' AND c.relname = o.name AND c.relkind = 'v'
+                      AND c.relnamespace = pg_catalog.to_regnamespace(o.schema))
+ ORDER BY o.n;
+
+-- name: run_client
+-- One client's run, whole, by the run's procedure: lease, batches, fold, close; its JSON summary.
+CALL deenroll.run_de_enrollment(p_client_id => %(client_id)s::uuid, p_batch_size => %(batch_size)s::integer,
+                                p_max_runtime_ms => %(max_runtime_ms)s::integer, p_lease_ms => %(lease_ms)s::integer,
+                                p_deadline => %(deadline)s::timestamptz, p_runner_host => %(host)s::text,
+                                p_runner_pid => %(pid)s::integer, p_login_pid => %(login_pid)s::integer,
+                                p_progress => true);
+
+-- name: run_help
+-- Batches of another connection's run, under that run, until they come back short.
+CALL deenroll.help_de_enrollment_run(p_run_id => %(run_id)s::uuid, p_client_id => %(client_id)s::uuid,
+                                     p_batch_size => %(batch_size)s::integer,
+                                     p_deadline => %(deadline)s::timestamptz, p_progress => true);
+
+-- name: run_close_failed
+-- Close a run 'failed' (a stop signal cut its procedure); its row as it is then.
+SELECT status, leads_evaluated, leads_de_enrolled, leads_completed, leads_opted_out, batches, duration_ms,
+       error_details
+  FROM public.finish_de_enrollment_run(%(run_id)s::uuid, 'failed', %(message)s::text);
+
+-- name: run_fold_remaining
+-- The run's last step over every client: fold the counter deltas no client's run folded.
+SELECT deenroll.fold_remaining_de_enrollment_deltas(%(max_runtime_ms)s::integer);
+
+-- name: run_batch
+-- One batch of a run in one statement (heartbeat, claim, process); what the run's procedure does per batch.
+SELECT b.lead_id, b.campaign_id, b.outcome, b.messages_received, b.held_reason
+  FROM public.de_enrollment_heartbeat(%s::uuid) AS h (run_id)
+ CROSS JOIN LATERAL public.process_de_enrollment_batch(h.run_id,
+       ARRAY(SELECT g.lead_id FROM public.get_leads_for_de_enrollment(%s::uuid, %s::integer) AS g)) AS b;
+
+-- name: dry_run_counts
+-- What a run would de-enroll for one client, per campaign (nothing is changed).
+SELECT campaign_id, campaign_name, total_messages, completed, opted_out
+  FROM public.count_leads_for_de_enrollment(%(client_id)s::uuid);
+
+-- name: invalid_campaigns
+-- One client's campaigns whose messages is not a JSON array.
+SELECT campaign_id, campaign_name, messages_type, active_leads
+  FROM public.de_enrollment_invalid_campaigns(%(client_id)s::uuid);
+
+-- name: held_by_reason
+-- One client's held leads, counted by reason.
+SELECT h.reason, pg_catalog.count(*) FROM public.de_enrollment_held_leads(%(client_id)s::uuid) AS h
+ GROUP BY h.reason ORDER BY h.reason;

@@ -1,37 +1,33 @@
-"""The batch runner behind `deenroll run`: orders the SQL, times it, gathers the report.
+"""`deenroll run` on the client side: connections, workers, signals, progress and the report.
 
-Every decision about data is made by the functions in functions/ (see their
-headers); this module only calls them in order, for each client:
+The run itself is the database's procedure deenroll.run_de_enrollment (functions/
+run_de_enrollment.sql), the same one pg_cron calls: for each client it takes the lease,
+opens the run row, commits each batch, stops at the deadline, retries a batch that lost a
+lock race, folds the counters, closes the row and records a failure while going on. This
+module only adds what a client process can:
 
-  start_de_enrollment_run     takes the client's lease, opens its run row
-  de_enrollment_invalid_campaigns   campaigns to report (their leads are skipped)
-  process_de_enrollment_batch(get_leads_for_de_enrollment(...)), preceded by
-  de_enrollment_heartbeat     one round trip and one short transaction per batch, until a
-                              batch comes back short or the time budget is spent
-  apply_campaign_stats_deltas folds what the platform changed meanwhile
-  finish_de_enrollment_run    closes the run row, gives the lease back
+  * one CALL per client on each worker's connection, with one deadline (on the database's
+    clock) for all of them; with `--workers N`, N threads take clients from one queue and an
+    idle worker helps the busiest run still open (deenroll.help_de_enrollment_run: batches
+    under that run, SKIP LOCKED keeps the claims apart);
+  * the progress display, fed by the INFO messages the procedure sends per batch;
+  * a connection lost in the middle of a client: reconnect at once and call the procedure
+    again for that client (the dead session's lease is taken over at once); a database
+    that stays unreachable fails the client;
+  * SIGTERM / SIGINT: the statement in flight is cancelled and the open run rows are closed
+    'failed' with the signal's name;
+  * the dry run (counts only), the final fold over every client, --json, exit codes, the
+    alert webhook.
 
-Nothing the runner needs outlives a transaction, so it works the same through a
-transaction-mode connection pooler (PgBouncer, Supabase's pooler): the lease is a row
-(deenroll.client_leases), renewed by the batches, that a dead runner's successor takes
-over once it has expired; the settings (lock_timeout, synchronous_commit) are set by the
-functions for their own transaction; psycopg prepares no statement (database.connect);
-no session setting is made, so every name below is schema-qualified and every parameter
-typed, whatever search_path the login has.
-
-Connections are in autocommit mode and every step above is one statement, hence its own
-transaction: a batch (heartbeat, claim and process in one statement) commits as that
-statement ends, with no extra round trip.
-
-With `--workers N`, N threads each hold a connection of their own. They take clients
-from one queue; when none is left to start, an idle worker helps the busiest client still
-running by claiming batches under that client's run (same run row, same lease): SKIP
-LOCKED keeps the workers' claims apart. A client's run is closed by the worker that
-started it, once its helpers have stopped.
+Nothing the runner needs outlives a transaction, so it works through a transaction-mode
+connection pooler (PgBouncer, Supabase's pooler); a CALL keeps its server connection
+until it returns. psycopg prepares no statement (database.connect); every name is
+schema-qualified and every parameter typed, whatever search_path the login has.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -39,7 +35,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -48,28 +44,21 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg.pq import TransactionStatus
 
-from . import alerts, database, schema
+from . import alerts, database, queries, schema
 from .errors import UserError
 
 log = logging.getLogger("deenroll.run")
 
 INT_MAX = 2**31 - 1
-BATCH_RETRIES = 3  # a batch that loses a deadlock or serialization race, or a lock wait, is tried this often
-LOCK_WAIT_FLOOR_MS = 5000  # lock_timeout of statements outside a run's lease: max(budget, this)
 MAX_WORKERS = 64
 LEASE_MS = 30000  # how long a run's lease lasts past its last sign of life, by default
 LEASE_RANGE_MS = (1000, 600000)
+RECONNECTS = 3  # a client whose connection is lost is called again after reconnecting, this often at most
+PROGRESS_PREFIX = "deenroll: "  # the procedure's progress messages: this, then a JSON object
 
-
-# The heartbeat comes first (the batch takes its run id from it): it refuses a run that lost
-# its lease, renews the lease, and sets lock_timeout and synchronous_commit for this
-# transaction only.
-BATCH_SQL = (
-    "SELECT b.lead_id, b.campaign_id, b.outcome, b.messages_received, b.held_reason "
-    "FROM public.de_enrollment_heartbeat(%s::uuid) AS h (run_id) "
-    "CROSS JOIN LATERAL public.process_de_enrollment_batch(h.run_id, "
-    "ARRAY(SELECT g.lead_id FROM public.get_leads_for_de_enrollment(%s::uuid, %s::integer) AS g)) AS b"
-)
+# One batch in one statement (positional parameters: run id, client id, batch size): what the
+# run's procedure does for each batch; kept for tests that drive batches by hand.
+BATCH_SQL = queries.all_queries()["run_batch"]
 
 
 class Terminated(KeyboardInterrupt):
@@ -326,23 +315,15 @@ def check_prerequisites(conn: psycopg.Connection) -> None:
     must have its object in the database (the views cannot exist without the tables they read)."""
     defs = schema.definitions()
     missing = [
-        what for (what,) in conn.execute(
-            """SELECT o.kind || ' public.' || o.name
-                 FROM ROWS FROM (pg_catalog.unnest(%s::text[]), pg_catalog.unnest(%s::text[])) WITH ORDINALITY AS o (kind, name, n)
-                WHERE NOT EXISTS (SELECT FROM pg_catalog.pg_proc AS p
-                                   WHERE o.kind = 'function' AND p.proname = o.name
-                                     AND p.pronamespace = 'public'::pg_catalog.regnamespace)
-                  AND NOT EXISTS (SELECT FROM pg_catalog.pg_class AS c
-                                   WHERE o.kind = 'view' AND c.relname = o.name AND c.relkind = 'v'
-                                     AND c.relnamespace = 'public'::pg_catalog.regnamespace)
-                ORDER BY o.n""",
-            ([d.kind for d in defs], [d.name for d in defs]),
+        what for (what,) in queries.run(
+            conn, "run_missing_definitions",
+            kinds=[d.kind for d in defs], schemas=[d.schema for d in defs], names=[d.name for d in defs],
         ).fetchall()
     ]
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise UserError(f"the database is not ready for de-enrollment ({shown} missing): run `deenroll migrate` first")
-    blind = conn.execute("SELECT reason FROM public.de_enrollment_rls_blind_spots()").fetchall()
+    blind = queries.run(conn, "rls_blind_spots").fetchall()
     if blind:
         raise UserError(
             "row-level security hides leads from deenroll: " + "; ".join(r[0] for r in blind)
@@ -352,44 +333,49 @@ def check_prerequisites(conn: psycopg.Connection) -> None:
 
 def _clients(conn: psycopg.Connection, only: str | None) -> list[str]:
     if only is not None:
-        known = conn.execute("SELECT public.de_enrollment_client_exists(%s::uuid)", (only,)).fetchone()
-        if not known or not known[0]:
+        if not queries.value(conn, "run_client_exists", client_id=only):
             raise UserError(f"client {only} has no campaigns and no leads: nothing to de-enroll (check --client-id)")
         return [only]
-    rows = conn.execute("SELECT client_id FROM public.de_enrollment_clients()").fetchall()
-    return [str(r[0]) for r in rows]
+    return [r[0] for r in queries.run(conn, "run_clients").fetchall()]
 
 
 def _invalid_campaigns(conn: psycopg.Connection, client_id: str) -> list[CampaignIssue]:
-    rows = conn.execute(
-        "SELECT campaign_id, campaign_name, messages_type, active_leads FROM public.de_enrollment_invalid_campaigns(%s::uuid)",
-        (client_id,),
-    ).fetchall()
+    rows = queries.run(conn, "invalid_campaigns", client_id=client_id).fetchall()
     return [CampaignIssue(str(r[0]), r[1], r[2], int(r[3])) for r in rows]
 
 
 def _held(conn: psycopg.Connection, client_id: str) -> dict[str, int]:
     """The client's held leads (the ones a run skips), counted by reason."""
-    rows = conn.execute(
-        "SELECT h.reason, pg_catalog.count(*) FROM public.de_enrollment_held_leads(%s::uuid) AS h "
-        "GROUP BY h.reason ORDER BY h.reason",
-        (client_id,),
-    ).fetchall()
+    rows = queries.run(conn, "held_by_reason", client_id=client_id).fetchall()
     return {str(r[0]): int(r[1]) for r in rows}
 
 
+Event = dict[str, Any]
+
+
 class _Session:
-    """One connection of the runner (one per worker thread), reopened when it broke."""
+    """One connection of the runner (one per worker thread), reopened when it broke.
+
+    The procedure's progress messages go to `on_event`; other notices and warnings (a dead
+    run taken over, a client another run holds) are kept in `notices`."""
 
     def __init__(self, target: database.Target) -> None:
         self.target = target
         self._conn: psycopg.Connection | None = None
         self.notices: list[str] = []
+        self.on_event: Callable[[Event], None] = lambda event: None
         self._unreachable: str | None = None
 
     def _on_notice(self, diag: psycopg.errors.Diagnostic) -> None:
-        if diag.severity_nonlocalized in ("WARNING", "NOTICE") and diag.message_primary:
-            self.notices.append(diag.message_primary)
+        text = diag.message_primary or ""
+        if diag.severity_nonlocalized == "INFO" and text.startswith(PROGRESS_PREFIX):
+            try:
+                event = json.loads(text[len(PROGRESS_PREFIX):])
+            except ValueError:
+                return
+            self.on_event(event)
+        elif diag.severity_nonlocalized in ("WARNING", "NOTICE") and text:
+            self.notices.append(text)
 
     @property
     def conn(self) -> psycopg.Connection:
@@ -407,6 +393,11 @@ class _Session:
             self._conn = conn
         return self._conn
 
+    @property
+    def lost(self) -> bool:
+        """Whether the connection broke (the server ended the session, or the network went)."""
+        return self._conn is not None and (self._conn.closed or self._conn.broken)
+
     def abandon(self) -> None:
         """After a failure: drop the connection unless it is idle and usable (the next use reconnects)."""
         if self._conn is None:
@@ -421,7 +412,7 @@ class _Session:
             try:
                 conn.cancel_safe(timeout=5)
             except (psycopg.Error, OSError):
-                pass  # the statement ends anyway; the worker sees the stop before its next batch
+                pass  # the statement ends anyway; the worker sees the stop before its next call
 
     def close(self) -> None:
         if self._conn is not None:
@@ -430,15 +421,20 @@ class _Session:
 
 
 class _ClientRun:
-    """A client's run shared by the worker that started it and the workers helping it."""
+    """A client's run, as the procedure announced it, shared by its worker and the workers helping it."""
 
     def __init__(self, result: ClientResult) -> None:
         self.result = result
-        self.open = True  # helpers may join until a batch comes back short (or the run stops)
-        self.stopping = False  # helpers stop after their batch in flight (the run failed or is stopped)
+        self.open = False  # helpers may join between the procedure's 'started' and its return
         self.helpers = 0
-        self.out_of_time = False  # a helper stopped at the budget with due leads maybe left
-        self.helper_error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Task:
+    """What a worker does next: start a client's run, or help one that is open."""
+
+    client_id: str | None = None
+    help: _ClientRun | None = None
 
 
 class _Scheduler:
@@ -461,8 +457,8 @@ class _Scheduler:
         with self._observer_lock:
             getattr(self._observer, method)(*args)
 
-    def next_task(self, dry_run: bool) -> tuple[str, Any] | None:
-        """('start', client_id), ('help', run) or None when there is nothing left for this worker.
+    def next_task(self, dry_run: bool) -> _Task | None:
+        """A client to start, a run to help, or None when there is nothing left for this worker.
 
         With no client left to start, an idle worker waits until a run opens for help or
         every client is done."""
@@ -472,15 +468,15 @@ class _Scheduler:
                     return None
                 if self.pending:
                     self.active += 1
-                    return ("start", self.pending.popleft())
+                    return _Task(client_id=self.pending.popleft())
                 if dry_run or self.workers == 1:
                     return None
-                runs = [r for r in self.open_runs if r.open and r.helper_error is None]
+                runs = [r for r in self.open_runs if r.open]
                 if runs:
                     # the run with the fewest helpers, then the one with the most batches done (the biggest)
                     run = min(runs, key=lambda r: (r.helpers, -r.result.batches))
                     run.helpers += 1
-                    return ("help", run)
+                    return _Task(help=run)
                 if self.active == 0:
                     return None
                 self.cond.wait()
@@ -505,51 +501,47 @@ class _Scheduler:
 
     def opened(self, run: _ClientRun) -> None:
         with self.cond:
+            run.open = True
             self.open_runs.append(run)
             self.cond.notify_all()
 
-    def close(self, run: _ClientRun) -> None:
+    def closed(self, run: _ClientRun) -> None:
         with self.cond:
             run.open = False
+            if run in self.open_runs:
+                self.open_runs.remove(run)
 
     def helper_done(self, run: _ClientRun) -> None:
         with self.cond:
             run.helpers -= 1
             self.cond.notify_all()
 
-    def wait_for_helpers(self, run: _ClientRun, *, stop_them: bool) -> None:
-        """Close the run to new helpers and wait until its helpers have left (after their batch in
-        flight when `stop_them`, else when their batches come back short)."""
-        with self.cond:
-            run.open = False
-            run.stopping = run.stopping or stop_them
-            if run in self.open_runs:
-                self.open_runs.remove(run)
-            while run.helpers:
-                self.cond.wait()
-
-    def record(self, run: _ClientRun, rows: list[tuple]) -> None:
-        """A batch's rows into the run's result (any worker's)."""
+    def record(self, run: _ClientRun, event: Event) -> None:
+        """A batch's counts (from any worker) into the run's result, for the progress display."""
         result = run.result
-        completed = sum(1 for r in rows if r[2] == "completed")
-        opted_out = sum(1 for r in rows if r[2] == "opted_out")
+        completed, opted_out = int(event.get("completed", 0)), int(event.get("opted_out", 0))
         with self.cond:
             result.batches += 1
             result.leads_de_enrolled += completed + opted_out
             result.completed += completed
             result.opted_out += opted_out
-            result.newly_held += sum(1 for r in rows if r[2] == "held")
+            result.newly_held += int(event.get("held", 0))
         self.notify("batch_done", result, completed + opted_out)
 
 
-def _more_may_be_due(rows: list[tuple], size: int) -> bool:
-    """Whether the client may have more due leads after this batch.
-
-    Held and deferred leads fill a batch too, so a full batch means more may be due; and a
-    batch that ran out of its subtransaction budget returns the leads it did not get to as
-    'deferred' (untouched): the next batch, a new transaction, takes them.
-    """
-    return len(rows) >= size or any(r[2] == "deferred" for r in rows)
+def _fill(result: ClientResult, summary: dict[str, Any]) -> None:
+    """A client's result from the procedure's summary of it."""
+    result.run_id = summary.get("run_id")
+    result.status = summary["status"]
+    result.error = summary.get("error")
+    result.duration_ms = int(summary.get("duration_ms") or 0)
+    for key in ("leads_evaluated", "leads_de_enrolled", "completed", "opted_out", "batches", "newly_held"):
+        setattr(result, key, int(summary.get(key) or 0))
+    result.invalid_campaigns = [
+        CampaignIssue(c["campaign_id"], c.get("campaign_name"), c["messages_type"], int(c["active_leads"]))
+        for c in summary.get("invalid_campaigns") or []
+    ]
+    result.held = {str(k): int(v) for k, v in sorted((summary.get("held") or {}).items())}
 
 
 class Runner:
@@ -562,19 +554,20 @@ class Runner:
         self.host = socket.gethostname()
         self.pid = os.getpid()
         self.main = _Session(target)
+        self.deadline: datetime | None = None  # on the database's clock
 
     # -- the run ---------------------------------------------------------------
 
     def run(self) -> RunReport:
         report = RunReport(self.options, datetime.now(timezone.utc))
         t0 = time.monotonic()
-        deadline = t0 + self.options.max_runtime_ms / 1000.0
         try:
             conn = self.main.conn
             check_prerequisites(conn)
             clients = _clients(conn, self.options.client_id)
+            self.deadline = queries.value(conn, "run_deadline", max_runtime_ms=self.options.max_runtime_ms)
             self.observer.clients_found(len(clients))
-            results = self._work(clients, deadline)
+            results = self._work(clients)
             report.clients.extend(results[c] for c in clients if c in results)
             if not self.options.dry_run and self.options.client_id is None:
                 self._fold_everything(report)
@@ -585,7 +578,7 @@ class Runner:
             report.alert = alerts.post_alert("run", _alert_payload(report), summary=_alert_summary(report, self.host))
         return report
 
-    def _work(self, clients: list[str], deadline: float) -> dict[str, ClientResult]:
+    def _work(self, clients: list[str]) -> dict[str, ClientResult]:
         """Every client, by one worker (this thread, on the main connection) or by several threads."""
         workers = self.options.workers
         if not clients:
@@ -595,12 +588,12 @@ class Runner:
         sched = _Scheduler(clients, workers, self.observer)
         results: dict[str, ClientResult] = {}
         if workers == 1:
-            self._worker(self.main, sched, deadline, results)
+            self._worker(self.main, sched, results)
             return results
         self.main.close()  # the workers have their own; the final fold reconnects
         sessions = [_Session(self.target) for _ in range(workers)]
         threads = [
-            threading.Thread(target=self._worker, args=(s, sched, deadline, results), name=f"deenroll-worker-{i + 1}")
+            threading.Thread(target=self._worker, args=(s, sched, results), name=f"deenroll-worker-{i + 1}")
             for i, s in enumerate(sessions)
         ]
         for t in threads:
@@ -622,9 +615,9 @@ class Runner:
             raise sched.crash
         return results
 
-    def _worker(self, session: _Session, sched: _Scheduler, deadline: float, results: dict[str, ClientResult]) -> None:
+    def _worker(self, session: _Session, sched: _Scheduler, results: dict[str, ClientResult]) -> None:
         try:
-            self._work_loop(session, sched, deadline, results)
+            self._work_loop(session, sched, results)
         except BaseException as exc:
             if threading.current_thread() is threading.main_thread():
                 raise
@@ -634,25 +627,24 @@ class Runner:
                 session.close()
             sched.worker_done()
 
-    def _work_loop(
-        self, session: _Session, sched: _Scheduler, deadline: float, results: dict[str, ClientResult]
-    ) -> None:
+    def _work_loop(self, session: _Session, sched: _Scheduler, results: dict[str, ClientResult]) -> None:
         while True:
             task = sched.next_task(self.options.dry_run)
             if task is None:
                 return
-            kind, what = task
-            if kind == "help":
-                self._help(session, sched, what, deadline)
+            if task.help is not None:
+                self._help(session, sched, task.help)
                 continue
+            client_id = task.client_id
+            assert client_id is not None
             try:
-                sched.notify("client_started", what)
+                sched.notify("client_started", client_id)
                 if self.options.dry_run:
-                    result = self._dry_run_client(session, what)
+                    result = self._dry_run_client(session, client_id)
                 else:
-                    result = self._run_client(session, sched, what, deadline)
+                    result = self._run_client(session, sched, client_id)
                 with sched.cond:
-                    results[what] = result
+                    results[client_id] = result
             finally:
                 sched.client_done()
             sched.notify("client_done", result)
@@ -660,12 +652,9 @@ class Runner:
     def _fold_everything(self, report: RunReport) -> None:
         """Fold the deltas of campaigns no client run touched (clients without an active campaign)."""
         try:
-            conn = self.main.conn
-            report.deltas_folded = conn.execute(
-                "WITH s AS MATERIALIZED (SELECT pg_catalog.set_config('lock_timeout', %s::text, true)) "
-                "SELECT public.apply_campaign_stats_deltas() FROM s",
-                (f"{max(self.options.max_runtime_ms, LOCK_WAIT_FLOOR_MS)}ms",),
-            ).fetchone()[0]
+            report.deltas_folded = queries.value(
+                self.main.conn, "run_fold_remaining", max_runtime_ms=self.options.max_runtime_ms
+            )
         except (psycopg.Error, UserError) as exc:
             self.main.abandon()
             report.fold_error = f"folding the remaining counter deltas failed: {_first_line(exc)}"
@@ -675,11 +664,7 @@ class Runner:
         t0 = time.monotonic()
         result = ClientResult(client_id, status="dry_run")
         conn = session.conn
-        rows = conn.execute(
-            "SELECT campaign_id, campaign_name, total_messages, completed, opted_out "
-            "FROM public.count_leads_for_de_enrollment(%s::uuid)",
-            (client_id,),
-        ).fetchall()
+        rows = queries.run(conn, "dry_run_counts", client_id=client_id).fetchall()
         result.invalid_campaigns = _invalid_campaigns(conn, client_id)
         result.held = _held(conn, client_id)
         for campaign_id, name, total, completed, opted_out in rows:
@@ -697,148 +682,104 @@ class Runner:
         result.duration_ms = int((time.monotonic() - t0) * 1000)
         return result
 
-    def _run_client(self, session: _Session, sched: _Scheduler, client_id: str, deadline: float) -> ClientResult:
+    def _events(self, sched: _Scheduler, result: ClientResult, runs: list[_ClientRun]) -> Callable[[Event], None]:
+        """What the procedure reports while it runs a client: its run opening, its batches, its retries."""
+
+        def on_event(event: Event) -> None:
+            kind = event.get("event")
+            if kind == "started":
+                run = _ClientRun(result)
+                result.run_id = str(event["run_id"])
+                runs.append(run)
+                sched.opened(run)
+            elif kind == "batch" and runs:
+                sched.record(runs[-1], event)
+            elif kind == "retry":
+                log.warning("client %s: batch lost a lock race (%s), retrying", result.client_id, event.get("error"))
+
+        return on_event
+
+    def _run_client(self, session: _Session, sched: _Scheduler, client_id: str) -> ClientResult:
+        """One CALL of the run's procedure for this client; again after a lost connection."""
         t0 = time.monotonic()
         result = ClientResult(client_id)
+        runs: list[_ClientRun] = []
+        session.on_event = self._events(sched, result, runs)
         session.notices.clear()
+        reconnects = 0
         try:
-            conn = session.conn
-            # The pid the server announced at login: the session's own on a direct connection,
-            # a pooler's invention behind a pooler (the database tells them apart).
-            row = conn.execute(
-                "SELECT public.start_de_enrollment_run(%s::uuid, %s::integer, %s::integer, %s::text, %s::integer, "
-                "%s::integer, %s::integer)",
-                (client_id, self.options.batch_size, self.options.max_runtime_ms, self.host, self.pid,
-                 conn.info.backend_pid, self.options.lease_ms),
-            ).fetchone()
-        except (psycopg.Error, UserError) as exc:
-            session.abandon()
-            result.status = "failed"
-            result.error = f"could not start a run: {_first_line(exc)}"
-            result.duration_ms = int((time.monotonic() - t0) * 1000)
-            return result
-        run_id = row[0] if row else None
-        if run_id is None:
-            result.status = "skipped"
-            # the NOTICE names the run that holds the client's lease
-            result.error = session.notices[-1] if session.notices else "another deenroll run is processing this client"
-            result.duration_ms = int((time.monotonic() - t0) * 1000)
-            return result
-        result.warnings.extend(session.notices)
-        result.run_id = str(run_id)
-        run = _ClientRun(result)
-
-        try:
-            status, details = self._process(session, sched, run, deadline)
-            conn.execute(
-                "SELECT public.apply_client_stats_deltas(%s::uuid) FROM public.de_enrollment_heartbeat(%s::uuid)",
-                (client_id, result.run_id),
-            )
-            self._finish(session, result, status, details)
+            while True:
+                try:
+                    (summary,) = queries.one(
+                        session.conn, "run_client",
+                        client_id=client_id, batch_size=self.options.batch_size,
+                        max_runtime_ms=self.options.max_runtime_ms, lease_ms=self.options.lease_ms,
+                        deadline=self.deadline, host=self.host, pid=self.pid,
+                        login_pid=session.conn.info.backend_pid,
+                    )
+                    break
+                except psycopg.OperationalError as exc:
+                    if sched.stop is not None or not session.lost or reconnects >= RECONNECTS or not self._reconnect(session):
+                        raise
+                    reconnects += 1
+                    log.warning(
+                        "client %s: the connection to the database was lost (%s); reconnected, going on with it",
+                        client_id, _first_line(exc),
+                    )
         except Exception as exc:  # noqa: BLE001 - one client's failure never stops the others
-            sched.wait_for_helpers(run, stop_them=True)
-            self._record_failure(session, sched, result, exc)
+            self._record_failure(session, sched, result, runs, exc)
         except BaseException as exc:  # interrupted: leave a truthful row behind, then stop
             sched.stopped(exc)
-            sched.wait_for_helpers(run, stop_them=True)
-            self._record_failure(session, sched, result, exc)
+            self._record_failure(session, sched, result, runs, exc)
             raise
+        else:
+            [mine] = summary["clients"]
+            _fill(result, mine)
+            if result.status == "skipped":
+                # the NOTICE names the run that holds the client's lease
+                result.error = session.notices[-1] if session.notices else result.error
+            else:
+                result.warnings.extend(session.notices)
+        finally:
+            session.on_event = lambda event: None
+            for run in runs:
+                sched.closed(run)
         result.duration_ms = result.duration_ms or int((time.monotonic() - t0) * 1000)
         return result
 
-    def _process(self, session: _Session, sched: _Scheduler, run: _ClientRun, deadline: float) -> tuple[str, str | None]:
-        """The batch loop of the worker that started the run; returns the status to record and the details."""
-        result = run.result
-        conn = session.conn
-        invalid = _invalid_campaigns(conn, result.client_id)
-        result.invalid_campaigns = invalid
-        problems = [c.describe() for c in invalid]
-        size = self.options.batch_size
-        sched.opened(run)
-        out_of_time = False
-        while True:
-            if sched.stop is not None:
-                raise _Stopped()
-            if run.helper_error is not None:
-                raise _HelperFailed(run.helper_error)
-            if time.monotonic() >= deadline:
-                out_of_time = True
-                break
-            rows = self._batch(session, result.run_id, result.client_id, size)
-            sched.record(run, rows)
-            if not _more_may_be_due(rows, size):
-                break
-        sched.wait_for_helpers(run, stop_them=False)
-        if sched.stop is not None:
-            raise _Stopped()
-        if run.helper_error is not None:
-            raise _HelperFailed(run.helper_error)
-        if out_of_time or run.out_of_time:
-            problems.insert(
-                0,
-                f"runtime budget of {self.options.max_runtime_ms} ms ran out after "
-                f"{result.batches} batch{'es' if result.batches != 1 else ''}; due leads may remain for the next run",
-            )
-        result.held = _held(conn, result.client_id)
-        status = "partial" if problems else "success"
-        if result.held:
-            # Held leads alone leave the run a success (it did all it could); they are reported.
-            problems.append(f"{describe_held(result.held)}: `deenroll stuck` lists them")
-        return status, ("; ".join(problems) or None)
+    @staticmethod
+    def _reconnect(session: _Session) -> bool:
+        """A new connection after a lost one; False when the database cannot be reached."""
+        session.close()
+        try:
+            session.conn
+        except UserError:
+            return False
+        return True
 
-    def _help(self, session: _Session, sched: _Scheduler, run: _ClientRun, deadline: float) -> None:
+    def _help(self, session: _Session, sched: _Scheduler, run: _ClientRun) -> None:
         """Claim batches of another worker's client under its run until they come back short."""
         result = run.result
-        size = self.options.batch_size
+        session.on_event = lambda event: sched.record(run, event) if event.get("event") == "batch" else None
         try:
-            while not run.stopping and sched.stop is None:
-                if time.monotonic() >= deadline:
-                    run.out_of_time = True
-                    break
-                rows = self._batch(session, result.run_id, result.client_id, size)
-                sched.record(run, rows)
-                if not _more_may_be_due(rows, size):
-                    break
-        except Exception as exc:  # noqa: BLE001 - the run's own worker records it
+            queries.one(
+                session.conn, "run_help",
+                run_id=result.run_id, client_id=result.client_id,
+                batch_size=self.options.batch_size, deadline=self.deadline,
+            )
+        except Exception as exc:  # noqa: BLE001 - the run's own worker goes on and reports it
             session.abandon()
-            with sched.cond:
-                if run.helper_error is None:
-                    run.helper_error = f"a helping worker failed: {_describe(exc)}"
+            log.warning("client %s: a helping worker stopped: %s", result.client_id, _first_line(exc))
         finally:
-            sched.close(run)
+            session.on_event = lambda event: None
             sched.helper_done(run)
 
-    def _batch(self, session: _Session, run_id: str | None, client_id: str, size: int) -> list[tuple]:
-        """One heartbeat-claim-and-process statement, its own transaction; a lost deadlock or a lock wait
-        that ran out (lock_timeout) is retried: the batch was rolled back whole."""
-        for attempt in range(1, BATCH_RETRIES + 1):
-            try:
-                return session.conn.execute(BATCH_SQL, (run_id, client_id, size)).fetchall()
-            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure, pg_errors.LockNotAvailable) as exc:
-                if attempt == BATCH_RETRIES:
-                    raise
-                log.warning("client %s: batch lost a lock race (%s), retrying", client_id, _first_line(exc))
-                time.sleep(0.05 * attempt)
-        raise AssertionError("unreachable")
-
-    def _finish(self, session: _Session, result: ClientResult, status: str, details: str | None) -> None:
-        row = session.conn.execute(
-            "SELECT status, leads_evaluated, leads_de_enrolled, leads_completed, leads_opted_out, batches, "
-            "duration_ms, error_details FROM public.finish_de_enrollment_run(%s::uuid, %s::text, %s::text)",
-            (result.run_id, status, details),
-        ).fetchone()
-        if row is None:
-            raise RuntimeError(f"run {result.run_id} vanished")
-        (result.status, result.leads_evaluated, result.leads_de_enrolled, result.completed,
-         result.opted_out, result.batches, duration, result.error) = row
-        result.duration_ms = duration or 0
-
-    def _record_failure(self, session: _Session, sched: _Scheduler, result: ClientResult, exc: BaseException) -> None:
-        """Roll back the current batch and close the run as failed, on a fresh connection if need be."""
+    def _record_failure(
+        self, session: _Session, sched: _Scheduler, result: ClientResult, runs: list[_ClientRun], exc: BaseException
+    ) -> None:
+        """The procedure did not return (a stop signal, a lost connection): close its run 'failed'."""
         stop = sched.stop if sched.stop is not None else exc
-        if isinstance(exc, _HelperFailed):
-            message = str(exc)
-        elif isinstance(stop, Terminated):
+        if isinstance(stop, Terminated):
             message = "terminated (SIGTERM) before finishing"
         elif isinstance(stop, KeyboardInterrupt):
             message = "interrupted (SIGINT) before finishing"
@@ -846,28 +787,26 @@ class Runner:
             message = _describe(exc)
         session.abandon()
         result.status = "failed"
+        if not runs:
+            result.error = f"could not start a run: {_first_line(exc)}"
+            return
         result.error = message
         try:
             try:
-                self._finish(session, result, "failed", message)
+                row = queries.one(session.conn, "run_close_failed", run_id=result.run_id, message=message)
             except pg_errors.QueryCanceled:
                 # a stop's cancel request, sent from another thread, may land on this statement
                 # instead of the one it was meant for: it is sent once, so once more is enough
                 session.abandon()
-                self._finish(session, result, "failed", message)
-            result.status = "failed"
-        except (psycopg.Error, UserError) as second:
+                row = queries.one(session.conn, "run_close_failed", run_id=result.run_id, message=message)
+            if row is None:
+                raise RuntimeError(f"run {result.run_id} vanished")
+            (_, result.leads_evaluated, result.leads_de_enrolled, result.completed, result.opted_out,
+             result.batches, duration, result.error) = row
+            result.duration_ms = duration or 0
+        except (psycopg.Error, UserError, RuntimeError) as second:
             session.abandon()
             result.error = f"{message}; the run row could not be closed either: {_first_line(second)}"
-            result.status = "failed"
-
-
-class _Stopped(Exception):
-    """A worker's client interrupted by the stop signal another thread received."""
-
-
-class _HelperFailed(Exception):
-    """A worker helping this client failed: the client's run fails with its message."""
 
 
 def _describe(exc: BaseException) -> str:

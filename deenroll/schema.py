@@ -86,18 +86,29 @@ def is_transactional(text: str) -> bool:
 
 @dataclass(frozen=True)
 class Definition:
-    """One function or view file: its object name, kind, prerequisites and text."""
+    """One function, procedure or view file: its object name, kind, prerequisites and text."""
 
     name: str
-    kind: str  # "function" or "view"
+    kind: str  # "function" (procedures too) or "view"
     path: Path
     requires: str
     after: tuple[str, ...]
     sql: str
+    schema: str = "public"  # the schema its CREATE names: public, or deenroll for what the SOP does not name
+    routine: str = "FUNCTION"  # what its CREATE makes: FUNCTION, PROCEDURE or VIEW
 
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    @property
+    def drop(self) -> str:
+        """The statement that drops it (a rollback's generated line)."""
+        return f"DROP {self.routine} IF EXISTS {self.schema}.{self.name};"
+
+    def home(self, current: str) -> str:
+        """The schema it lives in: files written for public follow the installation's schema."""
+        return current if self.schema == "public" else self.schema
 
 
 def migration_files() -> list[MigrationFile]:
@@ -109,6 +120,7 @@ def migration_files() -> list[MigrationFile]:
 
 
 _HEADER = re.compile(r"^--\s*(requires|after):\s*(.+?)\s*$", re.M)
+_CREATE = re.compile(r"^CREATE\s+(?:OR\s+REPLACE\s+)?(FUNCTION|PROCEDURE|VIEW)\s+(\w+)\.(\w+)\b", re.M | re.I)
 
 
 def definitions() -> list[Definition]:
@@ -122,8 +134,12 @@ def definitions() -> list[Definition]:
                 headers[key] += value.replace(",", " ").split()
             if len(headers["requires"]) != 1:
                 raise RuntimeError(f"{path}: needs exactly one '-- requires: <migration>' header")
+            create = _CREATE.search(sql)
+            if create is None or create.group(3) != path.stem:
+                raise RuntimeError(f"{path}: needs a 'CREATE FUNCTION|PROCEDURE|VIEW <schema>.{path.stem}'")
             found[path.stem] = Definition(
-                path.stem, kind, path, headers["requires"][0], tuple(headers["after"]), sql
+                path.stem, kind, path, headers["requires"][0], tuple(headers["after"]), sql,
+                schema=create.group(2), routine=create.group(1).upper(),
             )
     return _dependency_order(found)
 
@@ -143,7 +159,7 @@ def rollback_drops(stem: str) -> list[str]:
     for d in ordered:  # dependency order: what a definition is built on comes before it
         if gone.intersection(d.after):
             gone.add(d.name)
-    return [f"DROP {d.kind.upper()} IF EXISTS public.{d.name};" for d in reversed(ordered) if d.name in gone]
+    return [d.drop for d in reversed(ordered) if d.name in gone]
 
 
 def rollback_with_drops(stem: str, text: str) -> str:
@@ -827,14 +843,14 @@ def _catalog_hash(conn: psycopg.Connection, d: Definition, schema: str) -> str |
     """md5 of the object's definition as the database holds it (read under _PINNED_PATH); None when absent."""
     if d.kind == "view":
         sql = """SELECT pg_catalog.md5(pg_catalog.pg_get_viewdef(c.oid)) FROM pg_catalog.pg_class c
-                  WHERE c.relname = %s AND c.relkind IN ('v', 'm') AND c.relnamespace = %s::regnamespace"""
+                  WHERE c.relname = %s AND c.relkind IN ('v', 'm') AND c.relnamespace = pg_catalog.to_regnamespace(%s)"""
     else:
         sql = """SELECT pg_catalog.md5(pg_catalog.string_agg(pg_catalog.pg_get_functiondef(p.oid), ';'
                                                              ORDER BY p.oid::regprocedure::text))
                    FROM pg_catalog.pg_proc p
-                  WHERE p.proname = %s AND p.pronamespace = %s::regnamespace
+                  WHERE p.proname = %s AND p.pronamespace = pg_catalog.to_regnamespace(%s)
                  HAVING count(*) > 0"""
-    row = conn.execute(sql, (d.name, schema)).fetchone()
+    row = conn.execute(sql, (d.name, d.home(schema))).fetchone()
     return row[0] if row else None
 
 
@@ -871,7 +887,7 @@ def _recorded(conn: psycopg.Connection, schema: str) -> dict[str, tuple[str, str
 def _or_replace(sql: str) -> str:
     """The file's `CREATE FUNCTION` / `CREATE VIEW` as CREATE OR REPLACE: replaced in place,
     so that what others built on it (views, grants) stays."""
-    return re.sub(r"^(\s*)CREATE\s+(FUNCTION|VIEW)\b", r"\1CREATE OR REPLACE \2", sql, count=1, flags=re.M | re.I)
+    return re.sub(r"^(\s*)CREATE\s+(FUNCTION|PROCEDURE|VIEW)\b", r"\1CREATE OR REPLACE \2", sql, count=1, flags=re.M | re.I)
 
 
 # Every object that depends on one (views through their rewrite rule, functions through a
@@ -912,7 +928,7 @@ def _objects_of(conn: psycopg.Connection, d: Definition, schema: str) -> list[tu
         sql = """SELECT 'pg_catalog.pg_proc', p.oid, p.oid::regprocedure::text
                    FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
                   WHERE p.proname = %s AND n.nspname = %s ORDER BY p.oid"""
-    return [(c, int(o), s) for c, o, s in conn.execute(sql, (d.name, schema)).fetchall()]
+    return [(c, int(o), s) for c, o, s in conn.execute(sql, (d.name, d.home(schema))).fetchall()]
 
 
 class _Refused(Exception):
@@ -947,7 +963,7 @@ def _drop_ours(
             f"cannot drop {ident} ({reason}): objects that are not deenroll's functions or views depend on it: "
             f"{', '.join(sorted(set(foreign)))}; drop or change them first (they would be lost), then try again"
         )
-    what = "VIEW" if catalog == "pg_catalog.pg_class" else "FUNCTION"
+    what = "VIEW" if catalog == "pg_catalog.pg_class" else "ROUTINE"
     conn.execute(pgsql.SQL("DROP {} {} CASCADE").format(pgsql.SQL(what), pgsql.SQL(ident)))
     return mine
 
@@ -1038,13 +1054,14 @@ def _apply_definitions_once(target: Target, applied: set[str]) -> list[str]:
             # New objects of ours start closed to PUBLIC; default privileges may also have handed
             # them (or tables a migration just made) to API roles: the one list of grants is
             # applied after every migrate.
+            homes = {d.name: d.home(schema) for d in todo}
             for name in changed:
                 for (signature,) in conn.execute(
                     "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p "
-                    "WHERE p.proname = %s AND p.pronamespace = %s::regnamespace",
-                    (name, schema),
+                    "WHERE p.proname = %s AND p.pronamespace = pg_catalog.to_regnamespace(%s)",
+                    (name, homes[name]),
                 ).fetchall():
-                    conn.execute(f"REVOKE ALL ON FUNCTION {signature} FROM PUBLIC")
+                    conn.execute(f"REVOKE ALL ON ROUTINE {signature} FROM PUBLIC")
             if conn.execute("SELECT to_regprocedure('public.deenroll_apply_privileges()')").fetchone()[0]:
                 conn.execute("SELECT public.deenroll_apply_privileges()")
             # What ran after a file may have altered its object (owner, settings): record the final state.

@@ -16,6 +16,8 @@
 --     the last renewal, so that a run's workers do not write the lease on every batch; a
 --     lease row another transaction holds (another worker of the run renewing it) is left
 --     to that one, never waited for;
+--   * takes the run's lock shared (de_enrollment_run_lock): the run closes only after this
+--     transaction ends;
 --   * lock_timeout 5 s (de_enrollment_run_settings): a lock wait longer than that is an
 --     error, which the runner retries; it is bounded apart from the lease's length;
 --   * synchronous_commit = off: a batch's commit does not wait for its WAL flush (on small
@@ -45,6 +47,7 @@ BEGIN
     END IF;
 
     PERFORM public.de_enrollment_run_settings(false);
+    PERFORM deenroll.de_enrollment_run_lock(p_run_id, false);
 
     IF v_beat < clock_timestamp() - v_ttl / 10 THEN
         UPDATE deenroll.client_leases AS l

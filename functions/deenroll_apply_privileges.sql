@@ -8,9 +8,11 @@
 --   deenroll_analyst  SELECT on every view of ours
 --   deenroll_runner   SELECT on every view of ours; EXECUTE on the functions the scheduler's
 --                     commands call (the list below: run, run --dry-run, health-check, stuck,
---                     stats, maintenance cleanup); no privilege on any table: those functions
---                     run as their owner (SECURITY DEFINER) and do the writing. On PostgreSQL
---                     17+ also MAINTAIN on the monitoring tables, for the cleanup's VACUUM.
+--                     stats, maintenance cleanup, the run's procedure in schema deenroll, with
+--                     USAGE on that schema for it); no privilege on any table: those functions
+--                     run as their owner (SECURITY DEFINER) and do the writing; the procedure
+--                     runs with its caller's rights and only calls them. On PostgreSQL 17+
+--                     also MAINTAIN on the monitoring tables, for the cleanup's VACUUM.
 --   both              EXECUTE on every function one of our views calls (read from the
 --                     catalog): a view runs the functions it calls with its reader's rights.
 --   PUBLIC            EXECUTE on the helpers that CHECK constraints of ours call (read from
@@ -41,7 +43,10 @@ DECLARE
         'de_enrollment_clients', 'de_enrollment_invalid_campaigns', 'start_de_enrollment_run',
         'finish_de_enrollment_run', 'apply_campaign_stats_deltas', 'apply_client_stats_deltas', 'recalculate_campaign_stats',
         'archive_de_enrollment_history', 'de_enrollment_rls_blind_spots', 'de_enrollment_client_exists',
-        'de_enrollment_held_leads', 'de_enrollment_heartbeat'];
+        'de_enrollment_held_leads', 'de_enrollment_heartbeat',
+        -- the run's loop in the database (schema deenroll): it runs with its caller's rights
+        'run_de_enrollment', 'run_de_enrollment_batches', 'help_de_enrollment_run', 'de_enrollment_run_options',
+        'de_enrollment_run_lock', 'de_enrollment_open_runs', 'fold_remaining_de_enrollment_deltas'];
     -- Our trigger function in public (the platform's leads fire it); the others live in deenroll.
     c_public_trigger_functions CONSTANT text[] := ARRAY['leads_record_stats_delta'];
     c_maintained CONSTANT text[] := ARRAY['public.de_enrollment_runs', 'public.de_enrollment_lead_log'];
@@ -57,6 +62,9 @@ DECLARE
 BEGIN
     IF v_secured THEN
         v_own := ARRAY(SELECT t FROM deenroll.own_tables() AS t);
+        IF v_runner IS NOT NULL AND NOT has_schema_privilege(v_runner, 'deenroll', 'USAGE') THEN
+            GRANT USAGE ON SCHEMA deenroll TO deenroll_runner;
+        END IF;
     END IF;
 
     -- the statements are gathered first: no query of the catalog is open while they run
@@ -97,13 +105,13 @@ BEGIN
              CROSS JOIN LATERAL aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) AS a
              WHERE p.oid IN (SELECT oid FROM ours) AND a.privilege_type = 'EXECUTE'
         )
-        SELECT format('REVOKE ALL ON FUNCTION %s FROM %s', h.oid::regprocedure,
+        SELECT format('REVOKE ALL ON ROUTINE %s FROM %s', h.oid::regprocedure,
                       CASE WHEN h.grantee = 0 THEN 'PUBLIC' ELSE h.grantee::regrole::text END)
           FROM held AS h
          WHERE h.grantee = ANY (v_closed)
            AND NOT EXISTS (SELECT 1 FROM wanted AS w WHERE w.oid = h.oid AND w.grantee = h.grantee)
         UNION ALL
-        SELECT format('GRANT EXECUTE ON FUNCTION %s TO %s', w.oid::regprocedure,
+        SELECT format('GRANT EXECUTE ON ROUTINE %s TO %s', w.oid::regprocedure,
                       CASE WHEN w.grantee = 0 THEN 'PUBLIC' ELSE w.grantee::regrole::text END)
           FROM wanted AS w
          WHERE NOT EXISTS (SELECT 1 FROM held AS h WHERE h.oid = w.oid AND h.grantee = w.grantee)

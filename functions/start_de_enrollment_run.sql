@@ -61,20 +61,7 @@ BEGIN
     IF p_client_id IS NULL THEN
         RAISE EXCEPTION 'client id must not be null' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    IF p_batch_size IS NULL OR p_batch_size < 1 THEN
-        RAISE EXCEPTION 'batch size must be a positive integer, got %', p_batch_size
-              USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_max_runtime_ms IS NULL OR p_max_runtime_ms < 1 THEN
-        RAISE EXCEPTION 'max runtime must be at least 1 ms, got %', p_max_runtime_ms
-              USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF p_lease_ms IS NOT NULL AND p_lease_ms NOT BETWEEN 1000 AND 600000 THEN
-        RAISE EXCEPTION 'a lease lasts 1000 to 600000 ms, got %', p_lease_ms
-              USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-
-    v_ttl := make_interval(secs => coalesce(p_lease_ms, 30000) / 1000.0);
+    v_ttl := make_interval(secs => deenroll.de_enrollment_run_options(p_batch_size, p_max_runtime_ms, p_lease_ms) / 1000.0);
     PERFORM public.de_enrollment_run_settings(true);
 
     SELECT l.run_id, l.runner_host, l.runner_pid, l.heartbeat_at, l.expires_at,

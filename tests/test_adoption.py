@@ -197,7 +197,7 @@ def test_rollback_files_drop_what_the_definition_headers_say() -> None:
         text = m.rollback_path.read_text()
         assert schema.rollback_with_drops(m.stem, text) == text, f"run scripts/sync-rollback-drops.py ({m.stem})"
     dropped = {line for m in schema.migration_files() for line in schema.rollback_drops(m.stem)}
-    assert dropped == {f"DROP {d.kind.upper()} IF EXISTS public.{d.name};" for d in schema.definitions()}
+    assert dropped == {d.drop for d in schema.definitions()}
     health = schema.rollback_drops("0024_isolate_dirty_platform_data")
     assert health.index("DROP VIEW IF EXISTS public.de_enrollment_health;") < health.index(
         "DROP VIEW IF EXISTS public.de_enrollment_stuck_leads;"
@@ -375,7 +375,7 @@ def test_each_rollback_file_drops_the_functions_and_views_that_need_its_migratio
         f"rollback/{d.requires}.sql does not drop {d.kind} {d.name}"
         for d in schema.definitions()
         if not re.search(
-            rf"DROP\s+{d.kind.upper()}\s+IF\s+EXISTS\s+(\w+\.)?{d.name}\b",
+            rf"DROP\s+{d.routine}\s+IF\s+EXISTS\s+(\w+\.)?{d.name}\b",
             (paths.sql_dir("rollback") / f"{d.requires}.sql").read_text(),
             re.I,
         )

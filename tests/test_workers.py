@@ -16,7 +16,8 @@ from processes import due_now, make_clients, slow_batches, spawn, wait_until
 
 pytestmark = pytest.mark.slow
 
-BATCH = "process_de_enrollment_batch"
+# A worker in its client's run, or helping another's: the statements of the run's procedures.
+IN_A_RUN = ("%deenroll.run_de_enrollment(%", "%deenroll.help_de_enrollment_run(%")
 
 
 def dataset(conn: psycopg.Connection) -> tuple[list[str], str]:
@@ -95,8 +96,8 @@ def test_idle_workers_help_a_big_client_under_its_one_run(db_url: str, conn: psy
         return conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'deenroll run' AND state = 'active' "
             "AND datname = current_database() "
-            "AND query LIKE %s",
-            (f"%{BATCH}%",),
+            "AND query LIKE ANY (%s)",
+            (list(IN_A_RUN),),
         ).fetchone()[0]
 
     wait_until(lambda: batches_in_flight() >= 2 or proc.poll() is not None, timeout=120)

@@ -1,0 +1,21 @@
+-- fold_remaining_de_enrollment_deltas: the last step of a run over every client: fold the pending counter deltas of every campaign, waiting for locks as long as the run's budget
+-- requires: 0028_detect_dead_runs
+--
+-- A client's run folds its own campaigns' deltas; campaigns no run touched (a client
+-- without an active campaign and nothing due, a deleted campaign's leftovers) are folded
+-- here. It may wait for campaign row locks the platform holds up to the run's budget (at
+-- least 5 s): it is the run's last step and nothing queues behind it. Returns how many
+-- delta rows were folded.
+CREATE FUNCTION deenroll.fold_remaining_de_enrollment_deltas(p_max_runtime_ms integer)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    PERFORM set_config('lock_timeout', greatest(coalesce(p_max_runtime_ms, 0), 5000)::text || 'ms', true);
+    RETURN public.apply_campaign_stats_deltas();
+END
+$fn$;
+
+COMMENT ON FUNCTION deenroll.fold_remaining_de_enrollment_deltas(integer) IS
+    'Folds every campaign''s pending counter deltas, waiting for locks up to the run''s budget (at least 5 s): the last step of a run over every client.';
