@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 import click
 import psycopg
 
-from deenroll import __version__, cli_ops, cli_run, database, pooler, schema
+from deenroll import __version__, cli_ops, cli_run, cli_schedule, database, pooler, schedule, schema
 from deenroll.cli_common import Context, json_option, pass_ctx, print_json
 from deenroll.errors import UserError
 
@@ -99,8 +99,10 @@ def rollback(obj: Context, to: str, lock_wait: float, as_json: bool) -> int:
 @json_option
 @pass_ctx
 def status(obj: Context, as_json: bool) -> int:
-    """Applied and pending migrations; functions and views that differ from their files."""
+    """Applied and pending migrations; functions and views that differ from their files; whether
+    pg_cron runs deenroll's jobs (`deenroll schedule`)."""
     st = schema.status(obj.target)
+    in_db = schedule.summary(obj.target)
     if as_json:
         print_json(obj, {
             "migrations": [
@@ -108,6 +110,7 @@ def status(obj: Context, as_json: bool) -> int:
             ],
             "definitions": [{"name": name, "kind": kind, "state": state} for name, kind, state in st.definitions],
             "never_migrated": st.never_migrated,
+            "in_database_schedule": in_db,
             "exit_code": 0,
         })
         return 0
@@ -119,6 +122,7 @@ def status(obj: Context, as_json: bool) -> int:
     click.echo("functions and views:")
     for name, kind, state in st.definitions:
         click.echo(f"  {kind:<8} {name:<37} {state}")
+    click.echo(f"in-database schedule (pg_cron): {schedule.summary_line(in_db)}")
     return 0
 
 
@@ -224,6 +228,7 @@ for _command in (
     cli_ops.backup_group,
     cli_ops.maintenance_group,
     cli_ops.demo,
+    cli_schedule.schedule_group,
 ):
     cli.add_command(_command)
 

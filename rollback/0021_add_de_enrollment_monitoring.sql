@@ -8,6 +8,7 @@ DROP VIEW IF EXISTS public.de_enrollment_daily_summary;
 DROP VIEW IF EXISTS public.campaign_stats_drift;
 DROP FUNCTION IF EXISTS public.de_enrollment_rls_blind_spots;
 DROP FUNCTION IF EXISTS public.de_enrollment_client_exists;
+DROP FUNCTION IF EXISTS public.count_de_enrollment_runs_in_windows;
 DROP FUNCTION IF EXISTS public.archive_de_enrollment_history;
 DROP FUNCTION IF EXISTS public.apply_client_stats_deltas;
 -- end of the functions and views

@@ -6,8 +6,6 @@
 SET LOCAL lock_timeout = '5s';
 
 -- functions and views that require this migration, newest first (scripts/sync-rollback-drops.py)
-DROP VIEW IF EXISTS public.de_enrollment_health;
-DROP VIEW IF EXISTS public.de_enrollment_stuck_leads;
 DROP VIEW IF EXISTS public.de_enrollment_duplicates;
 DROP VIEW IF EXISTS public.de_enrollment_campaign_links;
 DROP FUNCTION IF EXISTS public.process_de_enrollment_batch;
@@ -17,9 +15,12 @@ DROP FUNCTION IF EXISTS public.de_enrollment_invalid_campaigns;
 DROP FUNCTION IF EXISTS public.de_enrollment_held_leads;
 DROP FUNCTION IF EXISTS public.de_enrollment_clients;
 DROP FUNCTION IF EXISTS public.count_leads_for_de_enrollment;
-DROP VIEW IF EXISTS public.de_enrollment_due_leads;
 DROP FUNCTION IF EXISTS public.de_enrollment_opted_out_leads;
 DROP FUNCTION IF EXISTS public.de_enrollment_finished_leads;
+DROP FUNCTION IF EXISTS public.check_de_enrollment_health;
+DROP VIEW IF EXISTS public.de_enrollment_health;
+DROP VIEW IF EXISTS public.de_enrollment_stuck_leads;
+DROP VIEW IF EXISTS public.de_enrollment_due_leads;
 DROP FUNCTION IF EXISTS public.de_enrollment_lead_fingerprint;
 DROP FUNCTION IF EXISTS public.de_enrollment_due_outcome;
 -- end of the functions and views

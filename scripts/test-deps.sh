@@ -2,11 +2,13 @@
 # $venv to a virtualenv with the package exactly as users get it (`pip install .`, not an
 # editable install) and its test extras.
 
-# System packages: pgTAP and pg_prove for both servers, PostgreSQL 15 itself, PgBouncer.
+# System packages: pgTAP and pg_prove for both servers, PostgreSQL 15 itself, its pg_cron,
+# PgBouncer.
 need=()
 [ -f /usr/share/postgresql/15/extension/pgtap.control ] || need+=(postgresql-15-pgtap)
 command -v pg_prove >/dev/null || need+=(libtap-parser-sourcehandler-pgtap-perl)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
+[ -f /usr/share/postgresql/15/extension/pg_cron.control ] || need+=(postgresql-15-cron)
 [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
 if ((${#need[@]})); then
     sudo=""

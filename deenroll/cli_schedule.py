@@ -1,0 +1,130 @@
+"""`deenroll schedule install | status | remove`: deenroll's jobs in pg_cron (Supabase Cron).
+
+Thin, like the other commands: deenroll.schedule finds pg_cron and calls its functions; this
+prints data on stdout and messages on stderr, or one JSON document with --json.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import click
+
+from . import schedule
+from .cli_common import Context, json_option, pass_ctx, print_json
+from .errors import UserError
+
+
+cron_database_option = click.option(
+    "--cron-database", metavar="NAME",
+    help="The database pg_cron keeps its jobs in, for a login that may not read cron.database_name "
+         "(default: that setting; else this database when pg_cron is here; else postgres).")
+
+
+@click.group("schedule")
+def schedule_group() -> None:
+    """Run deenroll inside the database with pg_cron (Supabase Cron): no host needed."""
+
+
+@schedule_group.command("install")
+@click.option("--every", default=schedule.DEFAULT_EVERY, show_default=True, metavar="PERIOD",
+              help="How often deenroll-run runs: '15 minutes', '1 hour', '30 seconds' (pg_cron 1.5+) "
+                   "or a cron expression like '*/15 * * * *'.")
+@click.option("--as", "as_role", metavar="ROLE",
+              help="The login role the jobs run as (a member of deenroll_runner). Default: the login.")
+@cron_database_option
+@json_option
+@pass_ctx
+def schedule_install(obj: Context, every: str, as_role: str | None, cron_database: str | None,
+                     as_json: bool) -> int:
+    """Create or update the jobs deenroll-run (every 15 minutes), deenroll-health (hourly: fails,
+    naming the clients in error) and deenroll-cleanup (monthly). Safe to run again: it updates
+    their schedules. When pg_cron keeps its jobs in another database of the server, they are
+    scheduled there with cron.schedule_in_database."""
+    every_schedule = schedule.parse_every(every)
+    if as_role is not None and not as_role.strip():
+        raise UserError("--as needs a role name")
+    result = schedule.install(obj.target, every_schedule, as_role, cron_database)
+    if as_json:
+        print_json(obj, {**result.to_json(), "exit_code": 0})
+        return 0
+    for note in result.notes:
+        click.echo(f"deenroll: note: {note}", err=True)
+    width = max(len(j["name"]) for j in result.jobs)
+    for j in result.jobs:
+        click.echo(f"{j['action']:<9} {j['name']:<{width}}  {j['schedule']:<14} {j['command']}")
+    where = (f"database {result.database}" if result.cron_database == result.database
+             else f"database {result.database}, kept in pg_cron's database {result.cron_database}")
+    click.echo(f"the jobs run as role {result.role} in {where}; `deenroll schedule status` shows their runs",
+               err=True)
+    return 0
+
+
+def _when(value: datetime | None) -> str:
+    return "not started" if value is None else f"{value:%Y-%m-%d %H:%M:%S %Z}"
+
+
+def _made(made: dict[str, Any] | None) -> str:
+    if made is None:
+        return ""
+    if not made["runs"]:
+        return "; no de-enrollment run (nothing to do)"
+    parts = [f"{made[k]} {k}" for k in ("success", "partial", "failed", "running") if made[k]]
+    return f"; {made['runs']} de-enrollment run(s) ({', '.join(parts)}), {made['leads_de_enrolled']} de-enrolled"
+
+
+def _run_line(run: dict[str, Any]) -> str:
+    seconds = "" if run["duration_ms"] is None else f"{run['duration_ms'] / 1000:.1f} s"
+    message = (run["message"] or "").strip().replace("\n", " ")
+    return f"  {_when(run['start_time'])}  {run['status']:<9} {seconds:>8}  {message}{_made(run.get('de_enrollment_runs'))}"
+
+
+@schedule_group.command("status")
+@click.option("--runs", type=click.IntRange(0, 100), default=5, show_default=True,
+              help="Last runs shown per job (from cron.job_run_details).")
+@cron_database_option
+@json_option
+@pass_ctx
+def schedule_status(obj: Context, runs: int, cron_database: str | None, as_json: bool) -> int:
+    """Each deenroll job in pg_cron: schedule, role, active, its last runs (start, duration,
+    succeeded or failed with pg_cron's message) and the de-enrollment runs each run made.
+    Exit status: 0; 1 when no job is scheduled or a job's latest run failed."""
+    st = schedule.status(obj.target, runs, cron_database)
+    failed = [j["name"] for j in st["jobs"] if j["last_runs"] and j["last_runs"][0]["status"] == "failed"]
+    code = 1 if failed or not st["jobs"] else 0
+    if as_json:
+        # the database the jobs run in is the document's "database" (print_json adds it)
+        print_json(obj, {**{k: v for k, v in st.items() if k != "database"}, "exit_code": code})
+        return code
+    for note in st["notes"]:
+        click.echo(f"deenroll: note: {note}", err=True)
+    if not st["jobs"]:
+        click.echo(f"no deenroll job in pg_cron for database {st['database']} (`deenroll schedule install` adds them)")
+    for j in st["jobs"]:
+        state = "active" if j["active"] else "INACTIVE"
+        click.echo(f"{j['name']}  {j['schedule']}  {state}  as {j['username']}  (job {j['jobid']}): {j['command']}")
+        if not j["last_runs"]:
+            click.echo("  no run yet")
+        for run in j["last_runs"]:
+            click.echo(_run_line(run))
+    if failed:
+        click.echo(f"deenroll: latest run failed: {', '.join(failed)}", err=True)
+    return code
+
+
+@schedule_group.command("remove")
+@cron_database_option
+@json_option
+@pass_ctx
+def schedule_remove(obj: Context, cron_database: str | None, as_json: bool) -> int:
+    """Unschedule deenroll's jobs for this database (names starting with deenroll-); no other job."""
+    removed = schedule.remove(obj.target, cron_database)
+    if as_json:
+        print_json(obj, {"removed": removed, "exit_code": 0})
+        return 0
+    for j in removed:
+        click.echo(f"removed {j['name']} (job {j['jobid']}, as {j['username']})")
+    if not removed:
+        click.echo("nothing to do: no deenroll job in pg_cron for this database")
+    return 0

@@ -1,0 +1,332 @@
+"""`deenroll schedule`: deenroll's jobs in pg_cron (Supabase Cron), and what they did.
+
+pg_cron keeps its jobs in one database of the server (the setting cron.database_name). When
+that is the database deenroll is migrated in, jobs are made with cron.schedule; when it is
+another one, this connects there with the same login and uses cron.schedule_in_database. A
+job runs as the role that scheduled it, so the jobs are scheduled as a login member of
+deenroll_runner (--as), never as a superuser while such a login exists.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import conninfo
+
+from . import database, queries
+from .errors import UserError
+
+PREFIX = "deenroll-"
+RUN_JOB = "deenroll-run"
+DEFAULT_EVERY = "15 minutes"
+# The functions the jobs' commands call: the role the jobs run as must be able to execute them.
+JOB_FUNCTIONS = ("deenroll.run_de_enrollment", "public.archive_de_enrollment_history",
+                 "public.check_de_enrollment_health")
+SCHEDULE_IN_DATABASE = "cron.schedule_in_database(text,text,text,text,text,boolean)"
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    schedule: str
+    command: str
+
+
+def jobs(every_schedule: str) -> list[Job]:
+    """Our jobs: each one statement (a procedure that commits must be its job's only statement)."""
+    return [
+        Job(RUN_JOB, every_schedule, "CALL deenroll.run_de_enrollment()"),
+        Job("deenroll-health", "0 * * * *", "SELECT public.check_de_enrollment_health()"),
+        Job("deenroll-cleanup", "30 3 1 * *", "SELECT public.archive_de_enrollment_history()"),
+    ]
+
+
+_EVERY = re.compile(r"(\d+) *(second|seconds|sec|s|minute|minutes|min|m|hour|hours|h)")
+_CRON_FIELD = re.compile(r"[0-9*/,\-A-Za-z]+")
+
+
+def parse_every(text: str) -> str:
+    """--every as pg_cron's schedule: '15 minutes', '1 hour', '30 seconds' (pg_cron 1.5+) or a
+    cron expression of five fields, which pg_cron checks itself."""
+    t = " ".join(text.split()).lower()
+    m = _EVERY.fullmatch(t)
+    if m:
+        n, unit = int(m.group(1)), m.group(2)
+        if unit.startswith("s") and 1 <= n <= 59:
+            return f"{n} seconds"
+        if unit.startswith("m") and 1 <= n <= 59:
+            return "* * * * *" if n == 1 else f"*/{n} * * * *"
+        if unit.startswith("h") and 1 <= n <= 23:
+            return "0 * * * *" if n == 1 else f"0 */{n} * * *"
+    else:
+        fields = text.split()
+        if len(fields) == 5 and all(_CRON_FIELD.fullmatch(f) for f in fields):
+            return " ".join(fields)
+    raise UserError(
+        f"--every {text!r}: expected '15 minutes' (1-59), '2 hours' (1-23), '30 seconds' (1-59, pg_cron 1.5+) "
+        "or a cron expression of five fields like '*/15 * * * *'"
+    )
+
+
+# --------------------------------------------------------------------------- where pg_cron is
+
+
+@dataclass
+class Where:
+    conn: psycopg.Connection  # the database deenroll is migrated in
+    cron: psycopg.Connection  # pg_cron's database (the same connection when it is the same)
+    dbname: str
+    cron_database: str
+    login: str
+    superuser: bool
+
+    @property
+    def same_database(self) -> bool:
+        return self.dbname == self.cron_database
+
+
+def missing_message(server_version: str) -> str:
+    return (
+        f"pg_cron is not available on this server (PostgreSQL {server_version}): `deenroll schedule` needs the "
+        "pg_cron extension (Supabase: Database > Extensions > pg_cron); otherwise schedule `deenroll run` on a host"
+    )
+
+
+def _cron_database(conn: psycopg.Connection, ctx: dict[str, Any], given: str | None) -> str | None:
+    """The database pg_cron keeps its jobs in: this one when its schema is here, else the server's
+    cron.database_name, else (a login that may not read that setting) --cron-database or pg_cron's
+    default, postgres. None when the server did not load pg_cron."""
+    if ctx["cron_here"]:
+        return ctx["dbname"]
+    try:
+        name = queries.value(conn, "cron_database_name")
+    except psycopg.errors.InsufficientPrivilege:
+        return given or "postgres"
+    return given or name
+
+
+@contextmanager
+def located(target: database.Target, cron_database: str | None = None) -> Iterator[Where]:
+    """Both connections, or one clear error saying why pg_cron cannot be used from here."""
+    with database.connect(target, autocommit=True) as conn:
+        ctx = queries.rows(conn, "cron_context")[0]
+        cron_db = _cron_database(conn, ctx, cron_database)
+        if cron_db is None:
+            raise UserError(missing_message(ctx["server_version"]))
+        if cron_db == ctx["dbname"]:
+            if not ctx["cron_here"]:
+                raise UserError(
+                    f"pg_cron is loaded but not created in database {cron_db}: a superuser runs "
+                    "`CREATE EXTENSION pg_cron;` there (Supabase: Database > Extensions > pg_cron)"
+                )
+            yield Where(conn, conn, ctx["dbname"], cron_db, ctx["login"], ctx["superuser"])
+            return
+        other = database.Target(conninfo.make_conninfo(target.dsn, dbname=cron_db), target.source)
+        try:
+            cron = database.connect(other, autocommit=True)
+        except UserError as exc:
+            raise UserError(
+                f"pg_cron keeps its jobs in database {cron_db} of this server and login {ctx['login']} cannot "
+                f"connect to it ({exc}): a superuser runs `GRANT CONNECT ON DATABASE {cron_db} TO {ctx['login']};`"
+                + ("" if cron_database else "; or name the right one with --cron-database")
+            ) from None
+        with cron:
+            if not queries.rows(cron, "cron_context")[0]["cron_here"]:
+                raise UserError(
+                    f"pg_cron is loaded on this server but its schema is not in database {cron_db}"
+                    + (f" (login {ctx['login']} may not read cron.database_name, which names its database: "
+                       f"pass --cron-database, or a superuser runs `GRANT pg_read_all_settings TO {ctx['login']};`)"
+                       if not cron_database else "")
+                    + (f": a superuser runs `CREATE EXTENSION pg_cron;` in database {cron_db}"
+                       if cron_database else "")
+                )
+            yield Where(conn, cron, ctx["dbname"], cron_db, ctx["login"], ctx["superuser"])
+
+
+# --------------------------------------------------------------------------- install
+
+
+@dataclass
+class Installed:
+    jobs: list[dict[str, Any]]
+    database: str
+    cron_database: str
+    role: str
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        # the database the jobs run in is the document's "database" (print_json adds it)
+        return {"jobs": self.jobs, "cron_database": self.cron_database, "role": self.role, "notes": self.notes}
+
+
+def _job_role(where: Where, as_role: str | None, notes: list[str]) -> str:
+    """The role the jobs will run as, checked: it exists, may log in, may run the commands, and
+    is not a superuser while a login member of deenroll_runner could run them instead."""
+    missing = [r["name"] for r in queries.rows(where.conn, "missing_functions", functions=list(JOB_FUNCTIONS))]
+    if missing:
+        raise UserError(f"{', '.join(missing)} does not exist in database {where.dbname}: run `deenroll migrate` first")
+    found = queries.rows(where.conn, "schedule_job_role", role=as_role, functions=list(JOB_FUNCTIONS))
+    if not found:
+        raise UserError(f"--as {as_role}: no such role")
+    r = found[0]
+    role = r["role"]
+    if as_role and not where.superuser and not r["login_may_set_role"]:
+        raise UserError(f"login {where.login} may not act as role {role}: GRANT {role} TO {where.login}, "
+                        f"or run `deenroll schedule install` logged in as {role}")
+    if not r["can_login"]:
+        raise UserError(f"role {role} cannot log in, and pg_cron runs each job as the role that scheduled it: "
+                        "choose a login role that is a member of deenroll_runner (--as)")
+    if r["superuser"]:
+        logins = [row["rolname"] for row in queries.rows(where.conn, "runner_logins")]
+        if logins:
+            raise UserError(f"the jobs would run as superuser {role}: schedule them as a login member of "
+                            f"deenroll_runner instead, with --as {logins[0]}"
+                            + (f" (or {', '.join(logins[1:])})" if len(logins) > 1 else ""))
+        notes.append(f"the jobs run as superuser {role}: no login role is a member of deenroll_runner "
+                     "(CREATE ROLE ... LOGIN IN ROLE deenroll_runner, then install again with --as it)")
+    elif r["cannot_execute"] and r["is_runner"]:
+        raise UserError(f"deenroll_runner may not run {', '.join(r['cannot_execute'])}: `deenroll migrate` "
+                        "applies the grants of this release")
+    elif r["cannot_execute"]:
+        raise UserError(f"role {role} may not run the jobs' commands ({', '.join(r['cannot_execute'])}): "
+                        f"the role that migrated runs `GRANT deenroll_runner TO {role};`")
+    return role
+
+
+def _check_cron_rights(where: Where, acting: str, acting_is_superuser: bool) -> None:
+    if acting_is_superuser:
+        return
+    rights = queries.rows(where.cron, "cron_rights", role=acting)[0]
+    in_db = f"in database {where.cron_database} a superuser runs"
+    if not rights["usage_on_cron"]:
+        raise UserError(f"role {acting} may not use pg_cron: {in_db} `GRANT USAGE ON SCHEMA cron TO {acting};`")
+    if where.same_database:
+        return
+    if not rights["has_schedule_in_database"]:
+        raise UserError(f"pg_cron {rights['version']} keeps its jobs in database {where.cron_database} and has no "
+                        "cron.schedule_in_database (pg_cron 1.4+): upgrade it (ALTER EXTENSION pg_cron UPDATE), "
+                        f"or migrate deenroll into {where.cron_database}")
+    if not rights["may_schedule_in_database"]:
+        raise UserError(f"role {acting} may not schedule jobs for database {where.dbname} (pg_cron keeps its jobs "
+                        f"in {where.cron_database}): {in_db} `GRANT EXECUTE ON FUNCTION {SCHEDULE_IN_DATABASE} "
+                        f"TO {acting};`")
+
+
+def install(target: database.Target, every_schedule: str, as_role: str | None,
+            cron_database: str | None = None) -> Installed:
+    """Create or update our jobs, all of them or none (one transaction in pg_cron's database)."""
+    notes: list[str] = []
+    with located(target, cron_database) as where:
+        role = _job_role(where, as_role, notes)
+        by_name = where.superuser and role != where.login  # a superuser names the job's role
+        acting = where.login if by_name or role == where.login else role
+        _check_cron_rights(where, acting, where.superuser and acting == where.login)
+        done: list[dict[str, Any]] = []
+        with where.cron.transaction():
+            if acting != where.login:
+                queries.run(where.cron, "set_role", role=role)
+            for job in jobs(every_schedule):
+                before = queries.rows(where.cron, "cron_job_named", name=job.name, role=role)
+                if before and before[0]["database"] != where.dbname:
+                    raise UserError(
+                        f"job {job.name} of role {role} already runs in database {before[0]['database']}, and pg_cron "
+                        "keys jobs by name and role: remove it there first (`deenroll --database-url <that database> "
+                        "schedule remove`), or schedule as another role (--as)"
+                    )
+                if where.same_database and not by_name:
+                    jobid = queries.value(where.cron, "cron_schedule", name=job.name, schedule=job.schedule,
+                                          command=job.command)
+                else:
+                    jobid = queries.value(where.cron, "cron_schedule_in_database", name=job.name,
+                                          schedule=job.schedule, command=job.command, database=where.dbname,
+                                          username=role if by_name else None)
+                if not before:
+                    action = "created"
+                elif (before[0]["schedule"], before[0]["command"]) == (job.schedule, job.command):
+                    action = "unchanged"
+                else:
+                    action = "updated"
+                active = before[0]["active"] if before else True
+                if not active:
+                    notes.append(f"job {job.name} is inactive (cron.alter_job(..., active := true) resumes it)")
+                done.append({"jobid": jobid, "name": job.name, "schedule": job.schedule, "command": job.command,
+                             "username": role, "active": active, "action": action})
+        return Installed(done, where.dbname, where.cron_database, role, notes)
+
+
+# --------------------------------------------------------------------------- status and remove
+
+
+def _our_jobs(where: Where) -> list[dict[str, Any]]:
+    return queries.rows(where.cron, "cron_our_jobs", database=where.dbname)
+
+
+def status(target: database.Target, runs: int, cron_database: str | None = None) -> dict[str, Any]:
+    """Our jobs in pg_cron, each with its last runs and the de-enrollment runs they made."""
+    with located(target, cron_database) as where:
+        found = _our_jobs(where)
+        last = queries.rows(where.cron, "cron_last_runs", jobids=[j["jobid"] for j in found], limit=runs)
+        made: dict[int, dict[str, Any]] = {}
+        run_job_runs = [r for r in last if any(j["jobid"] == r["jobid"] and j["jobname"] == RUN_JOB for j in found)]
+        if run_job_runs and not queries.rows(where.conn, "missing_functions",
+                                             functions=["public.count_de_enrollment_runs_in_windows"]):
+            for row in queries.rows(
+                where.conn, "runs_of_job_runs", pids=[r["job_pid"] for r in run_job_runs],
+                starts=[r["start_time"] for r in run_job_runs], ends=[r["end_time"] for r in run_job_runs],
+            ):
+                made[run_job_runs[row.pop("window_index") - 1]["runid"]] = row
+        out = []
+        for j in found:
+            job_runs = [
+                {"runid": r["runid"], "start_time": r["start_time"], "end_time": r["end_time"],
+                 "duration_ms": r["duration_ms"], "status": r["status"], "message": r["return_message"],
+                 **({"de_enrollment_runs": made[r["runid"]]} if r["runid"] in made else {})}
+                for r in last if r["jobid"] == j["jobid"]
+            ]
+            out.append({"jobid": j["jobid"], "name": j["jobname"], "schedule": j["schedule"],
+                        "command": j["command"], "username": j["username"], "active": j["active"],
+                        "last_runs": job_runs})
+        notes = []
+        if not where.superuser:
+            notes.append(f"pg_cron shows login {where.login} only its own jobs")
+        return {"database": where.dbname, "cron_database": where.cron_database, "jobs": out, "notes": notes}
+
+
+def remove(target: database.Target, cron_database: str | None = None) -> list[dict[str, Any]]:
+    """Unschedule our jobs (names starting with deenroll-) that run in this database."""
+    with located(target, cron_database) as where:
+        with where.cron.transaction():
+            found = _our_jobs(where)
+            for j in found:
+                queries.run(where.cron, "cron_unschedule", jobid=j["jobid"])
+        return [{"jobid": j["jobid"], "name": j["jobname"], "schedule": j["schedule"], "username": j["username"]}
+                for j in found]
+
+
+def summary(target: database.Target) -> dict[str, Any]:
+    """For `deenroll status`: whether an in-database schedule exists; never raises."""
+    try:
+        with located(target) as where:
+            found = _our_jobs(where)
+            return {"pg_cron": True, "cron_database": where.cron_database,
+                    "jobs": [{"name": j["jobname"], "schedule": j["schedule"], "active": j["active"],
+                              "username": j["username"]} for j in found]}
+    except UserError as exc:
+        return {"pg_cron": False, "jobs": [], "reason": str(exc)}
+    except psycopg.Error as exc:
+        first = (exc.diag.message_primary or str(exc)).strip().splitlines()
+        return {"pg_cron": None, "jobs": [], "reason": database.redact(first[0] if first else repr(exc))}
+
+
+def summary_line(s: dict[str, Any]) -> str:
+    """summary() in a few words, for `deenroll status`."""
+    if s["jobs"]:
+        return ", ".join(f"{j['name']} {j['schedule']}" + ("" if j["active"] else " (inactive)") for j in s["jobs"])
+    if s["pg_cron"]:
+        return "none (`deenroll schedule install` adds it)"
+    return "none: " + s["reason"].removeprefix("deenroll: ")
