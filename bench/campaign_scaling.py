@@ -26,23 +26,21 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import click
 import psycopg
 
-from deenroll import schema
-from deenroll.database import Target
-from deenroll.dataset import build_dataset
+if __package__ in (None, ""):  # run as a file: the package `bench` is the checkout's
+    sys.path.append(str(Path(__file__).resolve().parent.parent))
 
-
-class ServerLike(Protocol):
-    def create_db(self, label: str, template: str | None = None) -> str: ...
-    def drop_db(self, name: str) -> None: ...
-    def dsn(self, dbname: str) -> str: ...
-    def checkpoint(self) -> bool: ...
-
+from bench import common  # noqa: E402
+from bench.common import Finished, Server, machine_info, open_server, run_child  # noqa: E402
+from deenroll import schema  # noqa: E402
+from deenroll.database import Target  # noqa: E402
+from deenroll.dataset import build_dataset  # noqa: E402
 
 # The defaults of this measurement, alone or inside bench/benchmark.py.
 LEADS = 200_000
@@ -52,11 +50,7 @@ EXTRA_CAMPAIGNS = 10_000
 ELIGIBLE_FRACTION = 0.05
 REPEATS = 3
 
-RunChild = Callable[..., Any]  # benchmark.run_child(dsn, *args) -> ChildRun(code, wall_s, peak_rss_mb, report, stderr)
-
-
-def _say(msg: str) -> None:
-    print(f"[campaigns {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+_say = partial(common.say, "campaigns")
 
 
 def _due(dsn: str) -> tuple[int, int]:
@@ -68,7 +62,7 @@ def _due(dsn: str) -> tuple[int, int]:
     return int(due), int(campaigns)
 
 
-def build_pair(server: ServerLike, leads: int, clients: int, base: int, extra: int, eligible_fraction: float,
+def build_pair(server: Server, leads: int, clients: int, base: int, extra: int, eligible_fraction: float,
                seed: str) -> dict[str, Any]:
     """The two templates; returns their names and what they hold."""
     few = server.create_db("cs_few")
@@ -114,7 +108,7 @@ def build_pair(server: ServerLike, leads: int, clients: int, base: int, extra: i
             "campaigns_few": few_campaigns, "campaigns_many": many_campaigns, "leads_moved": moved}
 
 
-def idle_runs(dsn: str, run_child: RunChild, repeats: int, before: Callable[[], object] = lambda: None) -> list[Any]:
+def idle_runs(dsn: str, repeats: int, before: Callable[[], object] = lambda: None) -> list[Finished]:
     """VACUUM ANALYZE, `before()` (a CHECKPOINT, say), one warm-up run (caches, the first visit of
     the index entries the last run killed), then `repeats` runs that must find nothing due."""
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -130,7 +124,7 @@ def idle_runs(dsn: str, run_child: RunChild, repeats: int, before: Callable[[], 
     return children
 
 
-def measure(server: ServerLike, run_child: RunChild, leads: int, clients: int, base: int, extra: int,
+def measure(server: Server, leads: int, clients: int, base: int, extra: int,
             eligible_fraction: float, seed: str, repeats: int, idle_repeats: int) -> dict[str, Any]:
     """Both data sets, `repeats` interleaved rounds of a full run then idle runs; medians and ratios."""
     t0 = time.perf_counter()
@@ -155,7 +149,7 @@ def measure(server: ServerLike, run_child: RunChild, leads: int, clients: int, b
                 raise click.ClickException(f"the run on '{side}' exited {child.code}: {totals}")
             sides[side]["run_s"].append(round(child.wall_s, 3))
             sides[side]["run_ms"].append(child.report["duration_ms"])
-            idle = idle_runs(dsn, run_child, idle_repeats)
+            idle = idle_runs(dsn, idle_repeats)
             sides[side]["idle_s"].append(round(statistics.median(c.wall_s for c in idle), 3))
             sides[side]["idle_ms"].append(int(statistics.median(c.report["duration_ms"] for c in idle)))
             server.drop_db(name)
@@ -204,13 +198,10 @@ def render(r: dict[str, Any]) -> list[str]:
 def main(database_url: str | None, leads: int, clients: int, base_campaigns: int, extra_campaigns: int,
          eligible_fraction: float, seed: str, repeats: int, idle_repeats: int) -> None:
     """Campaign-count scaling of `deenroll run` alone (see the module docstring)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import benchmark  # noqa: PLC0415 - the benchmark's server and child runner
-
-    with benchmark.open_server(database_url) as server:
-        result = measure(server, benchmark.run_child, leads, clients, base_campaigns, extra_campaigns,
+    with open_server(database_url) as server:
+        result = measure(server, leads, clients, base_campaigns, extra_campaigns,
                          eligible_fraction, seed, repeats, idle_repeats)
-    result["machine"] = benchmark.machine_info()
+    result["machine"] = machine_info()
     print("\n".join(render(result)), flush=True)
     print(json.dumps({k: result[k] for k in ("run_wall_ratio", "run_runner_ratio", "idle_wall_ratio",
                                               "idle_runner_ratio")}), flush=True)

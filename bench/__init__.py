@@ -1,0 +1,1 @@
+"""The benchmarks of `deenroll run` (scripts/bench.sh runs benchmark.py; each module runs as a file too)."""
