@@ -33,6 +33,7 @@ BEGIN
             p_outcome := p_outcome || pg_catalog.jsonb_build_object('close_error', SQLERRM);
         END;
         COMMIT;
+        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
     END IF;
 END
 $pr$;

@@ -282,6 +282,7 @@ BEGIN
                 v_fold_error := 'folding the remaining counter deltas failed: ' || SQLERRM;
             END;
             COMMIT;
+            PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
         END IF;
     END IF;
 
