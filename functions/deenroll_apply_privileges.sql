@@ -46,7 +46,8 @@ DECLARE
         'de_enrollment_held_leads', 'de_enrollment_heartbeat',
         -- the run's loop in the database (schema deenroll): it runs with its caller's rights
         'run_de_enrollment', 'run_de_enrollment_batches', 'help_de_enrollment_run', 'de_enrollment_run_options',
-        'de_enrollment_run_lock', 'de_enrollment_open_runs', 'fold_remaining_de_enrollment_deltas'];
+        'de_enrollment_run_lock', 'de_enrollment_open_runs', 'fold_remaining_de_enrollment_deltas',
+        'de_enrollment_run_queue'];
     -- Our trigger function in public (the platform's leads fire it); the others live in deenroll.
     c_public_trigger_functions CONSTANT text[] := ARRAY['leads_record_stats_delta'];
     c_maintained CONSTANT text[] := ARRAY['public.de_enrollment_runs', 'public.de_enrollment_lead_log'];

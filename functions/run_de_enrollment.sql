@@ -16,11 +16,11 @@
 --   the next client; a cancel (a stop signal, statement_timeout) is not caught: the run
 --   stops there, its batches committed so far are kept and the next run takes its client
 --   over (at once when this session has ended).
--- Over every client (p_client_id NULL): the clients are de_enrollment_clients(), least
--- recently run first; once none is left to start, the runs other sessions have in
+-- Over every client (p_client_id NULL): the clients are de_enrollment_run_queue(), least
+-- recently run first (a client with nothing due, run less than 5 minutes ago, is passed
+-- over: a run queued behind a slow one costs little); once none is left to start, the runs other sessions have in
 -- progress are helped (help_de_enrollment_run), so that two pg_cron jobs share the
 -- clients like the workers of `deenroll run`; last, every remaining counter delta is folded.
--- A queued pg_cron run that finds every client done costs one read of the clients.
 --
 -- Time: the run stops between batches at p_deadline (default: the call's start plus
 -- p_max_runtime_ms; `deenroll run` passes one deadline for all its connections). A
@@ -56,6 +56,8 @@ CREATE PROCEDURE deenroll.run_de_enrollment(
 LANGUAGE plpgsql
 AS $pr$
 DECLARE
+    -- over every client, one with nothing due run less than this ago is passed over
+    c_idle_ms    CONSTANT integer := 300000;
     v_start      timestamptz := pg_catalog.clock_timestamp();
     v_deadline   timestamptz;
     v_cutoff     timestamptz;  -- the statement_timeout's, when it comes before the budget's
@@ -109,7 +111,7 @@ BEGIN
     IF p_client_id IS NOT NULL THEN
         v_clients := ARRAY[p_client_id];
     ELSE
-        v_clients := ARRAY(SELECT c.client_id FROM public.de_enrollment_clients() AS c);
+        v_clients := ARRAY(SELECT q.client_id FROM deenroll.de_enrollment_run_queue(c_idle_ms) AS q);
     END IF;
     COMMIT;
     PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);

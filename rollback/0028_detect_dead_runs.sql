@@ -10,6 +10,7 @@ DROP PROCEDURE IF EXISTS deenroll.run_de_enrollment;
 DROP PROCEDURE IF EXISTS deenroll.help_de_enrollment_run;
 DROP FUNCTION IF EXISTS deenroll.fold_remaining_de_enrollment_deltas;
 DROP FUNCTION IF EXISTS public.finish_de_enrollment_run;
+DROP FUNCTION IF EXISTS deenroll.de_enrollment_run_queue;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_run_options;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_run_lock;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_open_runs;

@@ -180,3 +180,74 @@ def test_two_runs_at_once_share_the_clients(drive: Driver, conn: psycopg.Connect
     _nothing_left_open(conn)
     assert conn.execute("SELECT count(*) FROM de_enrollment_runs WHERE status <> 'success'").fetchone()[0] == 0
     assert conn.execute("SELECT sum(leads_de_enrolled) FROM de_enrollment_runs").fetchone()[0] == len(expected)
+
+
+def _call(url: str, sql: str = "CALL deenroll.run_de_enrollment()") -> dict:
+    with psycopg.connect(url, autocommit=True) as c:
+        return c.execute(sql).fetchone()[0]
+
+
+def test_a_run_queued_right_after_another_passes_over_idle_clients(runner_login: str, conn: psycopg.Connection) -> None:
+    """pg_cron starts a queued run as soon as the slow one ends: clients with nothing due that were
+    run a moment ago get no new run row; a client with a lead due again is run at once."""
+    clients = make_clients(conn, clients=4, campaigns=1, leads=20)
+    first = _call(runner_login)
+    assert sorted(c["client_id"] for c in first["clients"]) == sorted(clients)
+    assert _call(runner_login)["clients"] == []
+    lead = conn.execute(
+        "SELECT id, client_id::text FROM leads WHERE client_id = %s AND is_active LIMIT 1", (clients[2],)
+    ).fetchone()
+    conn.execute("UPDATE leads SET current_message_position = 3 WHERE id = %s", (lead[0],))
+    again = _call(runner_login)
+    assert [(c["client_id"], c["leads_de_enrolled"]) for c in again["clients"]] == [(clients[2], 1)]
+    # once the idle clients' last run is older than five minutes, they are run again (their health)
+    conn.execute("UPDATE de_enrollment_runs SET run_at = run_at - interval '6 minutes'")
+    assert sorted(c["client_id"] for c in _call(runner_login)["clients"]) == sorted(clients)
+    assert_exactly_once(conn)
+
+
+def test_a_statement_timeout_of_the_role_never_cuts_the_run(runner_login: str, conn: psycopg.Connection) -> None:
+    """statement_timeout covers the whole CALL: the run ends ahead of it, recorded partial."""
+    make_clients(conn, clients=2, campaigns=2, leads=60)
+    expected = due_now(conn)
+    slow_batches(conn, 0.4)
+    user = conninfo.conninfo_to_dict(runner_login)["user"]
+    conn.execute(f"ALTER ROLE {user} SET statement_timeout = '4s'")
+    summary = _call(runner_login, "CALL deenroll.run_de_enrollment(p_batch_size => 4)")
+    rows = conn.execute("SELECT status, error_details FROM de_enrollment_runs").fetchall()
+    assert rows and all(s in ("partial", "success") for s, _ in rows)
+    assert any(s == "partial" and "ahead of the statement_timeout (4000 ms)" in d for s, d in rows), rows
+    assert 0 < len(de_enrolled(conn)) < len(expected)
+    assert len(summary["clients"]) + summary["not_reached"] == 2
+    _nothing_left_open(conn)
+    conn.execute("DROP TRIGGER zz_slow ON leads")
+    conn.execute(f"ALTER ROLE {user} RESET statement_timeout")
+    _call(runner_login)
+    assert de_enrolled(conn) == expected
+    assert_exactly_once(conn)
+    assert stored(conn) == recount(conn)
+
+
+def test_bad_options_change_nothing(runner_login: str, conn: psycopg.Connection) -> None:
+    make_clients(conn, clients=1, campaigns=1, leads=10)
+    for sql, said in (
+        ("CALL deenroll.run_de_enrollment(p_batch_size => 0)", "batch size must be a positive integer"),
+        ("CALL deenroll.run_de_enrollment(p_max_runtime_ms => -5)", "max runtime must be at least 1 ms"),
+        ("CALL deenroll.run_de_enrollment(p_lease_ms => 10)", "a lease lasts 1000 to 600000 ms"),
+        (f"CALL deenroll.run_de_enrollment(p_client_id => '{uuid.uuid4()}')", "has no campaigns and no leads"),
+    ):
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match=said):
+            _call(runner_login, sql)
+    assert conn.execute("SELECT count(*) FROM de_enrollment_runs").fetchone()[0] == 0
+
+
+def test_a_login_outside_deenroll_runner_may_not_call_it(db_url: str, conn: psycopg.Connection) -> None:
+    name = f"deenroll_t_stranger_{uuid.uuid4().hex[:8]}"
+    conn.execute(f"CREATE ROLE {name} LOGIN")
+    try:
+        params = conninfo.conninfo_to_dict(db_url)
+        params["user"] = name
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            _call(conninfo.make_conninfo(**params))
+    finally:
+        conn.execute(f"DROP ROLE {name}")

@@ -303,6 +303,7 @@ RUNNER_FUNCTIONS = {
     "deenroll.de_enrollment_run_lock(uuid,boolean)",
     "deenroll.de_enrollment_open_runs()",
     "deenroll.fold_remaining_de_enrollment_deltas(integer)",
+    "deenroll.de_enrollment_run_queue(integer)",
 }
 VIEWS = {d.name for d in schema.definitions() if d.kind == "view"}  # every view file of ours
 

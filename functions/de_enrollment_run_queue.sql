@@ -1,0 +1,35 @@
+-- de_enrollment_run_queue: the clients a run over every client starts, least recently run first: de_enrollment_clients() less the idle ones run a moment ago
+-- requires: 0028_detect_dead_runs
+-- after: de_enrollment_clients, de_enrollment_finished_leads, de_enrollment_marked_campaigns, de_enrollment_opted_out_leads
+--
+-- A client with an active campaign takes part in every run even when nothing of it is due:
+-- its run row keeps its health fresh and reports its held leads and invalid campaigns. A
+-- run started right after another (pg_cron queues the next run of a job while one is
+-- running, and starts it as soon as that one ends) would open all those rows again for
+-- nothing, so a client with nothing due is passed over when its last run started less
+-- than p_idle_ms ago: no finished lead in the campaigns marked for it (looked for only when
+-- a campaign is marked: a statement that finishes a lead marks its campaign, a run's claim
+-- clears the marks it finds stale) and no active opted-out lead. Due leads are never
+-- passed over.
+CREATE FUNCTION deenroll.de_enrollment_run_queue(p_idle_ms integer)
+RETURNS TABLE (client_id uuid)
+LANGUAGE sql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    SELECT c.client_id
+      FROM public.de_enrollment_clients() AS c
+     WHERE c.last_run_at IS NULL
+        OR c.last_run_at < clock_timestamp() - make_interval(secs => coalesce(p_idle_ms, 0) / 1000.0)
+        OR (EXISTS (SELECT 1 FROM public.de_enrollment_marked_campaigns(c.client_id) AS m)
+            AND EXISTS (SELECT 1
+                          FROM public.de_enrollment_finished_leads(
+                                   c.client_id,
+                                   ARRAY(SELECT m.campaign_id FROM public.de_enrollment_marked_campaigns(c.client_id) AS m),
+                                   false) AS f))
+        OR EXISTS (SELECT 1 FROM public.de_enrollment_opted_out_leads(c.client_id, false) AS o)
+$fn$;
+
+COMMENT ON FUNCTION deenroll.de_enrollment_run_queue(integer) IS
+    'The clients a run over every client starts (de_enrollment_clients() order), less those with nothing due whose last run started less than p_idle_ms ago.';
