@@ -15,8 +15,6 @@ from . import runner
 from .cli_common import print_json
 from .errors import UserError
 
-COMMANDS: list[click.Command] = []
-
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -223,4 +221,3 @@ def run(
     return report.exit_code
 
 
-COMMANDS.append(run)
