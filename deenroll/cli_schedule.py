@@ -65,11 +65,11 @@ def _when(value: datetime | None) -> str:
     return "not started" if value is None else f"{value:%Y-%m-%d %H:%M:%S %Z}"
 
 
-def _made(made: dict[str, Any] | None) -> str:
+def _made(made: dict[str, Any] | None, status: str) -> str:
     if made is None:
         return ""
     if not made["runs"]:
-        return "; no de-enrollment run (nothing to do)"
+        return "; no de-enrollment run (nothing to do)" if status == "succeeded" else ""
     parts = [f"{made[k]} {k}" for k in ("success", "partial", "failed", "running") if made[k]]
     return f"; {made['runs']} de-enrollment run(s) ({', '.join(parts)}), {made['leads_de_enrolled']} de-enrolled"
 
@@ -77,7 +77,7 @@ def _made(made: dict[str, Any] | None) -> str:
 def _run_line(run: dict[str, Any]) -> str:
     seconds = "" if run["duration_ms"] is None else f"{run['duration_ms'] / 1000:.1f} s"
     message = (run["message"] or "").strip().replace("\n", " ")
-    return f"  {_when(run['start_time'])}  {run['status']:<9} {seconds:>8}  {message}{_made(run.get('de_enrollment_runs'))}"
+    return f"  {_when(run['start_time'])}  {run['status']:<9} {seconds:>8}  {message}{_made(run.get('de_enrollment_runs'), run['status'])}"
 
 
 @schedule_group.command("status")

@@ -272,7 +272,8 @@ def status(target: database.Target, runs: int, cron_database: str | None = None)
         found = _our_jobs(where)
         last = queries.rows(where.cron, "cron_last_runs", jobids=[j["jobid"] for j in found], limit=runs)
         made: dict[int, dict[str, Any]] = {}
-        run_job_runs = [r for r in last if any(j["jobid"] == r["jobid"] and j["jobname"] == RUN_JOB for j in found)]
+        run_job_runs = [r for r in last if r["start_time"] is not None  # a job that could not connect never started
+                        and any(j["jobid"] == r["jobid"] and j["jobname"] == RUN_JOB for j in found)]
         if run_job_runs and not queries.rows(where.conn, "missing_functions",
                                              functions=["public.count_de_enrollment_runs_in_windows"]):
             for row in queries.rows(

@@ -10,9 +10,14 @@ login role of its own: pg_cron keys named jobs by name and role.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -345,3 +350,53 @@ def test_pg_cron_runs_the_jobs_same_database_and_another(
 
     for url in (supa_url, other_url):
         assert run_cli("schedule", "remove", db=url).code == 0
+
+
+# --------------------------------------------------------------------------- pg_cron's default mode
+
+PG15 = Path("/usr/lib/postgresql/15/bin")
+AS_POSTGRES = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []  # the server refuses root
+
+
+def _pg15(program: str, *args: str) -> None:
+    done = subprocess.run([*AS_POSTGRES, str(PG15 / program), *args], capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, f"{program} failed: {done.stdout}{done.stderr}"
+
+
+@pg_cron
+@pytest.mark.slow
+def test_a_job_that_cannot_connect_is_shown_failed_with_pg_crons_message(cron_db: str) -> None:
+    """pg_cron's default mode: each job connects over libpq to cron.host (localhost). A server
+    that listens on no TCP address (or asks for a password the job does not have) fails every
+    job with `connection failed`, and `schedule status` says so plainly."""
+    home = Path(tempfile.mkdtemp(prefix="deenroll-cron-libpq-"))
+    data = home / "data"
+    try:
+        if AS_POSTGRES:
+            shutil.chown(home, "postgres")
+        _pg15("initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        options = (f"-c listen_addresses='' -k {home} -p 54317 -c fsync=off -c shared_preload_libraries=pg_cron "
+                   "-c cron.database_name=postgres")
+        _pg15("pg_ctl", "start", "-D", str(data), "-l", str(home / "log"), "-w", "-o", options)
+        try:
+            url = f"postgresql://postgres@/postgres?host={home}&port=54317"
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("CREATE EXTENSION pg_cron")
+            schema.migrate(Target(url, "test"))
+            res = run_cli("schedule", "install", "--every", "1 minute", db=url)
+            assert res.code == 0, res.stderr
+            end = time.monotonic() + 130
+            with psycopg.connect(url, autocommit=True) as conn:
+                while not conn.execute("SELECT count(*) FROM cron.job_run_details WHERE status = 'failed'").fetchone()[0]:
+                    assert time.monotonic() < end, "pg_cron ran no job in 130 s"
+                    time.sleep(0.5)
+            res = run_cli("schedule", "status", db=url)
+            assert res.code == 1
+            failed = [line for line in res.stdout.splitlines() if " failed " in line]
+            assert failed and failed[0].rstrip().endswith("connection failed"), res.stdout
+            assert res.stderr.strip().endswith("latest run failed: deenroll-run")
+        finally:
+            subprocess.run([*AS_POSTGRES, str(PG15 / "pg_ctl"), "stop", "-D", str(data), "-m", "immediate"],
+                           capture_output=True, timeout=60)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
