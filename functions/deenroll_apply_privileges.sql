@@ -47,7 +47,9 @@ DECLARE
         -- the run's loop in the database (schema deenroll): it runs with its caller's rights
         'run_de_enrollment', 'run_de_enrollment_batches', 'help_de_enrollment_run', 'de_enrollment_run_options',
         'de_enrollment_run_lock', 'de_enrollment_open_runs', 'fold_remaining_de_enrollment_deltas',
-        'de_enrollment_run_queue'];
+        'de_enrollment_run_queue',
+        -- the pg_cron jobs' health check and `deenroll schedule status`
+        'check_de_enrollment_health', 'count_de_enrollment_runs_in_windows'];
     -- Our trigger function in public (the platform's leads fire it); the others live in deenroll.
     c_public_trigger_functions CONSTANT text[] := ARRAY['leads_record_stats_delta'];
     c_maintained CONSTANT text[] := ARRAY['public.de_enrollment_runs', 'public.de_enrollment_lead_log'];

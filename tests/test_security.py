@@ -304,6 +304,9 @@ RUNNER_FUNCTIONS = {
     "deenroll.de_enrollment_open_runs()",
     "deenroll.fold_remaining_de_enrollment_deltas(integer)",
     "deenroll.de_enrollment_run_queue(integer)",
+    # the pg_cron jobs' health check and `deenroll schedule status`
+    "check_de_enrollment_health()",
+    "count_de_enrollment_runs_in_windows(timestamp with time zone[],timestamp with time zone[],integer[])",
 }
 VIEWS = {d.name for d in schema.definitions() if d.kind == "view"}  # every view file of ours
 
