@@ -25,6 +25,16 @@ WITH_SIGINT = (
 )
 
 
+# A CALL of the procedure in a process of its own, as pg_cron makes one: prints its summary.
+CALL_SCRIPT = (
+    "import json, sys, psycopg\n"
+    "with psycopg.connect(sys.argv[1], autocommit=True, application_name='pg_cron test') as c:\n"
+    "    (summary,) = c.execute('CALL deenroll.run_de_enrollment(p_batch_size => %s, p_max_runtime_ms => %s)',\n"
+    "                           (int(sys.argv[2]), int(sys.argv[3]))).fetchone()\n"
+    "    print(json.dumps(summary))\n"
+)
+
+
 def spawn(db_url: str, *args: str, sigint: str = "SIG_DFL") -> subprocess.Popen:
     """`deenroll run ARGS` in its own process, with SIGINT as `sigint` says (SIG_DFL or SIG_IGN)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DE_ENROLLMENT_")}

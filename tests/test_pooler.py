@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from deenroll.database import Target
 from deenroll.errors import UserError
 from deenroll.pooler import require_session, server_session_kind
 from engine_data import assert_exactly_once, de_enrolled, recount, stored
-from processes import due_now, make_clients, slow_batches, spawn, wait_until
+from processes import CALL_SCRIPT, due_now, make_clients, slow_batches, spawn, wait_until
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
 SESSION_DB = "postgres_session_mode"
@@ -287,3 +288,26 @@ def test_session_commands_refuse_a_transaction_pooler_in_one_line(bouncer: Bounc
         assert "Traceback" not in result.stderr
     with psycopg.connect(db_url) as c:
         assert c.execute("SELECT count(*) FROM _yoyo_migration").fetchone()[0] == before
+
+
+def test_the_runs_procedure_called_through_pgbouncer(bouncer: Bouncer, db_url: str, conn: psycopg.Connection) -> None:
+    """Two `CALL deenroll.run_de_enrollment()` at once through a transaction pooler: each CALL keeps
+    its server connection while its batches commit inside; nothing is left in the pooled sessions."""
+    default = session_settings(db_url)
+    make_clients(conn, clients=6, campaigns=2, leads=80)
+    expected = due_now(conn)
+    pooled = bouncer.url(db_url)
+    procs = [
+        subprocess.Popen([sys.executable, "-c", CALL_SCRIPT, pooled, "5", "240000"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+        assert json.loads(out)["fold_error"] is None
+    assert de_enrolled(conn) == expected
+    assert_exactly_once(conn)
+    assert stored(conn) == recount(conn)
+    assert leftovers(conn) == {"leases": 0, "running": 0, "advisory": 0}
+    assert session_settings(pooled) == default

@@ -16,18 +16,9 @@ import pytest
 from psycopg import conninfo
 
 from engine_data import assert_exactly_once, build_dataset, de_enrolled, recount, stored
-from processes import due_now, make_clients, slow_batches, spawn, wait_until
+from processes import CALL_SCRIPT, due_now, make_clients, slow_batches, spawn, wait_until
 
 pytestmark = pytest.mark.slow
-
-# A CALL of the procedure in a process of its own, as pg_cron makes one: prints its summary.
-CALL_SCRIPT = (
-    "import json, sys, psycopg\n"
-    "with psycopg.connect(sys.argv[1], autocommit=True, application_name='pg_cron test') as c:\n"
-    "    (summary,) = c.execute('CALL deenroll.run_de_enrollment(p_batch_size => %s, p_max_runtime_ms => %s)',\n"
-    "                           (int(sys.argv[2]), int(sys.argv[3]))).fetchone()\n"
-    "    print(json.dumps(summary))\n"
-)
 
 Driver = Callable[..., subprocess.Popen]
 
