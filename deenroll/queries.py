@@ -1,7 +1,9 @@
-"""The named statements of queries.sql, and running them.
+"""The named statements the client sends, and running them.
 
-queries.sql holds blocks that each start with a `-- name: <name>` line; the text up to
-the next such line is the statement. Parameters are always passed as a dict, so psycopg
+Every statement lives in a named-query file of this package: queries.sql (the operations
+commands) and queries_<part>.sql (one per part: queries_run.sql for the runner, ...). A
+file holds blocks that each start with a `-- name: <name>` line; the text up to the next
+such line is the statement. A name is defined once across all the files. Parameters are always passed as a dict, so psycopg
 formats every statement the same way (a literal % is written %%).
 """
 
@@ -33,7 +35,18 @@ def parse(text: str) -> dict[str, str]:
 
 @cache
 def all_queries() -> dict[str, str]:
-    return parse(resources.files(__package__).joinpath("queries.sql").read_text(encoding="utf-8"))
+    found: dict[str, str] = {}
+    files = sorted(
+        (f for f in resources.files(__package__).iterdir() if f.name == "queries.sql"
+         or (f.name.startswith("queries_") and f.name.endswith(".sql"))),
+        key=lambda f: f.name,
+    )
+    for f in files:
+        for name, statement in parse(f.read_text(encoding="utf-8")).items():
+            if name in found:
+                raise ValueError(f"query {name!r} is defined twice ({f.name})")
+            found[name] = statement
+    return found
 
 
 def rows(conn: psycopg.Connection, name: str, /, **params: Any) -> list[dict[str, Any]]:
