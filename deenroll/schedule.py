@@ -107,7 +107,7 @@ def _cron_database(conn: psycopg.Connection, ctx: dict[str, Any], given: str | N
         name = queries.value(conn, "cron_database_name")
     except psycopg.errors.InsufficientPrivilege:
         return given or "postgres"
-    return given or name
+    return None if name is None else given or name
 
 
 @contextmanager
@@ -262,8 +262,14 @@ def install(target: database.Target, every_schedule: str, as_role: str | None,
 # --------------------------------------------------------------------------- status and remove
 
 
+JOB_ORDER = [job.name for job in jobs(DEFAULT_EVERY)]
+
+
 def _our_jobs(where: Where) -> list[dict[str, Any]]:
-    return queries.rows(where.cron, "cron_our_jobs", database=where.dbname)
+    """Our jobs for this database: the run's first, then health, cleanup, and any other of ours."""
+    found = queries.rows(where.cron, "cron_our_jobs", database=where.dbname)
+    return sorted(found, key=lambda j: (JOB_ORDER.index(j["jobname"]) if j["jobname"] in JOB_ORDER
+                                        else len(JOB_ORDER), j["jobname"], j["username"]))
 
 
 def status(target: database.Target, runs: int, cron_database: str | None = None) -> dict[str, Any]:
@@ -293,8 +299,9 @@ def status(target: database.Target, runs: int, cron_database: str | None = None)
                         "command": j["command"], "username": j["username"], "active": j["active"],
                         "last_runs": job_runs})
         notes = []
-        if not where.superuser:
-            notes.append(f"pg_cron shows login {where.login} only its own jobs")
+        if not found and not where.superuser:
+            notes.append(f"pg_cron shows login {where.login} only its own jobs: jobs another role scheduled "
+                         "are not listed")
         return {"database": where.dbname, "cron_database": where.cron_database, "jobs": out, "notes": notes}
 
 

@@ -180,16 +180,16 @@ def test_install_status_remove_for_another_database_as_a_runner_login(
 
     res = sched("status")
     assert res.code == 0, res.stderr
-    assert res.stdout.splitlines()[0].startswith(f"deenroll-cleanup  30 3 1 * *  active  as {login}  (job ")
+    assert res.stdout.splitlines()[0].startswith(f"deenroll-run  */5 * * * *  active  as {login}  (job ")
     assert res.stdout.count("  no run yet") == 3
     doc = json.loads(sched("status", "--json").stdout)
-    assert sorted(j["name"] for j in doc["jobs"]) == ["deenroll-cleanup", "deenroll-health", "deenroll-run"]
+    assert [j["name"] for j in doc["jobs"]] == ["deenroll-run", "deenroll-health", "deenroll-cleanup"]
     assert all(j["last_runs"] == [] and j["username"] == login for j in doc["jobs"])
     assert doc["exit_code"] == 0
 
     res = run_cli("status", db=pg_server.url(dbname))
-    assert "in-database schedule (pg_cron): deenroll-cleanup 30 3 1 * *, deenroll-health 0 * * * *, " \
-           "deenroll-run */5 * * * *" in res.stdout
+    assert "in-database schedule (pg_cron): deenroll-run */5 * * * *, deenroll-health 0 * * * *, " \
+           "deenroll-cleanup 30 3 1 * *" in res.stdout
 
     res = sched("remove")
     assert res.code == 0, res.stderr
