@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ import pytest
 from deenroll import schema
 from deenroll.database import Target
 from engine_data import assert_exactly_once, de_enrolled, recount, stored
-from processes import due_now, make_clients, slow_batches, spawn, wait_until
+from processes import CALL_SCRIPT, due_now, make_clients, slow_batches, spawn, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -200,5 +201,52 @@ def test_a_run_cut_by_a_server_restart_fails_and_the_next_run_takes_its_client_o
         ).fetchone()
         assert status == "failed", details
         assert "the database server restarted at" in details and f"pid {proc.pid}" in details, details
+        assert conn.execute("SELECT count(*) FROM de_enrollment_runs WHERE status = 'running'").fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM deenroll.client_leases").fetchone()[0] == 0
+
+
+def test_a_call_cut_by_a_server_restart_leaves_its_client_to_the_next_call_at_once(
+    server: PrivateServer, db_name: str
+) -> None:
+    """The run's procedure as pg_cron runs it: one CALL, cut by the restart. The next CALL, with
+    the default lease, takes the dead run's client over at once and finishes every due lead once."""
+    url = server.url(db_name)
+    with psycopg.connect(url, autocommit=True) as conn:
+        make_clients(conn, clients=2, campaigns=2, leads=120)
+        expected = due_now(conn)
+        slow_batches(conn, 0.3)
+        proc = subprocess.Popen([sys.executable, "-c", CALL_SCRIPT, url, "4", "240000"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            wait_until(
+                lambda: conn.execute("SELECT coalesce(max(batches), 0) FROM de_enrollment_runs").fetchone()[0] >= 1
+                or proc.poll() is not None,
+                timeout=60,
+            )
+            assert proc.poll() is None, proc.communicate()
+            server.pg_ctl("restart", "-m", "fast")
+        finally:
+            out, err = _outcome(proc)
+    assert proc.returncode != 0 and "terminating connection" in err, err
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        [(dead_id, status, done)] = conn.execute(
+            "SELECT id::text, status, leads_de_enrolled FROM de_enrollment_runs"
+        ).fetchall()
+        assert status == "running" and 0 < done
+        conn.execute("DROP TRIGGER zz_slow ON leads")
+        again = subprocess.run([sys.executable, "-c", CALL_SCRIPT, url, "100", "240000"],
+                               capture_output=True, text=True, timeout=180)
+        assert again.returncode == 0, again.stderr
+        summary = json.loads(again.stdout)
+        assert sorted(c["status"] for c in summary["clients"]) == ["success", "success"]
+        status, details = conn.execute(
+            "SELECT status, error_details FROM de_enrollment_runs WHERE id = %s", (dead_id,)
+        ).fetchone()
+        assert status == "failed" and "the database server restarted at" in details, details
+        assert de_enrolled(conn) == expected
+        assert due_now(conn) == {}
+        assert_exactly_once(conn)
+        assert stored(conn) == recount(conn)
         assert conn.execute("SELECT count(*) FROM de_enrollment_runs WHERE status = 'running'").fetchone()[0] == 0
         assert conn.execute("SELECT count(*) FROM deenroll.client_leases").fetchone()[0] == 0
