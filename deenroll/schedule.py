@@ -238,13 +238,18 @@ def install(target: database.Target, every_schedule: str, as_role: str | None,
                         "keys jobs by name and role: remove it there first (`deenroll --database-url <that database> "
                         "schedule remove`), or schedule as another role (--as)"
                     )
-                if where.same_database and not by_name:
-                    jobid = queries.value(where.cron, "cron_schedule", name=job.name, schedule=job.schedule,
-                                          command=job.command)
-                else:
-                    jobid = queries.value(where.cron, "cron_schedule_in_database", name=job.name,
-                                          schedule=job.schedule, command=job.command, database=where.dbname,
-                                          username=role if by_name else None)
+                try:
+                    if where.same_database and not by_name:
+                        jobid = queries.value(where.cron, "cron_schedule", name=job.name, schedule=job.schedule,
+                                              command=job.command)
+                    else:
+                        jobid = queries.value(where.cron, "cron_schedule_in_database", name=job.name,
+                                              schedule=job.schedule, command=job.command, database=where.dbname,
+                                              username=role if by_name else None)
+                except psycopg.errors.InvalidParameterValue as exc:
+                    seconds = " (schedules in seconds need pg_cron 1.5 or later)" if "second" in job.schedule else ""
+                    raise UserError(f"pg_cron refuses the schedule of {job.name}: {exc.diag.message_primary}"
+                                    f"{seconds}") from None
                 if not before:
                     action = "created"
                 elif (before[0]["schedule"], before[0]["command"]) == (job.schedule, job.command):

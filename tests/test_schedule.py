@@ -187,6 +187,14 @@ def test_install_status_remove_for_another_database_as_a_runner_login(
     assert all(j["last_runs"] == [] and j["username"] == login for j in doc["jobs"])
     assert doc["exit_code"] == 0
 
+    with psycopg.connect(pg_server.dsn(cron_db)) as conn:
+        version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'pg_cron'").fetchone()[0]
+    if version.startswith("1.4"):  # Debian 12's; 1.5 and later take schedules in seconds
+        line = one_line(sched("install", "--every", "30 seconds"))
+        assert line == ("deenroll: error: pg_cron refuses the schedule of deenroll-run: invalid schedule: 30 seconds "
+                        "(schedules in seconds need pg_cron 1.5 or later)")
+        assert _jobs(pg_server, cron_db, login)["deenroll-run"][0] == "*/5 * * * *"  # nothing changed
+
     res = run_cli("status", db=pg_server.url(dbname))
     assert "in-database schedule (pg_cron): deenroll-run */5 * * * *, deenroll-health 0 * * * *, " \
            "deenroll-cleanup 30 3 1 * *" in res.stdout
