@@ -24,7 +24,15 @@ What it does, in one process:
    (b) The real command `deenroll run --batch-size N --json` in a subprocess (process
    start included), at N = 100 and N = 1000; peak RSS of that child from wait4().
    Ratio = runner wall time / lower-bound wall time.
-   --repeats rounds of (a), (b) 100, (b) 1000, interleaved; the table shows medians.
+   (c) The run's procedure as pg_cron drives it: one `CALL deenroll.run_de_enrollment(
+   p_batch_size => N)` on an open connection, at N = 100 and N = 1000, timed like (a);
+   after each, the end state is read, then QUEUED_CALLS more CALLs with nothing to do, each
+   the first statement of a new session (a pg_cron job queued behind a complete run).
+   (d) The previous release's `deenroll run --batch-size 100` (its code taken from this
+   checkout's git history: by default the commit before the one that added
+   functions/run_de_enrollment.sql, or --previous-release REV; --skip-previous-release),
+   after that release's own `migrate` on the clone (not timed), beside (b) at 100.
+   --repeats rounds of (a), (b) 100, (b) 1000, (c), (d), interleaved; the table shows medians.
    After each, the invariants are checked (nothing due, counters exact, no pending
    deltas, one log row per de-enrolled lead) and the end states are compared: the
    same leads de-enrolled with the same outcomes and history entries, the same log
@@ -63,7 +71,9 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -88,6 +98,10 @@ TARGET_MIGRATE_WAIT_MS = 200.0
 TARGET_RATIO_1000 = 1.3
 TARGET_IDLE_RATIO = 1.5
 TARGET_RSS_MB = 100.0
+TARGET_CALL_RATIO_100 = 1.2  # one CALL, the way pg_cron drives the run
+TARGET_PREVIOUS_RATIO = 1.0  # deenroll run / the previous release's, same data, same rounds
+TARGET_QUEUED_MS = 50.0
+QUEUED_CALLS = 3  # queued no-op CALLs after each complete CALL run, each on a new session
 LB_HOST = "deenroll-benchmark (lower bound)"
 
 
@@ -221,6 +235,69 @@ def runner(dsn: str, batch_size: int, workers: int = 1) -> Measurement:
                        round(n / child.wall_s) if child.wall_s else 0.0,
                        runner_ms=child.report["duration_ms"], peak_rss_mb=round(child.peak_rss_mb, 1),
                        detail={"batches": totals["batches"], "clients": totals["clients"]})
+
+
+def call_run(dsn: str, batch_size: int) -> Measurement:
+    """One `CALL deenroll.run_de_enrollment(p_batch_size => N)` on one open connection, as a pg_cron
+    job sends it; timed from sending the CALL to its reply (every batch committed inside)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT 1")  # connection warm-up outside the timing, as for the lower bound
+        t0 = time.perf_counter()
+        summary = conn.execute("CALL deenroll.run_de_enrollment(p_batch_size => %s::integer, p_max_runtime_ms => %s::integer)",
+                               (batch_size, RUNNER_MAX_RUNTIME_MS)).fetchone()[0]
+        wall = time.perf_counter() - t0
+    clients = summary["clients"]
+    name = f"CALL run_de_enrollment, batch {batch_size}"
+    bad = [c for c in clients if c["status"] != "success"]
+    if bad or summary.get("not_reached") or summary.get("fold_error"):
+        raise click.ClickException(f"`{name}` left work undone: {json.dumps(summary)[:800]}")
+    n = sum(c["leads_de_enrolled"] for c in clients)
+    return Measurement(name, n, round(wall, 3), round(n / wall) if wall else 0.0,
+                       detail={"batches": sum(c["batches"] for c in clients), "clients": len(clients)})
+
+
+def queued_calls(dsn: str, calls: int) -> list[float]:
+    """`CALL deenroll.run_de_enrollment()` with nothing to do, each on a new session as pg_cron opens
+    one per job (the session's first statement, so its compile cost counts); milliseconds."""
+    out = []
+    for _ in range(calls):
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            t0 = time.perf_counter()
+            summary = conn.execute("CALL deenroll.run_de_enrollment()").fetchone()[0]
+            out.append(round((time.perf_counter() - t0) * 1000, 2))
+        done = sum(c["leads_de_enrolled"] for c in summary["clients"])
+        if done:
+            raise click.ClickException(f"a queued CALL after a complete run de-enrolled {done} leads")
+    return out
+
+
+def previous_run(dsn: str, code: Path, commit: str, batch_size: int) -> Measurement:
+    """The previous release's `deenroll run --batch-size N` on this clone: its own `migrate` first
+    (its functions back in place of this checkout's; not timed), then the run, like runner()."""
+    setup = common.Child.start(dsn, "migrate", code=code).finish(timeout=600)
+    if setup.code != 0:
+        raise click.ClickException(f"`deenroll migrate` of {commit[:12]} exited {setup.code}: {setup.last_line}")
+    child = common.Child.start(dsn, "run", "--json", "--max-runtime", str(RUNNER_MAX_RUNTIME_MS),
+                               "--batch-size", str(batch_size), code=code).finish()
+    report = child.report or {}
+    totals = report.get("totals") or {}
+    name = f"previous {commit[:7]}: run --batch-size {batch_size}"
+    if child.code != 0 or totals.get("failed") or totals.get("partial"):
+        raise click.ClickException(f"`{name}` exited {child.code} ({totals}); stderr: {child.stderr.strip()[-500:]}")
+    n = totals["leads_de_enrolled"]
+    return Measurement(name, n, round(child.wall_s, 3), round(n / child.wall_s) if child.wall_s else 0.0,
+                       runner_ms=report["duration_ms"], peak_rss_mb=round(child.peak_rss_mb or 0.0, 1),
+                       detail={"batches": totals["batches"], "clients": totals["clients"]})
+
+
+def previous_release_commit() -> str:
+    """The commit before the one that moved the run's loop into the database (added run_de_enrollment)."""
+    repo = Path(__file__).resolve().parent.parent
+    added = migrate_wait.git(repo, "log", "-1", "--diff-filter=A", "--format=%H", "--",
+                             "functions/run_de_enrollment.sql").decode().strip()
+    if not added:
+        raise RuntimeError("no commit in this checkout's history added functions/run_de_enrollment.sql")
+    return added + "^"
 
 
 def summarize(attempts: list[Measurement], lower_wall: float | None) -> dict[str, Any]:
@@ -457,7 +534,22 @@ def render(r: dict[str, Any]) -> str:
                  f"fold {med['fold_s']:.3f} s ({lbs[0]['delta_rows_folded']} delta rows), finish + commit {med['finish_commit_s']:.3f} s")
     for row in r["measurements"][1:]:
         lines.append(f"  {row['name']}: {row['detail']['batches']:,} batches over {row['detail']['clients']} clients; "
-                     f"process start and exit (wall - runner ms) {row['wall_s'] * 1000 - row['runner_ms']:,.0f} ms")
+                     + ("one statement on an open connection, timed like the lower bound" if row["runner_ms"] is None else
+                        f"process start and exit (wall - runner ms) {row['wall_s'] * 1000 - row['runner_ms']:,.0f} ms"))
+    if r.get("in_database"):
+        x = r["in_database"]
+        lines.append(f"  in the database, one CALL as pg_cron sends it: ratio to the lower bound {x['call_100_ratio']:.2f} "
+                     f"at batch 100 (target <= {TARGET_CALL_RATIO_100} at 1,000,000 leads), {x['call_1000_ratio']:.2f} "
+                     f"at batch 1000; data set {d['leads']:,} leads")
+        lines.append(f"  queued CALL run_de_enrollment() right after a complete run (nothing to do, a new session each): "
+                     f"median {x['queued_median_ms']:.1f} ms, longest {x['queued_max_ms']:.1f} ms of {len(x['queued_ms'])} "
+                     f"(target < {TARGET_QUEUED_MS:.0f} ms)")
+    if r.get("previous_release"):
+        x = r["previous_release"]
+        lines.append("  previous release: n/a (" + x["error"] + ")" if "error" in x else
+                     f"  deenroll run --batch-size {x['batch_size']}: this checkout {x['current_wall_s']:.3f} s, previous "
+                     f"release {x['commit'][:12]} {x['previous_wall_s']:.3f} s (its own migrate first, untimed); "
+                     f"ratio this / previous {x['ratio']:.2f} (target <= {TARGET_PREVIOUS_RATIO})")
     es = r["end_state"]
     ref = es["reference"]
     lines.append(f"end state: {'identical' if es['identical'] else 'DIFFERENT'} in all {len(es['states'])} measurements "
@@ -550,6 +642,16 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         m = ms[f"deenroll run --batch-size {bs}"]
         out.append({"name": f"ratio run/lower bound at batch size {bs}", "value": f"{m['ratio']:.2f}",
                     "limit": limit, "met": m["ratio"] <= limit})
+    if r.get("in_database"):
+        x = r["in_database"]
+        out.append({"name": "ratio one CALL/lower bound at batch size 100", "value": f"{x['call_100_ratio']:.2f}",
+                    "limit": TARGET_CALL_RATIO_100, "met": x["call_100_ratio"] <= TARGET_CALL_RATIO_100})
+        out.append({"name": "queued CALL with nothing to do, longest (ms)", "value": f"{x['queued_max_ms']:.1f}",
+                    "limit": TARGET_QUEUED_MS, "met": x["queued_max_ms"] < TARGET_QUEUED_MS})
+    if r.get("previous_release") and "error" not in r["previous_release"]:
+        v = r["previous_release"]["ratio"]
+        out.append({"name": "ratio run/previous release's run, batch size 100", "value": f"{v:.2f}",
+                    "limit": TARGET_PREVIOUS_RATIO, "met": v <= TARGET_PREVIOUS_RATIO})
     if r.get("workers"):
         v = r["workers"]["w2_ratio"]
         out.append({"name": "ratio run/lower bound at batch size 100, 2 workers", "value": f"{v:.2f}",
@@ -578,7 +680,8 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         v = r["idle"]["wall_ratio"]
         out.append({"name": f"idle run {r['idle']['large']['leads']:,} / {r['idle']['small']['leads']:,} leads (wall)",
                     "value": f"{v:.2f}", "limit": TARGET_IDLE_RATIO, "met": v <= TARGET_IDLE_RATIO})
-    rss = max(m["peak_rss_mb"] for m in r["measurements"] if m["peak_rss_mb"] is not None)
+    rss = max(m["peak_rss_mb"] for m in r["measurements"]
+              if m["peak_rss_mb"] is not None and not m["name"].startswith("previous release"))
     out.append({"name": "runner peak RSS (MB)", "value": f"{rss:.1f}", "limit": TARGET_RSS_MB, "met": rss <= TARGET_RSS_MB})
     return out
 
@@ -590,13 +693,14 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
               seed: str, repeats: int, skip_idle: bool, idle_small_leads: int, idle_repeats: int,
               trigger_statements: int, client_statements: int, skip_triggers: bool,
               campaign_scaling_options: dict[str, Any] | None = None,
-              migrate_wait_leads: tuple[int, ...] = (), migrate_upgrade_leads: int | None = None) -> dict[str, Any]:
+              migrate_wait_leads: tuple[int, ...] = (), migrate_upgrade_leads: int | None = None,
+              skip_previous: bool = False, previous_release: str | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     result: dict[str, Any] = {"options": {"leads": leads, "clients": clients, "campaigns": campaigns,
                                           "eligible_fraction": eligible_fraction, "seed": seed,
                                           "repeats": repeats},
                               "machine": machine_info()}
-    with open_server(database_url) as server:
+    with open_server(database_url) as server, ExitStack() as stack:
         result["server_kind"] = server.kind if server.kind == "embedded" else f"given: {redact(database_url or '')}"
         with server.admin() as conn:
             result["server"] = server_info(conn)
@@ -609,6 +713,17 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
         with_workers = workers_supported()
         if with_workers:
             attempts["run 100 w2"] = []
+        attempts["call 100"], attempts["call 1000"] = [], []
+        previous: tuple[Path, str] | None = None
+        if not skip_previous:
+            code = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="deenroll-previous-release-")))
+            try:
+                previous = code, migrate_wait.code_at(previous_release or previous_release_commit(), code)
+                attempts["previous 100"] = []
+                say(f"previous release: {previous[1][:12]}, its code in {code}")
+            except RuntimeError as exc:  # no git history to take it from
+                result["previous_release"] = {"error": str(exc)}
+        queued_ms: list[float] = []
         states: dict[str, dict[str, Any]] = {}
         checks: dict[str, dict[str, Any]] = {}
         keep_for_idle: str | None = None
@@ -620,13 +735,21 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
                 dsn = server.dsn(name)
                 server.checkpoint()
                 say(f"round {rep}/{repeats}: {key}")
+                batch = int(key.split()[1]) if key != "lower bound" else 0
                 if key == "lower bound":
                     attempts[key].append(lower_bound(dsn))
+                elif key.startswith("call"):
+                    attempts[key].append(call_run(dsn, batch))
+                elif key.startswith("previous"):
+                    assert previous is not None
+                    attempts[key].append(previous_run(dsn, previous[0], previous[1], batch))
                 else:
-                    attempts[key].append(runner(dsn, int(key.split()[1]), 2 if key.endswith("w2") else 1))
+                    attempts[key].append(runner(dsn, batch, 2 if key.endswith("w2") else 1))
                 label = f"{key} #{rep}"
                 checks[label] = invariants(dsn)
                 states[label] = end_state(dsn)
+                if key.startswith("call"):
+                    queued_ms += queued_calls(dsn, QUEUED_CALLS)  # after the end state: it may add run rows
                 if key == "run 1000" and rep == repeats and not skip_idle:
                     keep_for_idle = name  # everything is de-enrolled: the large idle data set
                 else:
@@ -637,6 +760,20 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
         ratios = {m["name"]: m["ratio"] for m in result["measurements"]}
         result["workers"] = ({"w1_ratio": ratios["deenroll run --batch-size 100"],
                               "w2_ratio": ratios["deenroll run --batch-size 100 --workers 2"]} if with_workers else None)
+        walls = {k: statistics.median(m.wall_s for m in a) for k, a in attempts.items()}
+        result["in_database"] = {
+            "call_100_ratio": round(walls["call 100"] / lower_wall, 2) if lower_wall else None,
+            "call_1000_ratio": round(walls["call 1000"] / lower_wall, 2) if lower_wall else None,
+            "queued_ms": queued_ms,
+            "queued_median_ms": round(statistics.median(queued_ms), 2),
+            "queued_max_ms": max(queued_ms),
+        }
+        if previous is not None:
+            result["previous_release"] = {
+                "commit": previous[1], "batch_size": 100,
+                "previous_wall_s": round(walls["previous 100"], 3), "current_wall_s": round(walls["run 100"], 3),
+                "ratio": round(walls["run 100"] / walls["previous 100"], 2),
+            }
         ref_name = "lower bound #1"
         ref = states[ref_name]
         diffs = {n: differences(ref, st) for n, st in states.items() if differences(ref, st)}
@@ -722,12 +859,18 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
               help="Size for the platform-write wait during an upgrade while a run works.")
 @click.option("--skip-migrate-upgrade", is_flag=True, help="Skip the upgrade during a run.")
 @click.option("--skip-migrate-wait", is_flag=True, help="Skip the platform-write waits during migrate (both scenarios).")
+@click.option("--skip-previous-release", "skip_previous", is_flag=True,
+              help="Skip the previous release's `deenroll run` beside this checkout's.")
+@click.option("--previous-release", metavar="REV",
+              help="Git revision of the previous release; default: the commit before the one that added "
+                   "functions/run_de_enrollment.sql.")
 @click.option("--json-out", type=click.Path(dir_okay=False, writable=True), help="Also write the figures as JSON here.")
 def main(database_url: str | None, leads: int, clients: int, campaigns: int, eligible_fraction: float, seed: str,
          repeats: int, skip_idle: bool, idle_small_leads: int, idle_repeats: int, skip_triggers: bool, trigger_statements: int,
          client_statements: int, skip_campaign_scaling: bool, cs_leads: int, cs_clients: int, cs_base: int,
          cs_extra: int, cs_eligible_fraction: float, cs_repeats: int, migrate_wait_leads: tuple[int, ...],
-         migrate_upgrade_leads: int, skip_migrate_upgrade: bool, skip_migrate_wait: bool, json_out: str | None) -> None:
+         migrate_upgrade_leads: int, skip_migrate_upgrade: bool, skip_migrate_wait: bool, skip_previous: bool,
+         previous_release: str | None, json_out: str | None) -> None:
     """Benchmark `deenroll run` against a set-based lower bound (see the module docstring)."""
     if campaigns < clients:
         raise click.BadParameter("needs at least one campaign per client", param_hint="--campaigns")
@@ -738,7 +881,8 @@ def main(database_url: str | None, leads: int, clients: int, campaigns: int, eli
                            "eligible_fraction": cs_eligible_fraction, "seed": seed, "repeats": cs_repeats,
                            "idle_repeats": idle_repeats},
                        () if skip_migrate_wait else tuple(migrate_wait_leads),
-                       None if skip_migrate_wait or skip_migrate_upgrade else migrate_upgrade_leads)
+                       None if skip_migrate_wait or skip_migrate_upgrade else migrate_upgrade_leads,
+                       skip_previous, previous_release)
     print(render(result), flush=True)
     if json_out:
         Path(json_out).write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -265,6 +265,14 @@ def previous_release_code(into: Path) -> str:
     stems = sorted(Path(name).stem for name in listed if name.endswith(".sql"))
     if not stems or stems[-1] != previous_release():
         raise RuntimeError(f"commit {commit[:12]} ends at {stems[-1:]}, not at {previous_release()}")
+    return code_at(commit, into)
+
+
+def code_at(revision: str, into: Path) -> str:
+    """deenroll's code (package, migrations, functions, views) at `revision` of this checkout's git
+    history, written under `into` for Child.start(code=...). Returns the full commit."""
+    repo = Path(__file__).resolve().parent.parent
+    commit = git(repo, "rev-parse", "--verify", f"{revision}^{{commit}}").decode().strip()
     archive = git(repo, "archive", commit, "cli.py", "deenroll", "migrations", "rollback", "functions", "views")
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")

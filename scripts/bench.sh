@@ -10,6 +10,8 @@
 # at 2,000,000 leads (the longest part: --skip-migrate-wait, or --migrate-wait-leads N,
 # --migrate-upgrade-leads N, --skip-migrate-upgrade to choose; the upgrade takes the previous
 # release's code from this checkout's git history).
+# Besides `deenroll run`, the run's procedure is timed as one CALL (as pg_cron sends it) and the
+# previous release's `deenroll run` (from git history) runs on the same data.
 # Figures go to stdout, progress to stderr.
 #   scripts/bench.sh                          # the full benchmark (tens of minutes)
 #   scripts/bench.sh --json-out bench.json    # also write the figures as JSON

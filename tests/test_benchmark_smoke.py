@@ -79,22 +79,52 @@ def test_tiny_benchmark_reports_every_figure_and_cleans_up(pg_server, tmp_path):
     names = [m["name"] for m in r["measurements"]]
     with_workers = "--workers" in subprocess.run([str(Path(sys.executable).parent / "deenroll"), "run", "--help"],
                                                  capture_output=True, text=True).stdout
+    previous = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--diff-filter=A", "--format=%h", "--",
+                               "functions/run_de_enrollment.sql"], capture_output=True, text=True).stdout.strip()
+    previous = subprocess.run(["git", "-C", str(REPO), "rev-parse", f"{previous}^"],
+                              capture_output=True, text=True).stdout.strip()
     assert names == ["lower bound: one statement", "deenroll run --batch-size 100", "deenroll run --batch-size 1000"] + (
-        ["deenroll run --batch-size 100 --workers 2"] if with_workers else [])
+        ["deenroll run --batch-size 100 --workers 2"] if with_workers else []) + [
+        "CALL run_de_enrollment, batch 100", "CALL run_de_enrollment, batch 1000",
+        f"previous {previous[:7]}: run --batch-size 100"]
     for m in r["measurements"]:
         assert m["leads"] == eligible, m
         assert m["wall_s"] > 0 and m["leads_per_s"] > 0 and m["ratio"] > 0
         assert len(m["walls_s"]) == 2 and all(a["leads"] == eligible for a in m["attempts"])
+    by_name = {m["name"]: m for m in r["measurements"]}
     for m in r["measurements"][1:]:
-        assert m["peak_rss_mb"] > 10 and m["runner_ms"] >= 0
+        if m["name"].startswith("CALL"):  # one statement on an open connection: no process of its own
+            assert m["peak_rss_mb"] is None and m["runner_ms"] is None
+        else:
+            assert m["peak_rss_mb"] > 10 and m["runner_ms"] >= 0
         # walls are printed in ms (3 decimals of s), ratios with 2 decimals
         assert _consistent(m["ratio"], 2, m["wall_s"], r["measurements"][0]["wall_s"], 3), m
     assert r["measurements"][1]["detail"]["batches"] > r["measurements"][2]["detail"]["batches"]
+    # the CALL makes the batches `deenroll run` makes (one CALL per client there)
+    for bs in (100, 1000):
+        assert by_name[f"CALL run_de_enrollment, batch {bs}"]["detail"] == by_name[f"deenroll run --batch-size {bs}"]["detail"]
+
+    # in the database: one CALL against the lower bound, and queued CALLs with nothing to do
+    lower_wall = r["measurements"][0]["wall_s"]
+    x = r["in_database"]
+    for bs in (100, 1000):
+        assert x[f"call_{bs}_ratio"] == by_name[f"CALL run_de_enrollment, batch {bs}"]["ratio"]
+        assert _consistent(x[f"call_{bs}_ratio"], 2, by_name[f"CALL run_de_enrollment, batch {bs}"]["wall_s"], lower_wall, 3)
+    assert len(x["queued_ms"]) == 2 * 2 * bench.QUEUED_CALLS and all(ms > 0 for ms in x["queued_ms"])
+    assert min(x["queued_ms"]) <= x["queued_median_ms"] <= x["queued_max_ms"] == max(x["queued_ms"])
+
+    # this checkout's run beside the previous release's, same data, same rounds
+    pr = r["previous_release"]
+    assert pr["commit"] == previous and pr["batch_size"] == 100
+    assert pr["current_wall_s"] == by_name["deenroll run --batch-size 100"]["wall_s"]
+    assert pr["previous_wall_s"] == by_name[f"previous {previous[:7]}: run --batch-size 100"]["wall_s"]
+    assert pr["previous_wall_s"] > 0 and _consistent(pr["ratio"], 2, pr["current_wall_s"], pr["previous_wall_s"], 3), pr
 
     # the same end state on every side, and the invariants after each
     assert r["end_state"]["identical"] is True and not r["end_state"]["differences"]
     assert r["end_state"]["reference"]["de_enrolled"] == eligible == r["end_state"]["reference"]["log_rows"]
-    sides = ("lower bound", "run 100", "run 1000") + (("run 100 w2",) if with_workers else ())
+    sides = ("lower bound", "run 100", "run 1000") + (("run 100 w2",) if with_workers else ()) + (
+        "call 100", "call 1000", "previous 100")
     assert set(r["invariants"]) == {f"{k} #{i}" for k in sides for i in (1, 2)}
     assert set(r["end_state"]["states"]) == set(r["invariants"])
     assert all(inv["ok"] for inv in r["invariants"].values()), r["invariants"]
@@ -147,7 +177,9 @@ def test_tiny_benchmark_reports_every_figure_and_cleans_up(pg_server, tmp_path):
 
     # every target, each judged
     assert [t["name"] for t in r["targets"]] == [
-        "ratio run/lower bound at batch size 100", "ratio run/lower bound at batch size 1000"] + (
+        "ratio run/lower bound at batch size 100", "ratio run/lower bound at batch size 1000",
+        "ratio one CALL/lower bound at batch size 100", "queued CALL with nothing to do, longest (ms)",
+        "ratio run/previous release's run, batch size 100"] + (
         ["ratio run/lower bound at batch size 100, 2 workers"] if with_workers else []) + [
         "run 22 / 2 campaigns per client (runner ms)", "idle run 22 / 2 campaigns per client (runner ms)",
         "longest write wait, migrate at 2,000 leads (ms)", "longest write wait, migrate at 3,000 leads (ms)",
@@ -159,7 +191,9 @@ def test_tiny_benchmark_reports_every_figure_and_cleans_up(pg_server, tmp_path):
     for text in ("machine:", "PostgreSQL", "lower bound: one statement", "deenroll run --batch-size 1000",
                  "peak RSS", "idle run", "triggers of deenroll", "end state: identical", "workers at batch size 100",
                  "campaign-count scaling", "longest platform write wait", "during an upgrade while a run works",
-                 "after the run: 0 runs left running", "targets"):
+                 "after the run: 0 runs left running", "in the database, one CALL as pg_cron sends it",
+                 "queued CALL run_de_enrollment() right after a complete run", f"previous release {previous[:12]}",
+                 "targets"):
         assert text in proc.stdout, text
 
     # every database it made is gone
