@@ -285,11 +285,18 @@ def status(target: database.Target, runs: int, cron_database: str | None = None)
         made: dict[int, dict[str, Any]] = {}
         run_job_runs = [r for r in last if r["start_time"] is not None  # a job that could not connect never started
                         and any(j["jobid"] == r["jobid"] and j["jobname"] == RUN_JOB for j in found)]
+        # A job run's window lasts until the job's next run starts (or now): pg_cron's end_time may
+        # come before the last run rows of a CALL that ran in a background worker. The server
+        # process that ran the job, recorded in both, tells the runs apart.
+        ends: list[Any] = []
+        for i, r in enumerate(run_job_runs):
+            newer = [n["start_time"] for n in run_job_runs[:i] if n["jobid"] == r["jobid"]]
+            ends.append(newer[-1] if newer else None)
         if run_job_runs and not queries.rows(where.conn, "missing_functions",
                                              functions=["public.count_de_enrollment_runs_in_windows"]):
             for row in queries.rows(
                 where.conn, "runs_of_job_runs", pids=[r["job_pid"] for r in run_job_runs],
-                starts=[r["start_time"] for r in run_job_runs], ends=[r["end_time"] for r in run_job_runs],
+                starts=[r["start_time"] for r in run_job_runs], ends=ends,
             ):
                 made[run_job_runs[row.pop("window_index") - 1]["runid"]] = row
         out = []
