@@ -121,7 +121,7 @@ def _setup_logging(level: int, tty: bool) -> logging.Handler:
 @click.option(
     "--batch-size",
     type=int,
-    default=100,
+    default=runner.BATCH_SIZE,
     show_default=True,
     envvar="DE_ENROLLMENT_BATCH_SIZE",
     show_envvar=True,
@@ -131,7 +131,7 @@ def _setup_logging(level: int, tty: bool) -> logging.Handler:
     "--max-runtime",
     "max_runtime",
     type=int,
-    default=240000,
+    default=runner.MAX_RUNTIME_MS,
     show_default=True,
     envvar="DE_ENROLLMENT_MAX_RUNTIME",
     show_envvar=True,
@@ -159,7 +159,7 @@ def _setup_logging(level: int, tty: bool) -> logging.Handler:
     envvar="DE_ENROLLMENT_LEASE",
     show_envvar=True,
     metavar="MS",
-    help="How long a client stays reserved for this run after its last batch (1000 to 600000 ms). "
+    help="How long a client stays reserved for this run after its last batch (the database sets its bounds). "
     "Matters only when a runner dies behind a connection pooler: on a direct connection, or "
     "after a server restart, the next run takes a dead run's clients over at once.",
 )

@@ -1,6 +1,10 @@
 -- The statements `deenroll run` sends, by name (loaded by deenroll/queries.py). Parameters are
 -- psycopg's %(name)s placeholders. The run itself is the procedure deenroll.run_de_enrollment.
 
+-- name: run_options_check
+-- The database's bounds of a run's options: refuses one out of bounds (invalid_parameter_value).
+SELECT deenroll.de_enrollment_run_options(%(batch_size)s::integer, %(max_runtime_ms)s::integer, %(lease_ms)s::integer);
+
 -- name: run_clients
 -- The clients a run processes, least recently run first.
 SELECT client_id::text FROM public.de_enrollment_clients();

@@ -200,6 +200,6 @@ def test_a_run_older_than_the_server_start_is_taken_over_at_once(db_url: str, co
 @pytest.mark.parametrize("bad", [999, 600001, 0, -1])
 def test_a_lease_lasts_one_second_to_ten_minutes(conn: psycopg.Connection, bad: int) -> None:
     build_dataset(conn)
-    with pytest.raises(psycopg.errors.InvalidParameterValue, match="a lease lasts 1000 to 600000 ms"):
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="lease must be between 1000 and 600000 milliseconds"):
         conn.execute("SELECT start_de_enrollment_run(%s, 10, 3000, NULL, NULL, NULL, %s)", (CLIENT_A, bad))
     assert lease(conn) is None

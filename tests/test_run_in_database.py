@@ -223,8 +223,8 @@ def test_bad_options_change_nothing(runner_login: str, conn: psycopg.Connection)
     make_clients(conn, clients=1, campaigns=1, leads=10)
     for sql, said in (
         ("CALL deenroll.run_de_enrollment(p_batch_size => 0)", "batch size must be a positive integer"),
-        ("CALL deenroll.run_de_enrollment(p_max_runtime_ms => -5)", "max runtime must be at least 1 ms"),
-        ("CALL deenroll.run_de_enrollment(p_lease_ms => 10)", "a lease lasts 1000 to 600000 ms"),
+        ("CALL deenroll.run_de_enrollment(p_max_runtime_ms => -5)", "max runtime must be at least 1 millisecond"),
+        ("CALL deenroll.run_de_enrollment(p_lease_ms => 10)", "lease must be between 1000 and 600000 milliseconds"),
         (f"CALL deenroll.run_de_enrollment(p_client_id => '{uuid.uuid4()}')", "has no campaigns and no leads"),
     ):
         with pytest.raises(psycopg.errors.InvalidParameterValue, match=said):
@@ -242,3 +242,14 @@ def test_a_login_outside_deenroll_runner_may_not_call_it(db_url: str, conn: psyc
             _call(conninfo.make_conninfo(**params))
     finally:
         conn.execute(f"DROP ROLE {name}")
+
+
+def test_the_procedures_defaults_are_the_ones_run_help_shows(conn: psycopg.Connection) -> None:
+    from deenroll import runner
+
+    args = conn.execute(
+        "SELECT pg_get_function_arguments('deenroll.run_de_enrollment'::regproc)"
+    ).fetchone()[0]
+    for name, value in (("p_batch_size", runner.BATCH_SIZE), ("p_max_runtime_ms", runner.MAX_RUNTIME_MS),
+                        ("p_lease_ms", runner.LEASE_MS)):
+        assert f"{name} integer DEFAULT {value}" in args, args

@@ -1,0 +1,251 @@
+"""What a run did, client by client, and the words and documents it is reported in."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from .. import alerts
+from .options import RunOptions
+
+log = logging.getLogger("deenroll.run")
+
+
+@dataclass
+class CampaignIssue:
+    """A campaign whose messages is not a JSON array (from de_enrollment_invalid_campaigns)."""
+
+    campaign_id: str
+    campaign_name: str | None
+    messages_type: str
+    active_leads: int
+
+    def describe(self) -> str:
+        return (
+            f"campaign {self.campaign_id} ({self.campaign_name}): messages is {self.messages_type}, "
+            f"not a JSON array; its {self.active_leads} active leads were skipped"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "campaign_id": self.campaign_id,
+            "campaign_name": self.campaign_name,
+            "messages_type": self.messages_type,
+            "active_leads": self.active_leads,
+        }
+
+
+@dataclass
+class ClientResult:
+    client_id: str
+    run_id: str | None = None
+    status: str = "running"  # success | partial | failed | skipped | dry_run
+    leads_evaluated: int = 0
+    leads_de_enrolled: int = 0
+    completed: int = 0
+    opted_out: int = 0
+    batches: int = 0
+    duration_ms: int = 0
+    error: str | None = None
+    invalid_campaigns: list[CampaignIssue] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    campaigns: list[dict[str, Any]] = field(default_factory=list)  # dry run only
+    held: dict[str, int] = field(default_factory=dict)  # leads runs hold, by reason, after the run
+    newly_held: int = 0  # of them, held by this run
+
+    @property
+    def leads_held(self) -> int:
+        return sum(self.held.values())
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "client_id": self.client_id,
+            "run_id": self.run_id,
+            "status": self.status,
+            "leads_evaluated": self.leads_evaluated,
+            "leads_de_enrolled": self.leads_de_enrolled,
+            "completed": self.completed,
+            "opted_out": self.opted_out,
+            "batches": self.batches,
+            "duration_ms": self.duration_ms,
+            "error": self.error,
+            "invalid_campaigns": [c.to_json() for c in self.invalid_campaigns],
+            "warnings": self.warnings,
+            "leads_held": self.leads_held,
+            "held": dict(self.held),
+            "newly_held": self.newly_held,
+        }
+        if self.status == "dry_run":
+            out["would_de_enroll"] = self.completed + self.opted_out
+            out["campaigns"] = self.campaigns
+        return out
+
+
+@dataclass
+class RunReport:
+    options: RunOptions
+    started_at: datetime
+    clients: list[ClientResult] = field(default_factory=list)
+    duration_ms: int = 0
+    alert: alerts.AlertResult = field(default_factory=lambda: alerts.AlertResult(attempted=False))
+    deltas_folded: int = 0  # after the clients: pending counter deltas of every other campaign
+    fold_error: str | None = None
+
+    def count(self, status: str) -> int:
+        return sum(1 for c in self.clients if c.status == status)
+
+    @property
+    def exit_code(self) -> int:
+        """2 when a client (or the final fold) failed; 1 when one ended partial (or, dry run, would) or
+        leads are held (they need someone's attention); else 0."""
+        if self.count("failed") or self.fold_error:
+            return 2
+        if self.count("partial") or any(c.held for c in self.clients):
+            return 1
+        if self.options.dry_run and any(c.invalid_campaigns for c in self.clients):
+            return 1
+        return 0
+
+    def totals(self) -> dict[str, int]:
+        return {
+            "clients": len(self.clients),
+            "success": self.count("success"),
+            "partial": self.count("partial"),
+            "failed": self.count("failed"),
+            "skipped": self.count("skipped"),
+            "leads_evaluated": sum(c.leads_evaluated for c in self.clients),
+            "leads_de_enrolled": sum(c.leads_de_enrolled for c in self.clients),
+            "completed": sum(c.completed for c in self.clients),
+            "opted_out": sum(c.opted_out for c in self.clients),
+            "batches": sum(c.batches for c in self.clients),
+            "leads_held": sum(c.leads_held for c in self.clients),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dry_run": self.options.dry_run,
+            "batch_size": self.options.batch_size,
+            "max_runtime_ms": self.options.max_runtime_ms,
+            "started_at": self.started_at.isoformat(timespec="milliseconds"),
+            "duration_ms": self.duration_ms,
+            "clients": [c.to_json() for c in self.clients],
+            "totals": self.totals(),
+            "deltas_folded": self.deltas_folded,
+            "fold_error": self.fold_error,
+            "exit_code": self.exit_code,
+            "alert": self.alert.to_json(),
+        }
+
+
+class Observer(Protocol):
+    """Progress reporting (plain log lines or a rich display); the runner calls these."""
+
+    def clients_found(self, count: int) -> None: ...
+    def client_started(self, client_id: str) -> None: ...
+    def batch_done(self, result: ClientResult, size: int) -> None: ...
+    def client_done(self, result: ClientResult) -> None: ...
+
+
+class LogObserver:
+    """Plain log lines on the `deenroll.run` logger."""
+
+    def clients_found(self, count: int) -> None:
+        log.info("%d client(s) to process", count)
+
+    def client_started(self, client_id: str) -> None:
+        log.debug("client %s: starting", client_id)
+
+    def batch_done(self, result: ClientResult, size: int) -> None:
+        log.debug(
+            "client %s: batch %d de-enrolled %d (run total %d)",
+            result.client_id, result.batches, size, result.leads_de_enrolled,
+        )
+
+    def client_done(self, result: ClientResult) -> None:
+        for warning in result.warnings:
+            log.warning("client %s: %s", result.client_id, warning)
+        level = {"failed": logging.ERROR, "partial": logging.WARNING, "skipped": logging.WARNING}.get(
+            result.status, logging.INFO
+        )
+        log.log(level, "client %s: %s", result.client_id, describe_client(result))
+
+
+def describe_client(r: ClientResult) -> str:
+    """One human line for a client's outcome."""
+    if r.status == "skipped":
+        return f"skipped: {r.error}"
+    if r.status == "dry_run":
+        text = f"would de-enroll {r.completed + r.opted_out} (completed {r.completed}, opted out {r.opted_out})"
+    else:
+        text = (
+            f"{r.status}: de-enrolled {r.leads_de_enrolled} (completed {r.completed}, "
+            f"opted out {r.opted_out}) in {r.batches} batch{'es' if r.batches != 1 else ''}, {r.duration_ms} ms"
+        )
+    if r.held:
+        text += f"; {describe_held(r.held)}"
+    if r.invalid_campaigns:
+        text += f"; {len(r.invalid_campaigns)} campaign(s) with invalid messages"
+    if r.error and r.status not in ("dry_run", "success"):  # a success's details only repeat the held leads
+        text += f"; {r.error}"
+    return text
+
+
+def describe_held(held: dict[str, int]) -> str:
+    """'held 3 (check_violation 2, refused_by_trigger 1)'."""
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(held.items()))
+    return f"held {sum(held.values())} ({reasons})"
+
+
+def fill(result: ClientResult, summary: dict[str, Any]) -> None:
+    """A client's result from the run procedure's summary of it."""
+    result.run_id = summary.get("run_id")
+    result.status = summary["status"]
+    result.error = summary.get("error")
+    result.duration_ms = int(summary.get("duration_ms") or 0)
+    for key in ("leads_evaluated", "leads_de_enrolled", "completed", "opted_out", "batches", "newly_held"):
+        setattr(result, key, int(summary.get(key) or 0))
+    result.invalid_campaigns = [
+        CampaignIssue(c["campaign_id"], c.get("campaign_name"), c["messages_type"], int(c["active_leads"]))
+        for c in summary.get("invalid_campaigns") or []
+    ]
+    result.held = {str(k): int(v) for k, v in sorted((summary.get("held") or {}).items())}
+
+
+
+def alert_payload(report: RunReport) -> dict[str, Any]:
+    return {
+        "command": "run",
+        "exit_code": report.exit_code,
+        "totals": report.totals(),
+        "clients": [c.to_json() for c in report.clients if c.status in ("failed", "partial") or c.held],
+        "fold_error": report.fold_error,
+    }
+
+
+def alert_summary(report: RunReport, host: str) -> str:
+    held = sum(c.leads_held for c in report.clients)
+    return (
+        f"deenroll run on {host}: {report.count('failed')} failed, {report.count('partial')} partial "
+        f"of {len(report.clients)} client(s)" + (f", {held} lead(s) held" if held else "")
+    )
+
+
+def summary_lines(report: RunReport) -> Iterable[str]:
+    """The short human summary printed on stdout."""
+    for c in report.clients:
+        yield f"{c.client_id}  {describe_client(c)}"
+    t = report.totals()
+    if report.options.dry_run:
+        yield (
+            f"dry run: {t['clients']} client(s), would de-enroll {t['completed'] + t['opted_out']} "
+            f"(completed {t['completed']}, opted out {t['opted_out']}), held {t['leads_held']}; nothing was changed"
+        )
+    else:
+        yield (
+            f"{t['clients']} client(s): {t['success']} success, {t['partial']} partial, {t['failed']} failed, "
+            f"{t['skipped']} skipped; de-enrolled {t['leads_de_enrolled']} (completed {t['completed']}, "
+            f"opted out {t['opted_out']}), held {t['leads_held']} in {report.duration_ms} ms; exit {report.exit_code}"
+        )
