@@ -1,5 +1,6 @@
 -- recalculate_campaign_stats: recount the counters of one client's campaigns (NULL: all) from leads; returns what changed
 -- requires: 0020_unify_campaign_model
+-- after: de_enrollment_counts_as_active
 --
 -- The SOP's "Fix Stats" repair, made exact while the platform keeps writing leads.
 -- Returns one row per campaign whose stored counters differed from the recount, with
@@ -62,7 +63,7 @@ BEGIN
                n.last_created
           FROM public.campaigns AS c
           LEFT JOIN (SELECT l.campaign_link_id,
-                            count(*) FILTER (WHERE l.is_active AND NOT coalesce(l.opted_out, false))::integer AS active,
+                            count(*) FILTER (WHERE public.de_enrollment_counts_as_active(l.is_active, l.opted_out))::integer AS active,
                             count(*) FILTER (WHERE l.completed_at IS NOT NULL)::integer AS completed,
                             count(*) FILTER (WHERE l.opted_out)::integer AS opted_out,
                             count(*) FILTER (WHERE l.booked)::integer AS booked,

@@ -5,7 +5,9 @@
 SET LOCAL lock_timeout = '2s';
 
 -- functions and views that require this migration, newest first (scripts/sync-rollback-drops.py)
+DROP VIEW IF EXISTS public.campaign_stats_drift;
 DROP FUNCTION IF EXISTS public.recalculate_campaign_stats;
+DROP FUNCTION IF EXISTS public.de_enrollment_counts_as_active;
 DROP FUNCTION IF EXISTS public.apply_campaign_stats_deltas;
 -- end of the functions and views
 

@@ -11,6 +11,7 @@ DROP FUNCTION IF EXISTS public.deenroll_apply_privileges;
 DO $revoke$
 DECLARE
     v_rel regclass;
+    v_fn  regprocedure;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'deenroll_analyst') THEN
         RETURN;
@@ -22,6 +23,15 @@ BEGIN
          WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = 'deenroll_analyst')
     LOOP
         EXECUTE pg_catalog.format('REVOKE ALL ON %s FROM deenroll_analyst', v_rel);
+    END LOOP;
+    -- the functions our views call, which the grant list opened to the analyst
+    FOR v_fn IN
+        SELECT DISTINCT p.oid::regprocedure
+          FROM pg_proc AS p
+         CROSS JOIN LATERAL aclexplode(p.proacl) AS a
+         WHERE a.grantee = (SELECT oid FROM pg_roles WHERE rolname = 'deenroll_analyst')
+    LOOP
+        EXECUTE pg_catalog.format('REVOKE ALL ON ROUTINE %s FROM deenroll_analyst', v_fn);
     END LOOP;
 
     IF coalesce(shobj_description((SELECT oid FROM pg_roles WHERE rolname = 'deenroll_analyst'), 'pg_authid'), '')

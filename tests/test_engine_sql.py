@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 
@@ -278,6 +279,25 @@ def test_recalculate_without_client_recounts_every_campaign(conn: psycopg.Connec
     assert changed == {c for c, v in real.items() if v != (0, 0, 0, 0)}
     assert stored(conn) == real
     assert conn.execute("SELECT count(*) FROM campaign_stats_delta").fetchone()[0] == 0
+
+
+def test_counter_rule_is_one_function_the_planner_inlines(conn: psycopg.Connection) -> None:
+    """Active and not opted out (NULL opted_out: not opted out); the recount and the drift view
+    evaluate it per lead without a function call."""
+    rows = conn.execute(
+        """SELECT de_enrollment_counts_as_active(a, o)
+             FROM (VALUES (1, true, false), (2, true, true), (3, true, NULL), (4, false, false),
+                          (5, false, true), (6, NULL, false)) AS t (n, a, o)
+            ORDER BY n"""
+    ).fetchall()
+    assert [r[0] for r in rows] == [True, False, True, False, False, None]
+    for sql in (
+        "SELECT * FROM campaign_stats_drift",
+        "SELECT count(*) FILTER (WHERE de_enrollment_counts_as_active(is_active, opted_out)) FROM leads",
+    ):
+        plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (VERBOSE, COSTS OFF) {sql}").fetchall())
+        assert "de_enrollment_counts_as_active" not in plan, plan
+        assert re.search(r"is_active AND \(NOT COALESCE\((leads\.)?opted_out, false\)\)", plan), plan
 
 
 # --------------------------------------------------------------------------- runs

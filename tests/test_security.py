@@ -417,6 +417,8 @@ INLINED = {
     "public.de_enrollment_finished_leads(uuid,uuid[],boolean)",
     "public.de_enrollment_opted_out_leads(uuid,boolean)",
     "public.de_enrollment_marked_campaigns(uuid)",
+    # the counter rule, evaluated for every lead a recount or the drift view reads
+    "public.de_enrollment_counts_as_active(boolean,boolean)",
 }
 # Procedures that commit: a SET clause or SECURITY DEFINER would make their COMMIT fail, so they
 # run with their caller's rights and pin search_path themselves, first and after every COMMIT.

@@ -1,7 +1,8 @@
 -- campaign_stats_drift: campaigns whose stored counters differ from a recount of their leads, stored vs actual per counter
 -- requires: 0021_add_de_enrollment_monitoring
+-- after: de_enrollment_counts_as_active
 --
--- Counters: active = is_active AND NOT opted_out,
+-- Counters: active = de_enrollment_counts_as_active (active and not opted out),
 -- completed = completed_at set, opted_out, booked. The platform's changes reach the
 -- stored counters through campaign_stats_delta (0020's triggers) and the next run's
 -- fold: pending_deltas and pending_explains tell a lag still to be folded from real
@@ -9,7 +10,7 @@
 CREATE VIEW public.campaign_stats_drift AS
 WITH actual AS (
     SELECT campaign_link_id AS campaign_id,
-           count(*) FILTER (WHERE is_active AND NOT coalesce(opted_out, false)) AS active,
+           count(*) FILTER (WHERE public.de_enrollment_counts_as_active(is_active, opted_out)) AS active,
            count(*) FILTER (WHERE completed_at IS NOT NULL)                   AS completed,
            count(*) FILTER (WHERE opted_out)                                  AS opted_out,
            count(*) FILTER (WHERE booked)                                     AS booked
