@@ -325,8 +325,8 @@ def test_pg_cron_runs_the_jobs_same_database_and_another(
     _wait_for_run(pg_server, cron_db, other, "deenroll-health")
 
     with psycopg.connect(cron_db_migrated, autocommit=True) as conn:
-        runs = conn.execute("SELECT status, leads_de_enrolled FROM de_enrollment_runs WHERE client_id = %s",
-                            (client,)).fetchall()
+        runs = conn.execute("SELECT status, leads_de_enrolled FROM de_enrollment_runs WHERE client_id = %s "
+                            "ORDER BY run_at", (client,)).fetchall()
         still_active = conn.execute("SELECT count(*) FROM leads WHERE id = ANY(%s) AND is_active",
                                     (finished,)).fetchone()[0]
     assert runs[0] == ("success", 7) and still_active == 0
