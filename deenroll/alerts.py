@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import __version__
+from .errors import one_line
 
 WEBHOOK_ENV = "DE_ENROLLMENT_ALERT_WEBHOOK"
 TIMEOUT_ENV = "DE_ENROLLMENT_ALERT_TIMEOUT"
@@ -115,7 +116,7 @@ def _safe_reason(exc: BaseException, url: str) -> str:
         exc = inner if isinstance(inner, BaseException) else exc
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return "timed out"
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = one_line(exc) if str(exc).strip() else ""
     if any(secret in text for secret in _secrets_of(url)):
         text = ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

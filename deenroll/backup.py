@@ -1,8 +1,8 @@
 """The SOP's table backups: leads_backup_YYYYMMDD and campaigns_backup_YYYYMMDD.
 
-Plain SQL sent from here rather than stored functions, on purpose: the SOP takes the
-backup before the first migration (Step 1.2, T-24 h) and restores it after a rollback
-(Step 4), when none of our functions exist.
+Plain statements (queries_backup.sql) rather than stored functions, on purpose: the SOP
+takes the backup before the first migration (Step 1.2, T-24 h) and restores it after a
+rollback (Step 4), when none of our functions exist.
 
 create:  CREATE TABLE ... AS SELECT * FROM ... for both tables, in one REPEATABLE READ
          transaction, so the backup and the count it is checked against are of the
@@ -56,8 +56,13 @@ def _exists(conn: psycopg.Connection, name: str) -> bool:
     return queries.value(conn, "table_in_current_schema", name=name)
 
 
+def _statement(name: str, **names: sql.Composable) -> sql.Composed:
+    """The named statement with its {placeholders} filled in (identifiers, column lists)."""
+    return sql.SQL(queries.all_queries()[name]).format(**names)
+
+
 def _count(conn: psycopg.Connection, name: str) -> int:
-    return conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name))).fetchone()[0]
+    return conn.execute(_statement("backup_row_count", table=sql.Identifier(name))).fetchone()[0]
 
 
 @dataclass
@@ -84,17 +89,12 @@ def create(conn: psycopg.Connection, day: str) -> list[BackupTable]:
         with conn.transaction():
             for table in TABLES:
                 name = table_name(table, day)
-                conn.execute(
-                    sql.SQL("CREATE TABLE {} AS SELECT * FROM {}").format(sql.Identifier(name), sql.Identifier(table))
-                )
+                conn.execute(_statement("backup_copy", backup=sql.Identifier(name), table=sql.Identifier(table)))
                 source_rows, backup_rows = _count(conn, table), _count(conn, name)
                 if source_rows != backup_rows:  # same snapshot: can only mean a broken copy
                     raise UserError(f"backup {name} has {backup_rows} rows, {table} has {source_rows}: nothing kept")
-                conn.execute(
-                    sql.SQL("COMMENT ON TABLE {} IS {}").format(
-                        sql.Identifier(name), sql.Literal(f"deenroll backup create: copy of {table}, {source_rows} rows")
-                    )
-                )
+                comment = sql.Literal(f"deenroll backup create: copy of {table}, {source_rows} rows")
+                conn.execute(_statement("backup_comment", backup=sql.Identifier(name), comment=comment))
                 made.append(BackupTable(table, name, backup_rows))
             # The copies hold personal data and got whatever default privileges hand out
             # (on Supabase: everything, to the API roles): closed like every table of ours.
@@ -160,35 +160,23 @@ def restore(conn: psycopg.Connection, day: str, lock_timeout_s: int = 10) -> Res
     tables: list[RestoredTable] = []
     recounted: list[dict[str, Any]] | None = None
     with conn.transaction():
-        conn.execute(sql.SQL("SET LOCAL lock_timeout = {}").format(sql.Literal(f"{lock_timeout_s}s")))
+        queries.run(conn, "backup_lock_timeout", timeout=f"{lock_timeout_s}s")
         queries.run(conn, "lock_platform_tables")
         for table in TABLES:
             backup = table_name(table, day)
             cols = _common_columns(conn, table, backup)
-            t, b = sql.Identifier(table), sql.Identifier(backup)
+            names = {"table": sql.Identifier(table), "backup": sql.Identifier(backup)}
             backup_rows = _count(conn, backup)
-            matched = conn.execute(
-                sql.SQL("SELECT count(*) FROM {b} AS b WHERE EXISTS (SELECT 1 FROM {t} AS l WHERE l.id = b.id)").format(
-                    t=t, b=b
-                )
-            ).fetchone()[0]
+            matched = conn.execute(_statement("backup_rows_matched", **names)).fetchone()[0]
             changed = 0
             if cols:
-                live = sql.SQL(", ").join(sql.SQL("l.{}").format(sql.Identifier(c)) for c in cols)
-                saved = sql.SQL(", ").join(sql.SQL("b.{}").format(sql.Identifier(c)) for c in cols)
-                targets = sql.SQL(", ").join(sql.Identifier(c) for c in cols)
-                changed = conn.execute(
-                    sql.SQL(
-                        "UPDATE {t} AS l SET ({targets}) = ROW({saved}) FROM {b} AS b "
-                        "WHERE l.id = b.id AND ROW({live}) IS DISTINCT FROM ROW({saved})"
-                    ).format(t=t, b=b, targets=targets, saved=saved, live=live)
-                ).rowcount
-                left = conn.execute(
-                    sql.SQL(
-                        "SELECT count(*) FROM {t} AS l JOIN {b} AS b ON b.id = l.id "
-                        "WHERE ROW({live}) IS DISTINCT FROM ROW({saved})"
-                    ).format(t=t, b=b, live=live, saved=saved)
-                ).fetchone()[0]
+                columns = {
+                    "columns": sql.SQL(", ").join(sql.Identifier(c) for c in cols),
+                    "live": sql.SQL(", ").join(sql.Identifier("l", c) for c in cols),
+                    "saved": sql.SQL(", ").join(sql.Identifier("b", c) for c in cols),
+                }
+                changed = conn.execute(_statement("backup_restore_columns", **names, **columns)).rowcount
+                left = conn.execute(_statement("backup_rows_different", **names, **columns)).fetchone()[0]
                 if left:
                     raise UserError(f"restore of {table} from {backup} left {left} rows different; nothing changed")
             tables.append(RestoredTable(table, backup, cols, backup_rows, matched, changed, backup_rows - matched))

@@ -17,9 +17,10 @@ from typing import Any
 from urllib.parse import quote
 
 import psycopg
-from psycopg import conninfo, pq
+from psycopg import conninfo, pq, sql
 
-from .errors import UserError
+from . import queries
+from .errors import UserError, first_line, redact, remember_secret
 
 EMBEDDED_DB = "deenroll"
 EMBEDDED_ENV = "DEENROLL_EMBEDDED"
@@ -27,7 +28,6 @@ EMBEDDED_CHOICES = ("auto", "never")
 SECRET_KEYS = ("password", "sslpassword", "oauth_client_secret")
 _LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
 _URL_PREFIXES = ("postgresql://", "postgres://")
-_MIN_SCRUB = 4  # shorter secrets are not searched for in messages: they would mangle every word
 
 # libpq's parse errors quote pieces of the string, which may be a password: each
 # is replaced by a reason of our own that names no part of the input.
@@ -73,7 +73,7 @@ def _is_port(text: str) -> bool:
     return re.fullmatch(r"[0-9]+", text.strip()) is not None
 
 
-def _one_line(text: str) -> str:
+def _escape_controls(text: str) -> str:
     """`text` with control characters (newlines, tabs, NUL) written as escapes."""
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
 
@@ -125,7 +125,7 @@ class Target:
     def display(self) -> str:
         """One line for messages: `host=... port=... dbname=... user=...`."""
         p = self.params()
-        return _one_line(conninfo.make_conninfo(**{k: v for k, v in p.items() if v}))
+        return _escape_controls(conninfo.make_conninfo(**{k: v for k, v in p.items() if v}))
 
 
 def data_home() -> Path:
@@ -141,32 +141,12 @@ def embedded_pgdata() -> Path:
 
 # --------------------------------------------------------------------------- secrets
 
-_secrets: set[str] = set()
-
 
 def _remember_secrets(params: dict[str, Any]) -> None:
     for key in SECRET_KEYS:
         value = params.get(key)
         if value:
-            _secrets.add(str(value))
-
-
-def _known_secrets() -> list[str]:
-    found = set(_secrets)
-    if os.environ.get("PGPASSWORD"):
-        found.add(os.environ["PGPASSWORD"])
-    # PGPASSWORD may hold bytes that are not UTF-8 (surrogates in os.environ): quote them as bytes.
-    variants = {
-        v for s in found for v in (s, quote(s, safe="", errors="surrogateescape"), quote(s, errors="surrogateescape"))
-    }
-    return sorted((s for s in variants if len(s) >= _MIN_SCRUB), key=len, reverse=True)
-
-
-def redact(text: str) -> str:
-    """`text` with every password this process knows of (its connection strings, PGPASSWORD) as ***."""
-    for secret in _known_secrets():
-        text = text.replace(secret, "***")
-    return text
+            remember_secret(str(value))
 
 
 def _mask_quoted(message: str, allowed: set[str]) -> str:
@@ -269,10 +249,10 @@ def embedded_url(announce: bool = True) -> str:
         raise UserError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from None
     admin = server.get_uri("postgres")
     with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DB,)).fetchone()
-        if not exists:
-            conn.execute(f'CREATE DATABASE "{EMBEDDED_DB}"')
-        version = conn.execute("SHOW server_version").fetchone()[0]
+        if not queries.value(conn, "database_exists", name=EMBEDDED_DB):
+            create = sql.SQL(queries.all_queries()["create_database"]).format(name=sql.Identifier(EMBEDDED_DB))
+            conn.execute(create)
+        version = queries.value(conn, "server_version")
     if announce:
         state = "running" if was_running else "started"
         print(f"deenroll: using the embedded PostgreSQL {version} ({state}), data in {pgdata}", file=sys.stderr)
@@ -333,7 +313,7 @@ def connect(target: Target, *, autocommit: bool = False, app: str = "deenroll") 
             target.dsn, autocommit=autocommit, connect_timeout=timeout, application_name=app, prepare_threshold=None
         )
     except psycopg.OperationalError as exc:
-        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "connection failed")
+        first = first_line(str(exc)) or "connection failed"
         shown = {str(v) for v in target.params().values() if v}
         shown |= {part for v in list(shown) for part in v.split(",")}
         raise UserError(f"cannot connect to the database ({target.display()}): {_mask_quoted(first, shown)}") from None

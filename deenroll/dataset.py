@@ -3,7 +3,8 @@
 Everything is derived from md5 hashes of (seed, tag, kind, number): ids are
 md5(...)::uuid and every value is a slice of a hash, never random(), so the same
 arguments always give the same rows. Each table is filled by one
-INSERT ... SELECT over generate_series, so a million leads take seconds.
+INSERT ... SELECT over generate_series (queries_dataset.sql), so a million leads
+take seconds.
 
 Rows are tagged: campaign names start with "[<tag>] " and lead e-mails end with
 "@<tag>.example", so clear_dataset() removes exactly what a previous build made.
@@ -29,12 +30,12 @@ from dataclasses import dataclass
 
 import psycopg
 
-_HASH_INT = "('x' || lpad(substr({h}, {start}, 8), 16, '0'))::bit(64)::bigint"  # 0 .. 2^32-1
+from . import queries
 
 
-def _u(h: str, part: int) -> str:
-    """SQL for the part-th (1..4) 32-bit slice of the hex hash h, as a bigint."""
-    return _HASH_INT.format(h=h, start=1 + 8 * (part - 1))
+def _prefix(tag: str) -> str:
+    """The LIKE pattern of the tagged campaigns' names."""
+    return f"[{tag}] %"
 
 
 @dataclass(frozen=True)
@@ -60,24 +61,15 @@ def clear_dataset(conn: psycopg.Connection, tag: str = "demo") -> int:
 
     Returns the number of campaigns removed. Runs in the caller's transaction.
     """
-    prefix = f"[{tag}] %"
-    clients = [r[0] for r in conn.execute(
-        "SELECT DISTINCT client_id FROM campaigns WHERE name LIKE %s", (prefix,)).fetchall()]
+    prefix = _prefix(tag)
+    clients = [r[0] for r in queries.run(conn, "dataset_clients", prefix=prefix).fetchall()]
     if not clients:
         return 0
-    conn.execute("DELETE FROM de_enrollment_lead_log WHERE client_id = ANY (%s)", (clients,))
-    conn.execute("DELETE FROM de_enrollment_runs WHERE client_id = ANY (%s)", (clients,))
-    conn.execute(
-        """DELETE FROM leads
-            WHERE client_id = ANY (%s)
-               OR campaign_link_id IN (SELECT id FROM campaigns WHERE name LIKE %s)""",
-        (clients, prefix),
-    )
-    conn.execute(
-        "DELETE FROM campaign_stats_delta WHERE campaign_id IN (SELECT id FROM campaigns WHERE name LIKE %s)",
-        (prefix,),
-    )
-    return conn.execute("DELETE FROM campaigns WHERE name LIKE %s", (prefix,)).rowcount
+    queries.run(conn, "dataset_clear_lead_log", clients=clients)
+    queries.run(conn, "dataset_clear_runs", clients=clients)
+    queries.run(conn, "dataset_clear_leads", clients=clients, prefix=prefix)
+    queries.run(conn, "dataset_clear_deltas", prefix=prefix)
+    return queries.run(conn, "dataset_clear_campaigns", prefix=prefix).rowcount
 
 
 def build_dataset(
@@ -105,100 +97,18 @@ def build_dataset(
     seed = str(seed)
     clear_dataset(conn, tag)
 
-    conn.execute(
-        f"""
-        INSERT INTO campaigns (id, client_id, name, messages, created_at)
-        SELECT md5(%(seed)s || ':' || %(tag)s || ':campaign:' || j)::uuid,
-               md5(%(seed)s || ':' || %(tag)s || ':client:' || ((j - 1) %% %(clients)s + 1))::uuid,
-               format('[%%s] %%s %%s', %(tag)s,
-                      (ARRAY['Welcome', 'Spring promo', 'Reactivation', 'Webinar', 'Follow-up', 'Referral'])
-                          [1 + {_u('h', 2)} %% 6],
-                      j),
-               CASE WHEN j > %(campaigns)s - %(invalid)s
-                    THEN jsonb_build_object('error', 'messages is not an array')
-                    ELSE (SELECT jsonb_agg(jsonb_build_object('position', m, 'body', format('Message %%s of campaign %%s', m, j))
-                                           ORDER BY m)
-                            FROM generate_series(1, 3 + ({_u('h', 1)} %% 6)::int) AS m) END,
-               now() - interval '60 days' - j * interval '1 hour'
-          FROM generate_series(1, %(campaigns)s) AS j
-         CROSS JOIN LATERAL (SELECT md5(%(seed)s || ':' || %(tag)s || ':campaign-values:' || j) AS h) AS x
-        """,
-        {"seed": seed, "tag": tag, "clients": clients, "campaigns": campaigns, "invalid": invalid_campaigns},
+    prefix = _prefix(tag)
+    queries.run(
+        conn, "dataset_campaigns", seed=seed, tag=tag, clients=clients, campaigns=campaigns, invalid=invalid_campaigns
     )
-
-    # Lead k: campaign (k-1) % campaigns + 1; u1 picks the category, u2 the sub-category
-    # and the age, u3 the position, u4 flags and names. Fractions are of 2^32.
-    conn.execute(
-        f"""
-        WITH c AS MATERIALIZED (
-            SELECT j,
-                   md5(%(seed)s || ':' || %(tag)s || ':campaign:' || j)::uuid AS id,
-                   md5(%(seed)s || ':' || %(tag)s || ':client:' || ((j - 1) %% %(clients)s + 1))::uuid AS client_id,
-                   3 + ({_u("md5(%(seed)s || ':' || %(tag)s || ':campaign-values:' || j)", 1)} %% 6)::int AS len
-              FROM generate_series(1, %(campaigns)s) AS j
-        ), l AS MATERIALIZED (  -- materialized: each hash slice computed once, not at every use
-            SELECT k, c.id AS campaign_id, c.client_id, c.len, x.h,
-                   {_u('x.h', 1)}::float8 / 4294967296 AS u1,
-                   {_u('x.h', 2)}::float8 / 4294967296 AS u2,
-                   {_u('x.h', 3)} AS u3,
-                   {_u('x.h', 4)} AS u4,
-                   now() - ({_u('x.h', 2)} %% 2592000) * interval '1 second' AS created
-              FROM generate_series(1, %(leads)s) AS k
-              JOIN c ON c.j = (k - 1) %% %(campaigns)s + 1
-             CROSS JOIN LATERAL (SELECT md5(%(seed)s || ':' || %(tag)s || ':lead:' || k) AS h) AS x
-        ), cat AS (
-            SELECT l.*,
-                   CASE WHEN u1 < %(elig)s * (1 - %(opt_share)s) THEN 'finished'
-                        WHEN u1 < %(elig)s THEN 'opted_out_active'
-                        WHEN u2 < 0.70 THEN 'in_progress'
-                        WHEN u2 < 0.85 THEN 'completed_before'
-                        WHEN u2 < 0.95 THEN 'opted_out_before'
-                        ELSE 'booked_stopped' END AS category
-              FROM l
-        )
-        INSERT INTO leads (id, client_id, campaign_link_id, first_name, last_name, phone, email,
-                           current_message_position, is_active, opted_out, booked,
-                           completed_at, created_at, updated_at)
-        SELECT h::uuid,
-               client_id,
-               campaign_id,
-               (ARRAY['Ana', 'Ben', 'Chloe', 'Dev', 'Eva', 'Farid', 'Gina', 'Hugo', 'Ines', 'Jon', 'Kira', 'Liam'])[1 + u4 %% 12],
-               (ARRAY['Silva', 'Moreau', 'Okafor', 'Tanaka', 'Novak', 'Reyes', 'Berg', 'Khan'])[1 + (u4 / 12) %% 8],
-               '+1555' || lpad((k %% 10000000)::text, 7, '0'),
-               'lead' || k || '@' || %(tag)s || '.example',
-               CASE category
-                    WHEN 'finished' THEN len + (u3 %% 2)::int
-                    WHEN 'completed_before' THEN len
-                    ELSE (u3 %% len)::int END,
-               category IN ('finished', 'opted_out_active', 'in_progress'),
-               category IN ('opted_out_active', 'opted_out_before') OR (category = 'finished' AND u4 %% 10 = 0),
-               category = 'booked_stopped' OR (category IN ('finished', 'in_progress') AND u4 %% 7 = 0),
-               CASE WHEN category = 'completed_before' THEN created + interval '3 days' END,
-               created,
-               created + interval '1 hour'
-          FROM cat
-        """,
-        {"seed": seed, "tag": tag, "clients": clients, "campaigns": campaigns, "leads": leads,
-         "elig": eligible_fraction, "opt_share": opted_out_share},
+    queries.run(
+        conn, "dataset_leads", seed=seed, tag=tag, clients=clients, campaigns=campaigns, leads=leads,
+        elig=eligible_fraction, opt_share=opted_out_share,
     )
-
-    if conn.execute("SELECT to_regprocedure('apply_campaign_stats_deltas(uuid[])')").fetchone()[0]:
-        conn.execute("SELECT apply_campaign_stats_deltas()")
-
-    prefix = f"[{tag}] %"
-    client_rows = conn.execute(
-        "SELECT md5(%s || ':' || %s || ':client:' || i)::uuid::text FROM generate_series(1, %s) AS i ORDER BY i",
-        (seed, tag, clients),
-    ).fetchall()
-    completed, opted_out = conn.execute(
-        """SELECT count(*) FILTER (WHERE l.completed_at IS NULL AND l.current_message_position >= jsonb_array_length(c.messages)),
-                  count(*) FILTER (WHERE l.opted_out
-                                     AND NOT (l.completed_at IS NULL AND l.current_message_position >= jsonb_array_length(c.messages)))
-             FROM campaigns AS c
-             JOIN leads AS l ON l.campaign_link_id = c.id AND l.is_active
-            WHERE c.name LIKE %s AND jsonb_typeof(c.messages) = 'array'""",
-        (prefix,),
-    ).fetchone()
+    if queries.value(conn, "function_exists", signature="apply_campaign_stats_deltas(uuid[])"):
+        queries.run(conn, "dataset_fold_deltas")
+    client_rows = queries.run(conn, "dataset_client_ids", seed=seed, tag=tag, clients=clients).fetchall()
+    completed, opted_out = queries.one(conn, "dataset_due", prefix=prefix)
     return DatasetInfo(
         tag=tag,
         seed=seed,

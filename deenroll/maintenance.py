@@ -9,11 +9,12 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from . import queries
 from .errors import UserError
 
-VACUUMED = ("de_enrollment_runs", "de_enrollment_lead_log")
+VACUUMED = ("de_enrollment_runs", "de_enrollment_lead_log")  # the tables the cleanup shrinks
 
 
 @dataclass
@@ -49,7 +50,7 @@ def cleanup(conn: psycopg.Connection, runs_days: int, logs_days: int, dry_run: b
         row = queries.one(conn, "archive_history", runs_days=runs_days, logs_days=logs_days, dry_run=dry_run)
     result = CleanupResult(*row, dry_run=dry_run)
     if not dry_run:
-        queries.run(conn, "vacuum_runs")
-        queries.run(conn, "vacuum_lead_log")
+        for table in VACUUMED:
+            conn.execute(sql.SQL(queries.all_queries()["vacuum_table"]).format(table=sql.Identifier(table)))
         result.vacuumed = VACUUMED
     return result

@@ -11,6 +11,18 @@ SELECT to_regclass(%(name)s) IS NOT NULL;
 -- Whether a function with this signature is visible on the search path.
 SELECT to_regprocedure(%(signature)s) IS NOT NULL;
 
+-- name: database_exists
+-- Whether the server has a database of this name.
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = %(name)s);
+
+-- name: create_database
+-- Create the embedded server's database ({name}: its name, filled in as an identifier by database.py).
+CREATE DATABASE {name};
+
+-- name: server_version
+-- The server's version, as it says it.
+SHOW server_version;
+
 -- name: health
 -- Every client's health (or one client's), errors first, then warnings.
 SELECT *
@@ -72,13 +84,10 @@ SELECT * FROM public.recalculate_campaign_stats(%(client_id)s::uuid);
 -- The monthly cleanup: archive old runs, delete old lead logs (or only count, on a dry run).
 SELECT * FROM public.archive_de_enrollment_history(%(runs_days)s::integer, %(logs_days)s::integer, %(dry_run)s::boolean);
 
--- name: vacuum_runs
--- Reclaim the space of archived runs and refresh the planner's statistics.
-VACUUM (ANALYZE) public.de_enrollment_runs;
-
--- name: vacuum_lead_log
--- Reclaim the space of deleted lead logs and refresh the planner's statistics.
-VACUUM (ANALYZE) public.de_enrollment_lead_log;
+-- name: vacuum_table
+-- Reclaim the space of archived runs or deleted lead logs and refresh the planner's
+-- statistics ({table}: the table's name, filled in as an identifier by maintenance.py).
+VACUUM (ANALYZE) public.{table};
 
 -- name: demo_outcomes
 -- What the runs did for the given clients: de-enrolled per outcome, stuck, drifted, duplicated.
@@ -93,38 +102,6 @@ SELECT (SELECT count(*) FROM de_enrollment_lead_log
        (SELECT count(*) FROM de_enrollment_duplicates AS d
          WHERE EXISTS (SELECT 1 FROM leads AS l
                         WHERE l.id = d.lead_id AND l.client_id = ANY (%(client_ids)s::uuid[]))) AS duplicates;
-
--- name: backup_tables
--- Tables of the current schema named like a backup, with their size on disk.
-SELECT c.relname, pg_total_relation_size(c.oid)
-  FROM pg_class AS c
- WHERE c.relnamespace = current_schema()::regnamespace
-   AND c.relkind = 'r'
-   AND c.relname ~ '^(leads|campaigns)_backup_[0-9]{8}$'
- ORDER BY c.relname;
-
--- name: table_in_current_schema
--- Whether a table of this name exists in the current schema.
-SELECT to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%(name)s)) IS NOT NULL;
-
--- name: common_columns
--- Which of the wanted columns both a live table and its backup have.
-SELECT a.attname
-  FROM pg_attribute AS a
- WHERE a.attrelid = to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%(table)s))
-   AND a.attnum > 0 AND NOT a.attisdropped
-   AND a.attname = ANY (%(wanted)s)
-   AND EXISTS (SELECT 1 FROM pg_attribute AS b
-                WHERE b.attrelid = to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%(backup)s))
-                  AND b.attname = a.attname AND b.attnum > 0 AND NOT b.attisdropped);
-
--- name: apply_privileges
--- Close new tables of ours to PUBLIC and API roles and re-apply the one list of grants.
-SELECT public.deenroll_apply_privileges();
-
--- name: lock_platform_tables
--- Hold writes to leads and campaigns while a backup is restored (reads go on).
-LOCK TABLE leads, campaigns IN SHARE ROW EXCLUSIVE MODE;
 
 -- name: cron_context
 -- Who we are and whether pg_cron's schema is in this database.
