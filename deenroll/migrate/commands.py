@@ -1,0 +1,174 @@
+"""migrate, rollback, uninstall and breaking yoyo's lock.
+
+Rolling a migration back first drops the functions and views whose header requires it;
+`uninstall` rolls back to the baseline and drops the bookkeeping tables and the roles a
+migration created. Nothing of someone else's is ever dropped: where one of their objects
+depends on ours, the command stops and names it. A migration that gives up waiting for a lock
+(lock_timeout) is retried a few times with backoff: a transactional one left nothing behind, a
+non-transactional one re-runs safely."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import psycopg
+from yoyo import exceptions as yoyo_exceptions
+
+from .. import queries
+from ..database import Target, connect
+from ..errors import UserError
+from ..sqlfiles import SCHEMA
+from .adoption import check_prerequisites, recognise
+from .definitions import DEFINITIONS_TABLE, RefusedDrop, apply_definitions, forget_missing_definitions
+from .execute import RETRIED_SQLSTATES, LockWatch, MigrationError, run_written, server_message
+from .files import BASELINE, resolve_target
+from .yoyo_bridge import MIGRATION_TABLE, applied_stems, backend, locked, our_migrations, recorded_migrations
+
+# yoyo's own tables (its defaults) and ours: what `uninstall` drops besides the migrations.
+BOOKKEEPING_TABLES = (MIGRATION_TABLE, "_yoyo_log", "_yoyo_version", "yoyo_lock", DEFINITIONS_TABLE)
+# The mark a role created by a migration carries (COMMENT ON ROLE ... IS 'deenroll: ...').
+ROLE_MARK = "deenroll:"
+
+
+@dataclass
+class MigrateResult:
+    applied: list[str] = field(default_factory=list)
+    definitions: list[str] = field(default_factory=list)
+    applied_by_hand: list[str] = field(default_factory=list)  # recognised and recorded as applied
+    notes: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Failures of migration steps become one-line UserErrors."""
+    try:
+        yield
+    except MigrationError as exc:
+        raise UserError(exc.message()) from None
+    except RefusedDrop as exc:
+        raise UserError(str(exc)) from None
+    except (psycopg.Error, yoyo_exceptions.BadMigration) as exc:
+        raise _sql_error(exc) from None
+
+
+def _sql_error(exc: BaseException) -> UserError:
+    cause = exc
+    while cause.__cause__ is not None and not isinstance(cause, psycopg.Error):
+        cause = cause.__cause__
+    if isinstance(cause, psycopg.Error) and cause.diag.message_primary:
+        return UserError(server_message(cause.diag, str(cause)))
+    return UserError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+
+
+def migrate(target: Target, to: str | None = None, lock_timeout: float = 60.0) -> MigrateResult:
+    """Apply pending migrations (up to `to`), then every changed function and view.
+
+    Before anything is created: the prerequisites are checked and migrations applied by
+    hand are recognised; either may refuse, leaving the database as it was."""
+    stop_at = resolve_target(to) if to else None
+    result = MigrateResult()
+    check_prerequisites(target)
+    look = stop_at is None or stop_at > BASELINE
+    with connect(target, autocommit=True) as conn:
+        first_time = recorded_migrations(conn) is None
+    # On a database deenroll never migrated, a refusal must leave nothing behind: look before
+    # yoyo creates its tables. Otherwise look under the migration lock, where no other
+    # migrate changes the database between the look and the record.
+    by_hand = recognise(target, set(), result.notes) if look and first_time else []
+    with backend(target) as yoyo, LockWatch(target) as watch, _one_line_errors():
+        migrations = our_migrations(watch)
+        with locked(yoyo, lock_timeout):
+            if look and not first_time:
+                by_hand = recognise(target, set(applied_stems(yoyo, migrations)), result.notes, watch)
+            for m in yoyo.to_apply(migrations):
+                if m.id in by_hand:
+                    yoyo.mark_one(m)
+                    result.applied_by_hand.append(m.id)
+            pending = yoyo.to_apply(migrations)
+            if stop_at:
+                pending = pending.filter(lambda m: m.id <= stop_at)
+            for m in pending:
+                _retrying_lock_waits(lambda: yoyo.apply_one(m))
+                result.applied.append(m.id)
+            applied = set(applied_stems(yoyo, migrations))
+        with locked(yoyo, lock_timeout):
+            result.definitions = apply_definitions(target, applied)
+    return result
+
+
+def _retrying_lock_waits(action: Callable[[], None], attempts: int = 5, first_pause: float = 0.5) -> None:
+    """Run one migration or rollback; when a statement of it gives up waiting for a lock, run it
+    again after a pause that doubles each time. A transactional migration left nothing behind
+    (yoyo rolled it back); a non-transactional one is written to be re-run."""
+    for attempt in range(1, attempts + 1):
+        try:
+            action()
+            return
+        except MigrationError as exc:
+            if exc.cause.sqlstate not in RETRIED_SQLSTATES or attempt == attempts:
+                raise
+            time.sleep(first_pause * 2 ** (attempt - 1))
+
+
+def rollback(target: Target, to: str, lock_timeout: float = 60.0) -> list[str]:
+    """Roll back every migration after `to`, newest first."""
+    stop_at = resolve_target(to)
+    rolled: list[str] = []
+    with backend(target) as yoyo, LockWatch(target) as watch, _one_line_errors():
+        migrations = our_migrations(watch)
+        with locked(yoyo, lock_timeout):
+            for m in yoyo.to_rollback(migrations).filter(lambda m: m.id > stop_at):
+                _retrying_lock_waits(lambda: yoyo.rollback_one(m))
+                rolled.append(m.id)
+    with connect(target) as conn:
+        forget_missing_definitions(conn)
+    return rolled
+
+
+def break_lock(target: Target) -> None:
+    with backend(target) as yoyo:
+        yoyo.break_lock()
+
+
+@dataclass
+class UninstallResult:
+    rolled_back: list[str] = field(default_factory=list)
+    dropped_tables: list[str] = field(default_factory=list)
+    dropped_roles: list[str] = field(default_factory=list)
+    kept_roles: list[str] = field(default_factory=list)  # "name: why"
+
+
+def uninstall(target: Target, lock_timeout: float = 60.0) -> UninstallResult:
+    """Everything deenroll added, gone: every migration after the baseline rolled back, the
+    bookkeeping tables dropped, and the roles a migration created (marked by their comment)
+    dropped when no login is a member and no database still grants them anything.
+    The platform's campaigns and leads stay, with every row."""
+    result = UninstallResult()
+    with connect(target, autocommit=True) as conn:
+        never = recorded_migrations(conn) is None
+        roles_before = [r[0] for r in queries.run(conn, "migrate_marked_roles", mark=ROLE_MARK).fetchall()]
+    if not never:
+        result.rolled_back = rollback(target, BASELINE, lock_timeout)
+    with connect(target) as conn:
+        queries.run(conn, "migrate_uninstall_lock_wait")
+        for table in BOOKKEEPING_TABLES:
+            if run_written(conn, "migrate_drop_table", schema=SCHEMA, table=table) is not None:
+                result.dropped_tables.append(table)
+        for name, has_members in queries.run(conn, "migrate_marked_roles_with_members", mark=ROLE_MARK).fetchall():
+            if has_members:
+                result.kept_roles.append(f"{name}: other roles are members of it")
+                continue
+            try:
+                with conn.transaction():
+                    run_written(conn, "migrate_drop_role", role=name)
+            except psycopg.errors.DependentObjectsStillExist:
+                result.kept_roles.append(f"{name}: another database still grants it privileges")
+            except psycopg.errors.InsufficientPrivilege:
+                result.kept_roles.append(f"{name}: this login may not drop roles")
+        conn.commit()
+        left = {r[0] for r in queries.run(conn, "migrate_marked_roles", mark=ROLE_MARK).fetchall()}
+        result.dropped_roles = [r for r in roles_before if r not in left]
+    return result

@@ -1,0 +1,192 @@
+"""The function and view files applied to the database: created or replaced in place when their
+text changed or the database's copy was edited by hand, dropped and created again only when they
+must be, and never dropping anything someone else built on ours."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import psycopg
+
+from .. import queries
+from ..database import Target, connect
+from ..errors import UserError
+from ..sqlfiles import SCHEMA, Definition, definitions
+from .execute import RETRIED_SQLSTATES, LockWatch, MigrationError, run_file, run_written
+
+DEFINITIONS_TABLE = "_deenroll_definitions"
+
+# (catalog, oid, signature or qualified name) of one object in the database.
+CatalogObject = tuple[str, int, str]
+
+
+class RefusedDrop(Exception):
+    """An object of ours cannot be dropped: something that is not ours depends on it."""
+
+
+def catalog_hash(conn: psycopg.Connection, d: Definition) -> str | None:
+    """md5 of the object's definition as the database holds it (read under the pinned search
+    path); None when absent."""
+    query = "migrate_view_hash" if d.kind == "view" else "migrate_function_hash"
+    row = queries.one(conn, query, name=d.name, schema=d.home(SCHEMA))
+    return row[0] if row else None
+
+
+def pin_search_path(conn: psycopg.Connection) -> None:
+    """Views and SQL-standard function bodies bind the functions and operators they call when
+    they are created: with only pg_catalog in the path, a better-matching overload planted in a
+    schema others can write to is never bound. Every name of ours in the files is qualified.
+    The catalog's text of a definition is read under the same path."""
+    queries.run(conn, "migrate_pin_search_path")
+
+
+def recorded(conn: psycopg.Connection) -> dict[str, tuple[str, str]]:
+    """name -> (hash of its file, hash of its catalog text) as migrate last left them."""
+    if not queries.value(conn, "migrate_definitions_record_exists"):
+        return {}
+    rows = queries.run(conn, "migrate_definitions_record").fetchall()
+    return {name: (sha, md5) for name, sha, md5 in rows}
+
+
+def objects_of(conn: psycopg.Connection, d: Definition) -> list[CatalogObject]:
+    """The database's objects named like `d`."""
+    query = "migrate_view_objects" if d.kind == "view" else "migrate_function_objects"
+    return [(c, int(o), s) for c, o, s in queries.run(conn, query, name=d.name, schema=d.home(SCHEMA)).fetchall()]
+
+
+def drop_ours(conn: psycopg.Connection, d: Definition, obj: CatalogObject, why: str = "") -> list[str]:
+    """Drop one of our objects (a changed file cannot replace it in place, or a rollback). Refuses,
+    naming them, when anything that is not one of our functions or views depends on it; our
+    dependents go with it (migrate creates them again from their files). Returns their names."""
+    catalog, oid, ident = obj
+    is_view = catalog == "pg_catalog.pg_class"
+    if is_view:
+        run_written(conn, "migrate_lock_view", oid=oid)
+    ours = {(x.kind, x.name) for x in definitions()}
+    schema_oid = queries.value(conn, "migrate_schema_oid", schema=SCHEMA)
+    foreign, mine = [], []
+    for cls, _, described, name, nsp in queries.run(conn, "migrate_dependents", classid=catalog, objid=oid).fetchall():
+        kind = {"pg_class": "view", "pg_proc": "function"}.get(cls.split(".")[-1])
+        if kind and nsp == schema_oid and (kind, name) in ours:
+            mine.append(name)
+        else:
+            foreign.append(described)
+    if foreign:
+        reason = why or f"{d.path.parent.name}/{d.path.name} changes it in a way that needs it dropped and created again"
+        raise RefusedDrop(
+            f"cannot drop {ident} ({reason}): objects that are not deenroll's functions or views depend on it: "
+            f"{', '.join(sorted(set(foreign)))}; drop or change them first (they would be lost), then try again"
+        )
+    run_written(conn, "migrate_drop_view" if is_view else "migrate_drop_routine", oid=oid)
+    return mine
+
+
+def _or_replace(sql: str) -> str:
+    """The file's `CREATE FUNCTION` / `CREATE VIEW` as CREATE OR REPLACE: replaced in place,
+    so that what others built on it (views, grants) stays."""
+    return re.sub(r"^(\s*)CREATE\s+(FUNCTION|PROCEDURE|VIEW)\b", r"\1CREATE OR REPLACE \2", sql, count=1, flags=re.M | re.I)
+
+
+def _apply_one(conn: psycopg.Connection, d: Definition, watch: LockWatch) -> None:
+    """Create or replace one definition in place; drop and create only when it must, and never
+    anything someone else built on it."""
+    text = _or_replace(d.sql)
+    before = objects_of(conn, d)
+    try:
+        with conn.transaction():
+            run_file(conn, d.path, d.path.stem, text, watch)
+    except MigrationError as exc:
+        # 42P16: a view's columns changed; 42P13: a function's result type or parameter names.
+        if exc.cause.sqlstate not in ("42P16", "42P13"):
+            raise
+        for obj in before:
+            drop_ours(conn, d, obj)
+        run_file(conn, d.path, d.path.stem, text, watch)
+        return
+    if d.kind == "function":
+        after = objects_of(conn, d)
+        if len(after) > len(before):  # a new signature: the old overloads are stale
+            for obj in before:
+                drop_ours(conn, d, obj)
+
+
+def apply_definitions(target: Target, applied: set[str], attempts: int = 4) -> list[str]:
+    """(Re)create every function and view whose file changed, was dropped or was edited by hand,
+    all in one short transaction; a lock wait that gives up after lock_timeout, or a deadlock
+    with a run's batch, rolls the whole back and it is retried."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _apply_definitions_once(target, applied)
+        except MigrationError as exc:
+            if exc.cause.sqlstate not in RETRIED_SQLSTATES or attempt == attempts:
+                raise UserError(exc.message()) from None
+            time.sleep(min(2.0, 0.25 * 2**attempt))
+        except RefusedDrop as exc:
+            raise UserError(str(exc)) from None
+    raise AssertionError("unreachable")
+
+
+def _apply_definitions_once(target: Target, applied: set[str]) -> list[str]:
+    with LockWatch(target) as watch, connect(target) as conn:
+        pin_search_path(conn)
+        queries.run(conn, "migrate_definitions_lock_wait")
+        queries.run(conn, "migrate_create_definitions_record")
+        todo = [d for d in definitions() if d.requires in applied]
+        seen = recorded(conn)
+        changed = _apply_changed(conn, todo, seen, watch)
+        _close_and_grant(conn, [d for d in todo if d.name in changed])
+        # What ran after a file may have altered its object (owner, settings): record the final state.
+        for d in todo:
+            final = catalog_hash(conn, d)
+            if d.name in seen and final is not None and seen[d.name][1] != final:
+                queries.run(conn, "migrate_record_catalog_hash", catalog_md5=final, name=d.name)
+        conn.commit()
+    return changed
+
+
+def _apply_changed(
+    conn: psycopg.Connection, todo: list[Definition], seen: dict[str, tuple[str, str]], watch: LockWatch
+) -> list[str]:
+    """Apply each definition whose file or catalog text differs from `seen` (the record, kept up to
+    date here); the names applied."""
+    changed: list[str] = []
+    for _pass in range(3):  # a drop may take our dependents with it: they come back next pass
+        for d in todo:
+            current = catalog_hash(conn, d)
+            if current is not None and seen.get(d.name) == (d.sha256, current):
+                continue
+            _apply_one(conn, d, watch)
+            new_hash = catalog_hash(conn, d)
+            queries.run(conn, "migrate_record_definition", name=d.name, kind=d.kind, file_sha256=d.sha256, catalog_md5=new_hash)
+            seen[d.name] = (d.sha256, new_hash)
+            if d.name not in changed:
+                changed.append(d.name)
+        gone = [d for d in todo if catalog_hash(conn, d) is None]
+        for d in gone:
+            seen.pop(d.name, None)
+        if not gone:
+            break
+    return changed
+
+
+def _close_and_grant(conn: psycopg.Connection, changed: list[Definition]) -> None:
+    """New objects of ours start closed to PUBLIC; default privileges may also have handed them
+    (or tables a migration just made) to API roles. Once the privileges function exists, its one
+    list of grants does both after every migrate; before that, the changed functions are closed."""
+    if queries.value(conn, "migrate_privileges_function_exists"):
+        queries.run(conn, "apply_privileges")
+        return
+    for d in changed:
+        for (revoke,) in queries.run(conn, "migrate_close_to_public", name=d.name, schema=d.home(SCHEMA)).fetchall():
+            conn.execute(revoke)
+
+
+def forget_missing_definitions(conn: psycopg.Connection) -> None:
+    """Drop from the record the definitions whose object is gone (after a rollback)."""
+    pin_search_path(conn)
+    if not recorded(conn):
+        return
+    for d in definitions():
+        if catalog_hash(conn, d) is None:
+            queries.run(conn, "migrate_forget_definition", name=d.name)
