@@ -42,8 +42,8 @@ class Definition:
         """The statement that drops it (a rollback's generated line)."""
         return f"DROP {self.routine} IF EXISTS {self.schema}.{self.name};"
 
-    def home(self, current: str) -> str:
-        """The schema it lives in: files written for our schema follow the installation's."""
+    def home(self, current: str = SCHEMA) -> str:
+        """The schema it lives in: `current` for a file written for our schema, else its own."""
         return current if self.schema == SCHEMA else self.schema
 
 

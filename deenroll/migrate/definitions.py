@@ -29,7 +29,7 @@ def catalog_hash(conn: psycopg.Connection, d: Definition) -> str | None:
     """md5 of the object's definition as the database holds it (read under the pinned search
     path); None when absent."""
     query = "migrate_view_hash" if d.kind == "view" else "migrate_function_hash"
-    row = queries.one(conn, query, name=d.name, schema=d.home(SCHEMA))
+    row = queries.one(conn, query, name=d.name, schema=d.home())
     return row[0] if row else None
 
 
@@ -52,7 +52,7 @@ def recorded(conn: psycopg.Connection) -> dict[str, tuple[str, str]]:
 def objects_of(conn: psycopg.Connection, d: Definition) -> list[CatalogObject]:
     """The database's objects named like `d`."""
     query = "migrate_view_objects" if d.kind == "view" else "migrate_function_objects"
-    return [(c, int(o), s) for c, o, s in queries.run(conn, query, name=d.name, schema=d.home(SCHEMA)).fetchall()]
+    return [(c, int(o), s) for c, o, s in queries.run(conn, query, name=d.name, schema=d.home()).fetchall()]
 
 
 def drop_ours(conn: psycopg.Connection, d: Definition, obj: CatalogObject, why: str = "") -> list[str]:
@@ -178,7 +178,7 @@ def _close_and_grant(conn: psycopg.Connection, changed: list[Definition]) -> Non
         queries.run(conn, "apply_privileges")
         return
     for d in changed:
-        for (revoke,) in queries.run(conn, "migrate_close_to_public", name=d.name, schema=d.home(SCHEMA)).fetchall():
+        for (revoke,) in queries.run(conn, "migrate_close_to_public", name=d.name, schema=d.home()).fetchall():
             conn.execute(revoke)
 
 
