@@ -21,13 +21,6 @@ from .errors import UserError
 
 _UNKNOWN = {"host": None, "port": None, "dbname": None, "user": None}
 
-# A run's defaults as the CLI shows them in its help and the demo uses them. The database
-# has the same defaults (run_de_enrollment) and refuses values out of bounds
-# (de_enrollment_run_options).
-BATCH_SIZE = 100
-MAX_RUNTIME_MS = 240_000
-LEASE_MS = 30_000
-
 
 class Context:
     """The --database-url option; the database is resolved on first use, so `--help` starts no server."""

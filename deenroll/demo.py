@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import database, dataset, health, queries, runner, schema
-from .cli_common import BATCH_SIZE, MAX_RUNTIME_MS
 from .errors import UserError
 
 CAMPAIGNS_PER_CLIENT = 4
@@ -110,7 +109,9 @@ def run_demo(target: database.Target, *, clients: int, leads: int, seed: str, fo
             "it only uses the embedded database unless you pass --force"
         )
     options_for = lambda cid: runner.validate(  # noqa: E731
-        cid, _env_int("DE_ENROLLMENT_BATCH_SIZE", BATCH_SIZE), _env_int("DE_ENROLLMENT_MAX_RUNTIME", MAX_RUNTIME_MS)
+        cid,
+        _env_int("DE_ENROLLMENT_BATCH_SIZE", runner.BATCH_SIZE),
+        _env_int("DE_ENROLLMENT_MAX_RUNTIME", runner.MAX_RUNTIME_MS),
     )
     start = time.monotonic()
     migrated = schema.migrate(target)
