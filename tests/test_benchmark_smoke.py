@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
-from bench import benchmark as bench
+from bench import checks, measures, rounds
 from deenroll import schema
 from deenroll.dataset import build_dataset
 
@@ -110,7 +110,7 @@ def test_tiny_benchmark_reports_every_figure_and_cleans_up(pg_server, tmp_path):
     for bs in (100, 1000):
         assert x[f"call_{bs}_ratio"] == by_name[f"CALL run_de_enrollment, batch {bs}"]["ratio"]
         assert _consistent(x[f"call_{bs}_ratio"], 2, by_name[f"CALL run_de_enrollment, batch {bs}"]["wall_s"], lower_wall, 3)
-    assert len(x["queued_ms"]) == 2 * 2 * bench.QUEUED_CALLS and all(ms > 0 for ms in x["queued_ms"])
+    assert len(x["queued_ms"]) == 2 * 2 * rounds.QUEUED_CALLS and all(ms > 0 for ms in x["queued_ms"])
     assert min(x["queued_ms"]) <= x["queued_median_ms"] <= x["queued_max_ms"] == max(x["queued_ms"])
 
     # this checkout's run beside the previous release's, same data, same rounds
@@ -239,7 +239,7 @@ def test_lower_bound_and_runner_leave_the_same_end_state(twin_databases, cli):
     url_a, url_b, completed, opted_out = twin_databases
     assert completed > 0 and opted_out > 0
 
-    lower = bench.lower_bound(url_a)
+    lower = measures.lower_bound(url_a)
     run = cli("run", "--batch-size", "7", "--json", db=url_b)
     assert run.code == 0, run.stderr
     report = json.loads(run.stdout)
@@ -260,16 +260,16 @@ def test_lower_bound_and_runner_leave_the_same_end_state(twin_databases, cli):
     assert a["runs"] == b["runs"] and all(r[1] == "success" for r in a["runs"])
 
     for url in (url_a, url_b):
-        inv = bench.invariants(url)
+        inv = checks.invariants(url)
         assert inv["ok"], inv
-    assert bench.differences(bench.end_state(url_a), bench.end_state(url_b)) == []
+    assert checks.differences(checks.end_state(url_a), checks.end_state(url_b)) == []
 
 
 def test_end_state_comparison_notices_a_difference(twin_databases):
     url_a, url_b, _, _ = twin_databases
-    bench.lower_bound(url_a)
-    bench.lower_bound(url_b)
-    assert bench.differences(bench.end_state(url_a), bench.end_state(url_b)) == []
+    measures.lower_bound(url_a)
+    measures.lower_bound(url_b)
+    assert checks.differences(checks.end_state(url_a), checks.end_state(url_b)) == []
     with psycopg.connect(url_b) as conn:
         # one lead de-enrolled with a different outcome recorded, and a counter off by one
         conn.execute(
@@ -277,6 +277,6 @@ def test_end_state_comparison_notices_a_difference(twin_databases):
                 WHERE id = (SELECT id FROM leads WHERE campaign_history -> 0 ->> 'outcome' = 'completed'
                              ORDER BY id LIMIT 1)""")
         conn.execute("UPDATE campaigns SET booked_count = booked_count + 1 WHERE id = (SELECT id FROM campaigns ORDER BY id LIMIT 1)")
-    diff = bench.differences(bench.end_state(url_a), bench.end_state(url_b))
+    diff = checks.differences(checks.end_state(url_a), checks.end_state(url_b))
     assert any(d.startswith("leads_md5") for d in diff) and any(d.startswith("counters_md5") for d in diff)
-    assert not bench.invariants(url_b)["ok"]  # the counter no longer matches its leads
+    assert not checks.invariants(url_b)["ok"]  # the counter no longer matches its leads

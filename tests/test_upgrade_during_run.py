@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bench import migrate_wait
+from bench import release
 from bench.common import Child
 from conftest import run_cli
 from deenroll import schema
@@ -35,7 +35,7 @@ def previous_release() -> Iterator[Path]:
     """The previous release's code in a temporary directory (skipped without git history)."""
     with tempfile.TemporaryDirectory(prefix="deenroll-previous-") as tmp:
         try:
-            migrate_wait.previous_release_code(Path(tmp))  # the benchmark knows which release came before
+            release.previous_release_code(Path(tmp))  # the benchmark knows which release came before
         except RuntimeError as exc:
             pytest.skip(f"the previous release's code is not available: {exc}")
         yield Path(tmp)
