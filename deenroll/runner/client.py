@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 
-from .. import alerts, database, queries, schema
-from ..errors import UserError
+from .. import alerts, database, queries, sqlfiles
+from ..errors import UserError, one_line
 from . import options as run_options
 from .options import RunOptions, Terminated
 from .report import (
@@ -30,19 +30,10 @@ log = logging.getLogger("deenroll.run")
 RECONNECTS = 3  # a client whose connection is lost is called again after reconnecting, this often at most
 
 
-def _first_line(exc: BaseException) -> str:
-    if isinstance(exc, psycopg.Error):
-        msg = exc.diag.message_primary or str(exc)
-    else:
-        msg = str(exc) or type(exc).__name__
-    lines = [line.strip() for line in msg.strip().splitlines() if line.strip()]
-    return database.redact(lines[0] if lines else type(exc).__name__)
-
-
 def check_prerequisites(conn: psycopg.Connection) -> None:
     """One clear line when the schema is not there: every function and view file of this version
     must have its object in the database (the views cannot exist without the tables they read)."""
-    defs = schema.definitions()
+    defs = sqlfiles.definitions()
     missing = [
         what for (what,) in queries.run(
             conn, "run_missing_definitions",
@@ -194,7 +185,7 @@ class Runner:
             )
         except (psycopg.Error, UserError) as exc:
             self.main.abandon()
-            report.fold_error = f"folding the remaining counter deltas failed: {_first_line(exc)}"
+            report.fold_error = f"folding the remaining counter deltas failed: {one_line(exc)}"
             log.error(report.fold_error)
 
     def _dry_run_client(self, session: Session, client_id: str) -> ClientResult:
@@ -261,7 +252,7 @@ class Runner:
                     reconnects += 1
                     log.warning(
                         "client %s: the connection to the database was lost (%s); reconnected, going on with it",
-                        client_id, _first_line(exc),
+                        client_id, one_line(exc),
                     )
         except Exception as exc:  # noqa: BLE001 - one client's failure never stops the others
             self._record_failure(session, sched, result, runs, exc)
@@ -306,7 +297,7 @@ class Runner:
             )
         except Exception as exc:  # noqa: BLE001 - the run's own worker goes on and reports it
             session.abandon()
-            log.warning("client %s: a helping worker stopped: %s", result.client_id, _first_line(exc))
+            log.warning("client %s: a helping worker stopped: %s", result.client_id, one_line(exc))
         finally:
             session.on_event = lambda event: None
             sched.helper_done(run)
@@ -325,7 +316,7 @@ class Runner:
         session.abandon()
         result.status = "failed"
         if not runs:
-            result.error = f"could not start a run: {_first_line(exc)}"
+            result.error = f"could not start a run: {one_line(exc)}"
             return
         result.error = message
         try:
@@ -343,12 +334,12 @@ class Runner:
             result.duration_ms = duration or 0
         except (psycopg.Error, UserError, RuntimeError) as second:
             session.abandon()
-            result.error = f"{message}; the run row could not be closed either: {_first_line(second)}"
+            result.error = f"{message}; the run row could not be closed either: {one_line(second)}"
 
 
 
 def _describe(exc: BaseException) -> str:
-    return _first_line(exc) if isinstance(exc, psycopg.Error) else f"{type(exc).__name__}: {_first_line(exc)}"
+    return one_line(exc) if isinstance(exc, psycopg.Error) else f"{type(exc).__name__}: {one_line(exc)}"
 
 
 def run(target: database.Target, options: RunOptions, observer: Observer | None = None) -> RunReport:
