@@ -42,11 +42,18 @@ class Definition:
         """The statement that drops it (a rollback's generated line)."""
         return f"DROP {self.routine} IF EXISTS {self.schema}.{self.name};"
 
+    @property
+    def fires_on_trigger(self) -> bool:
+        """A trigger function: the migration that made its trigger also restores or drops it on
+        rollback (triggers still use it while the rollback runs), so nothing drops it beforehand."""
+        return _TRIGGER.search(self.sql) is not None
+
     def home(self, current: str = SCHEMA) -> str:
         """The schema it lives in: `current` for a file written for our schema, else its own."""
         return current if self.schema == SCHEMA else self.schema
 
 
+_TRIGGER = re.compile(r"^RETURNS\s+trigger\b", re.M | re.I)
 _HEADER = re.compile(r"^--\s*(requires|after):\s*(.+?)\s*$", re.M)
 _CREATE = re.compile(r"^CREATE\s+(?:OR\s+REPLACE\s+)?(FUNCTION|PROCEDURE|VIEW)\s+(\w+)\.(\w+)\b", re.M | re.I)
 

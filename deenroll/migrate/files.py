@@ -71,13 +71,15 @@ DROPS_END = "-- end of the functions and views"
 
 def rollback_drops(stem: str) -> list[str]:
     """The DROP statements of the functions and views whose `-- requires:` names `stem`, and of
-    every function or view built on them (their `-- after:`), in the reverse of creation order."""
+    every function or view built on them (their `-- after:`), in the reverse of creation order.
+    Trigger functions are left to the rollback file, which restores or drops them after their
+    triggers."""
     ordered = definitions()
     gone = {d.name for d in ordered if d.requires == stem}
     for d in ordered:  # dependency order: what a definition is built on comes before it
         if gone.intersection(d.after):
             gone.add(d.name)
-    return [d.drop for d in reversed(ordered) if d.name in gone]
+    return [d.drop for d in reversed(ordered) if d.name in gone and not d.fires_on_trigger]
 
 
 def rollback_with_drops(stem: str, text: str) -> str:

@@ -54,7 +54,8 @@ def _forward(m: MigrationFile, watch: LockWatch) -> Step:
 
 def _back(m: MigrationFile, watch: LockWatch) -> Step:
     """First the functions and views whose `-- requires:` names this migration (and ours built
-    on them), newest first, then the rollback file; one transaction."""
+    on them), newest first, then the rollback file; one transaction. Trigger functions are the
+    rollback file's: it restores their earlier body or drops them once their triggers are gone."""
 
     def step(conn: psycopg.Connection) -> None:
         text = m.rollback_path.read_text()
@@ -62,7 +63,7 @@ def _back(m: MigrationFile, watch: LockWatch) -> Step:
         # Outside yoyo's transaction (a non-transactional migration) the drops get their own.
         with nullcontext() if transactional else conn.transaction():
             for d in reversed(definitions()):
-                if d.requires == m.stem:
+                if d.requires == m.stem and not d.fires_on_trigger:
                     for obj in objects_of(conn, d):
                         drop_ours(conn, d, obj, why=f"rolling back {m.stem} drops it")
         if not transactional:
