@@ -23,16 +23,15 @@ from typing import Literal
 
 import psycopg
 
-from . import database
+from . import database, queries
 from .errors import UserError
 
 Kind = Literal["direct", "session", "transaction"]
 _PROBES = 3  # a pooler handing out sessions per transaction shows it within a few tries
-_PID = "SELECT pg_catalog.pg_backend_pid()"
 
 
 def _pid(conn: psycopg.Connection) -> int:
-    return int(conn.execute(_PID).fetchone()[0])
+    return int(queries.value(conn, "backend_pid"))
 
 
 def server_session_kind(target: database.Target) -> Kind:

@@ -211,3 +211,7 @@ SELECT f.name
  WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc AS p
                     WHERE p.pronamespace::regnamespace::text || '.' || p.proname = f.name)
  ORDER BY f.name;
+
+-- name: backend_pid
+-- The server session's process id (a pooler that hands out sessions per transaction changes it).
+SELECT pg_catalog.pg_backend_pid();

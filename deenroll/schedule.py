@@ -38,11 +38,13 @@ class Job:
 
 
 def jobs(every_schedule: str) -> list[Job]:
-    """Our jobs: each one statement (a procedure that commits must be its job's only statement)."""
+    """Our jobs: each one statement (a procedure that commits must be its job's only statement),
+    kept with the other statements in queries_schedule.sql."""
+    command = queries.all_queries()
     return [
-        Job(RUN_JOB, every_schedule, "CALL deenroll.run_de_enrollment()"),
-        Job("deenroll-health", "0 * * * *", "SELECT public.check_de_enrollment_health()"),
-        Job("deenroll-cleanup", "30 3 1 * *", "SELECT public.archive_de_enrollment_history()"),
+        Job(RUN_JOB, every_schedule, command["job_run"]),
+        Job("deenroll-health", "0 * * * *", command["job_health"]),
+        Job("deenroll-cleanup", "30 3 1 * *", command["job_cleanup"]),
     ]
 
 
