@@ -1,231 +1,31 @@
-"""A shared, Supabase-like database with a hostile neighbour: who may do what, and whose code runs.
-
-The database is built the way the platform's production database looks: API roles (anon,
-authenticated, service_role) that default privileges hand every new table, sequence and
-function in public to; the platform's tables under row-level security; a platform login with
-plain DML on leads and campaigns; a hostile login with CREATE on public (the default before
-PostgreSQL 15) that plants better-matching overloads of built-in functions before deenroll is
-installed. Every overload logs a row when it runs. Then the DBA migrates, the platform writes,
-and a login that is only a member of deenroll_runner runs the whole scheduler recipe.
+"""Who may do what in the shared, Supabase-like database of security_helpers.py: the exact
+privilege matrix of the runner, the analyst, PUBLIC and the API roles; what is refused; row-level
+security that would hide rows from the engine; and what Supabase's Security Advisor warns about.
+The hostile neighbour's code and the scheduler recipe run as a runner member are in
+test_security_hostile.py.
 """
 
 from __future__ import annotations
 
 import re
-
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import psycopg
 import pytest
-from psycopg import conninfo, errors
+from psycopg import errors
 
 from deenroll import schema
 
 from conftest import Server, run_cli
+from security_helpers import API_ROLES, Shared, shared_database
 
 pytestmark = pytest.mark.schema
-
-API_ROLES = ("anon", "authenticated", "service_role")
-LOGINS = ("deenroll_t_hostile", "deenroll_t_scheduler", "deenroll_t_platform", "deenroll_t_nobody")
-
-# Overloads that match our calls better than the built-ins do (exact argument types instead of
-# variadic "any", anyarray or anynonarray), in a schema the hostile login can write to.
-PLANTS = {
-    "format(text,text)": ("text", "pg_catalog.format($1, $2)"),
-    "format(text,uuid)": ("text", "pg_catalog.format($1, $2)"),
-    "format(text,integer)": ("text", "pg_catalog.format($1, $2)"),
-    "format(text,regclass)": ("text", "pg_catalog.format($1, $2)"),
-    "format(text,text,text)": ("text", "pg_catalog.format($1, $2, $3)"),
-    "concat_ws(text,text,text)": ("text", "pg_catalog.concat_ws($1, $2, $3)"),
-    "cardinality(uuid[])": ("integer", "pg_catalog.cardinality($1)"),
-    "cardinality(text[])": ("integer", "pg_catalog.cardinality($1)"),
-    "jsonb_build_array(jsonb)": ("jsonb", "pg_catalog.jsonb_build_array($1)"),
-    "jsonb_build_object(text,uuid)": ("jsonb", "pg_catalog.jsonb_build_object($1, $2)"),
-    "jsonb_typeof(json)": ("text", "pg_catalog.json_typeof($1)"),
-    "lower(character varying)": ("text", "pg_catalog.lower($1)"),
-    "nullif(text,text)": None,  # syntax, not a function: listed so nobody adds it by mistake
-}
-PLANTED_SETS = {
-    "unnest(uuid[])": ("SETOF uuid", "SELECT pg_catalog.unnest($1)"),
-    "unnest(text[])": ("SETOF text", "SELECT pg_catalog.unnest($1)"),
-}
-
-
-@dataclass(frozen=True)
-class Shared:
-    """URLs of one database for each login of the scenario."""
-
-    admin: str
-    hostile: str
-    scheduler: str
-    platform: str
-    nobody: str
-
-
-def _as(url: str, user: str, **extra: str) -> str:
-    params = conninfo.conninfo_to_dict(url)
-    params["user"] = user
-    params.update(extra)
-    return conninfo.make_conninfo(**params)
-
-
-def _ensure_roles(server: Server) -> None:
-    with server.admin() as conn:
-        for role in API_ROLES + ("deenroll_runner", "deenroll_analyst"):
-            _create_role(conn, f"CREATE ROLE {role} NOLOGIN")
-        for login in LOGINS:
-            _create_role(conn, f"CREATE ROLE {login} LOGIN")
-
-
-def _create_role(conn: psycopg.Connection, sql: str) -> None:
-    try:
-        conn.execute(sql)
-    except (errors.DuplicateObject, errors.UniqueViolation):
-        pass  # another worker made it (roles are server-wide)
-
-
-def _plant(url: str) -> None:
-    """The hostile login's code: logs every call, then answers like the built-in would."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE public.hijack_log (fn text, by_role text, at timestamptz DEFAULT now())")
-        conn.execute("GRANT INSERT, SELECT ON public.hijack_log TO PUBLIC")
-        for sig, spec in PLANTS.items():
-            if spec is None:
-                continue
-            returns, call = spec
-            name, args = sig.split("(", 1)
-            conn.execute(
-                f"""CREATE FUNCTION public.{name}({args} RETURNS {returns} LANGUAGE plpgsql AS $$
-                    BEGIN
-                        INSERT INTO public.hijack_log (fn, by_role) VALUES ('{sig}', current_user);
-                        RETURN {call};
-                    END $$"""
-            )
-            conn.execute(f"GRANT EXECUTE ON FUNCTION public.{sig} TO PUBLIC")
-        for sig, (returns, body) in PLANTED_SETS.items():
-            name, args = sig.split("(", 1)
-            conn.execute(
-                f"""CREATE FUNCTION public.{name}({args} RETURNS {returns} LANGUAGE plpgsql AS $$
-                    BEGIN
-                        INSERT INTO public.hijack_log (fn, by_role) VALUES ('{sig}', current_user);
-                        RETURN QUERY {body};
-                    END $$"""
-            )
-        conn.execute(
-            """CREATE FUNCTION public.hijack_agg_step(uuid[], uuid) RETURNS uuid[] LANGUAGE plpgsql AS $$
-               BEGIN
-                   INSERT INTO public.hijack_log (fn, by_role) VALUES ('array_agg(uuid)', current_user);
-                   RETURN $1 || $2;
-               END $$"""
-        )
-        conn.execute("CREATE AGGREGATE public.array_agg(uuid) (SFUNC = public.hijack_agg_step, STYPE = uuid[])")
 
 
 @pytest.fixture
 def shared(pg_server: Server) -> Iterator[Shared]:
-    _ensure_roles(pg_server)
-    name = f"deenroll_sec_{uuid.uuid4().hex[:12]}"
-    admin = pg_server.create_db(name)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute("GRANT CREATE ON SCHEMA public TO deenroll_t_hostile")
-        # Supabase's default privileges: every new table, sequence and function goes to the API roles.
-        for kind in ("TABLES", "SEQUENCES", "FUNCTIONS"):
-            conn.execute(f"ALTER DEFAULT PRIVILEGES GRANT ALL ON {kind} TO anon, authenticated, service_role")
-            conn.execute(
-                f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT ALL ON {kind} TO anon, authenticated, service_role"
-            )
-    urls = Shared(
-        admin=admin,
-        hostile=_as(admin, "deenroll_t_hostile"),
-        scheduler=_as(admin, "deenroll_t_scheduler"),
-        platform=_as(admin, "deenroll_t_platform", options="-c search_path=deenroll_t_platform,public"),
-        nobody=_as(admin, "deenroll_t_nobody"),
-    )
-    _plant(urls.hostile)
-    yield urls
-    pg_server.drop_db(name)
-
-
-def _hijacks(shared: Shared) -> list[tuple]:
-    with psycopg.connect(shared.admin, autocommit=True) as conn:
-        return conn.execute("SELECT fn, by_role FROM public.hijack_log ORDER BY at").fetchall()
-
-
-def _platform_setup_and_writes(shared: Shared) -> None:
-    """The platform's tables under RLS, its login with plain DML, and its everyday writes."""
-    with psycopg.connect(shared.admin, autocommit=True) as conn:
-        conn.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON public.leads, public.campaigns TO deenroll_t_platform")
-        for table in ("leads", "campaigns"):
-            conn.execute(f"ALTER TABLE public.{table} ENABLE ROW LEVEL SECURITY")
-            conn.execute(f"CREATE POLICY platform_all ON public.{table} TO deenroll_t_platform USING (true) WITH CHECK (true)")
-    with psycopg.connect(shared.platform, autocommit=True) as conn:
-        assert conn.execute("SHOW search_path").fetchone()[0].startswith("deenroll_t_platform")
-        conn.execute(
-            """INSERT INTO campaigns (id, client_id, name, messages)
-               SELECT md5('sc' || i)::uuid, md5('scl' || (i % 2))::uuid, 'campaign ' || i, '["a", "b", "c"]'::jsonb
-                 FROM generate_series(1, 4) AS i"""
-        )
-        conn.execute(
-            """INSERT INTO leads (id, client_id, campaign_link_id, current_message_position, is_active, opted_out)
-               SELECT md5('sl' || i)::uuid, md5('scl' || (i % 4 % 2))::uuid, md5('sc' || (i % 4 + 1))::uuid,
-                      i % 4, true, i % 7 = 0
-                 FROM generate_series(1, 80) AS i"""
-        )
-        conn.execute("UPDATE leads SET current_message_position = current_message_position + 1 WHERE id = md5('sl1')::uuid")
-        conn.execute("UPDATE leads SET opted_out = true WHERE id = md5('sl2')::uuid")
-        conn.execute("DELETE FROM leads WHERE id = md5('sl3')::uuid")
-
-
-def test_plants_would_run_for_an_unprotected_caller(shared: Shared) -> None:
-    """The trap is real: an ordinary query with the default search_path calls the hostile code."""
-    with psycopg.connect(shared.admin, autocommit=True) as conn:
-        conn.execute("SELECT cardinality(ARRAY[gen_random_uuid()]), format('%s', 'x'::text)")
-    assert {fn for fn, _ in _hijacks(shared)} == {"cardinality(uuid[])", "format(text,text)"}
-
-
-def test_scheduler_recipe_as_runner_member_with_a_hostile_neighbour(shared: Shared) -> None:
-    assert run_cli("migrate", "--to", "0018", db=shared.admin).code == 0
-    _platform_setup_and_writes(shared)
-    migrated = run_cli("migrate", db=shared.admin)
-    assert migrated.code == 0, migrated.stderr
-    with psycopg.connect(shared.admin, autocommit=True) as conn:
-        conn.execute("GRANT deenroll_runner TO deenroll_t_scheduler")
-    # The platform keeps writing after the install: the trigger works for its login and path.
-    with psycopg.connect(shared.platform, autocommit=True) as conn:
-        conn.execute("UPDATE leads SET current_message_position = 3 WHERE id = md5('sl5')::uuid")
-        conn.execute("UPDATE leads SET opted_out = true WHERE id = md5('sl6')::uuid")
-        conn.execute(
-            "INSERT INTO leads (client_id, campaign_link_id, current_message_position) "
-            "VALUES (md5('scl1')::uuid, md5('sc2')::uuid, 3)"
-        )
-
-    env = {"DEENROLL_EMBEDDED": "never"}
-    recipe = [
-        ("run", "--dry-run", "--json"),
-        ("run", "--json"),
-        ("health-check",),
-        ("stuck",),
-        ("stats", "drift"),
-        ("stats", "recalculate"),
-        ("maintenance", "cleanup"),
-        ("run", "--json"),
-    ]
-    for args in recipe:
-        result = run_cli(*args, db=shared.scheduler, env=env)
-        assert result.code in (0, 1), (args, result.code, result.stderr[-2000:])
-        assert "permission denied" not in result.stderr, (args, result.stderr[-2000:])
-
-    with psycopg.connect(shared.admin, autocommit=True) as conn:
-        active_due = conn.execute(
-            """SELECT count(*) FROM leads l JOIN campaigns c ON c.id = l.campaign_link_id
-                WHERE l.is_active AND (l.opted_out OR l.current_message_position >= jsonb_array_length(c.messages))"""
-        ).fetchone()[0]
-        de_enrolled = conn.execute("SELECT count(*) FROM de_enrollment_lead_log").fetchone()[0]
-        drift = conn.execute("SELECT count(*) FROM campaign_stats_drift").fetchone()[0]
-    assert active_due == 0 and de_enrolled > 0 and drift == 0
-    assert _hijacks(shared) == []
+    yield from shared_database(pg_server)
 
 
 def _matrix(conn: psycopg.Connection) -> set[tuple[str, str, str]]:
