@@ -16,9 +16,9 @@ import psycopg
 
 from .. import queries
 from ..database import Target, connect
-from ..errors import UserError
+from ..errors import UserError, flatten
 from ..sqlfiles import SCHEMA
-from .execute import LockWatch, MigrationError, joined_lines, run_file, run_written
+from .execute import LockWatch, MigrationError, run_file, run_written
 from .files import BASELINE, is_transactional, migration_files, sop_rollback_path
 
 Footprint = frozenset[tuple[str, str, str]]  # (kind, name, definition)
@@ -39,8 +39,8 @@ def check_prerequisites(target: Target) -> None:
                 return
             if exc.cause.sqlstate == "42703" and diag.message_primary:
                 raise UserError(
-                    f"cannot install here: {joined_lines(diag.message_primary)}"
-                    + (f"; {joined_lines(diag.message_hint)}" if diag.message_hint else "")
+                    f"cannot install here: {flatten(diag.message_primary)}"
+                    + (f"; {flatten(diag.message_hint)}" if diag.message_hint else "")
                 ) from None
             raise UserError(exc.message()) from None
         finally:
@@ -100,7 +100,7 @@ def _footprints(
                 found[m.stem] = frozenset(now - before)
                 before = now
         except psycopg.Error as exc:
-            return joined_lines(exc.diag.message_primary or str(exc))
+            return flatten(exc.diag.message_primary or str(exc))
         except MigrationError as exc:
             return exc.message()
         finally:

@@ -19,11 +19,11 @@ from yoyo import exceptions as yoyo_exceptions
 
 from .. import queries
 from ..database import Target, connect
-from ..errors import UserError
+from ..errors import UserError, one_line
 from ..sqlfiles import SCHEMA
 from .adoption import check_prerequisites, recognise
 from .definitions import DEFINITIONS_TABLE, RefusedDrop, apply_definitions, forget_missing_definitions
-from .execute import RETRIED_SQLSTATES, LockWatch, MigrationError, run_written, server_message
+from .execute import RETRIED_SQLSTATES, LockWatch, MigrationError, run_written
 from .files import BASELINE, resolve_target
 from .yoyo_bridge import MIGRATION_TABLE, applied_stems, backend, locked, our_migrations, recorded_migrations
 
@@ -59,7 +59,7 @@ def _sql_error(exc: BaseException) -> UserError:
     while cause.__cause__ is not None and not isinstance(cause, psycopg.Error):
         cause = cause.__cause__
     if isinstance(cause, psycopg.Error) and cause.diag.message_primary:
-        return UserError(server_message(cause.diag, str(cause)))
+        return UserError(one_line(cause, details=True))
     return UserError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
 
 

@@ -13,7 +13,7 @@ import sqlparse
 
 from .. import queries
 from ..database import Target, connect
-from ..errors import UserError
+from ..errors import UserError, flatten, one_line
 
 # A statement that gave up waiting for a lock (lock_timeout) or was chosen as a deadlock victim.
 RETRIED_SQLSTATES = ("55P03", "40P01")
@@ -44,21 +44,6 @@ def statements(text: str) -> list[Statement]:
         leading = next((i for i, l in enumerate(chunk.splitlines()) if l.strip() and not l.strip().startswith("--")), 0)
         out.append(Statement(lines_before + 1, lines_before + leading + 1, chunk))
     return out
-
-
-def joined_lines(text: str) -> str:
-    """A server message on one line: its lines joined with '; '."""
-    return "; ".join(" ".join(line.split()) for line in text.splitlines() if line.strip())
-
-
-def server_message(diag: psycopg.errors.Diagnostic, fallback: str) -> str:
-    """The server's message, its detail in parentheses and its hint, on one line."""
-    msg = joined_lines(diag.message_primary or fallback)
-    if diag.message_detail:
-        msg += f" ({joined_lines(diag.message_detail)})"
-    if diag.message_hint:
-        msg += f"; hint: {joined_lines(diag.message_hint)}"
-    return msg
 
 
 class LockWatch:
@@ -135,7 +120,8 @@ class MigrationError(Exception):
         if diag.statement_position and diag.statement_position.isdigit():  # where in the statement, when known
             line = self.stmt.start + self.stmt.sql[: int(diag.statement_position) - 1].count("\n")
         where = f"{self.path.parent.name}/{self.path.name} line {line} ({self.stmt.first_line[:80]!r})"
-        text = f"{self.label} failed at {where}: {server_message(diag, str(self.cause))}"
+        said = one_line(self.cause, details=True) if diag.message_primary else flatten(str(self.cause))
+        text = f"{self.label} failed at {where}: {said}"
         if self.cause.sqlstate == "55P03":
             if self.blockers:
                 text += f"; the lock is held by {'; '.join(self.blockers)}"
