@@ -4,18 +4,23 @@
 -- A client's run folds its own campaigns' deltas; campaigns no run touched (a client
 -- without an active campaign and nothing due, a deleted campaign's leftovers) are folded
 -- here. It may wait for campaign row locks the platform holds up to the run's budget (at
--- least 5 s): it is the run's last step and nothing queues behind it. Returns how many
--- delta rows were folded.
+-- least a run's own lock wait, de_enrollment_run_settings): it is the run's last step and
+-- nothing queues behind it. Returns how many delta rows were folded.
 CREATE FUNCTION deenroll.fold_remaining_de_enrollment_deltas(p_max_runtime_ms integer)
 RETURNS integer
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
-    PERFORM set_config('lock_timeout', greatest(coalesce(p_max_runtime_ms, 0), 5000)::text || 'ms', true);
+    PERFORM public.de_enrollment_run_settings(true);
+    PERFORM set_config('lock_timeout',
+                       (extract(epoch FROM greatest(make_interval(secs => coalesce(p_max_runtime_ms, 0) / 1000.0),
+                                                    current_setting('lock_timeout')::interval)) * 1000)::bigint || 'ms',
+                       true);
     RETURN public.apply_campaign_stats_deltas();
 END
 $fn$;
 
 COMMENT ON FUNCTION deenroll.fold_remaining_de_enrollment_deltas(integer) IS
-    'Folds every campaign''s pending counter deltas, waiting for locks up to the run''s budget (at least 5 s): the last step of a run over every client.';
+    'Folds every campaign''s pending counter deltas, waiting for locks up to the run''s budget (at least a run''s own lock wait): the last step of a run over every client.';
