@@ -14,7 +14,6 @@ from psycopg import sql
 from . import queries
 from .errors import UserError
 
-VACUUMED = ("de_enrollment_runs", "de_enrollment_lead_log")  # the tables the cleanup shrinks
 
 
 @dataclass
@@ -50,7 +49,9 @@ def cleanup(conn: psycopg.Connection, runs_days: int, logs_days: int, dry_run: b
         row = queries.one(conn, "archive_history", runs_days=runs_days, logs_days=logs_days, dry_run=dry_run)
     result = CleanupResult(*row, dry_run=dry_run)
     if not dry_run:
-        for table in VACUUMED:
+        # the tables the cleanup shrinks: the database's list (de_enrollment_maintained_tables)
+        tables = tuple(r[0] for r in queries.run(conn, "maintained_tables").fetchall())
+        for table in tables:
             conn.execute(sql.SQL(queries.all_queries()["vacuum_table"]).format(table=sql.Identifier(table)))
-        result.vacuumed = VACUUMED
+        result.vacuumed = tables
     return result

@@ -84,6 +84,10 @@ SELECT * FROM public.recalculate_campaign_stats(%(client_id)s::uuid);
 -- The monthly cleanup: archive old runs, delete old lead logs (or only count, on a dry run).
 SELECT * FROM public.archive_de_enrollment_history(%(runs_days)s::integer, %(logs_days)s::integer, %(dry_run)s::boolean);
 
+-- name: maintained_tables
+-- The tables the cleanup vacuums, in order.
+SELECT table_name FROM public.de_enrollment_maintained_tables() ORDER BY ord;
+
 -- name: vacuum_table
 -- Reclaim the space of archived runs or deleted lead logs and refresh the planner's
 -- statistics ({table}: the table's name, filled in as an identifier by maintenance.py).

@@ -45,9 +45,10 @@ CALL deenroll.help_de_enrollment_run(p_run_id => %(run_id)s::uuid, p_client_id =
                                      p_deadline => %(deadline)s::timestamptz, p_progress => true);
 
 -- name: run_close_failed
--- Close a run 'failed' (a stop signal cut its procedure); its row as it is then.
-SELECT status, leads_evaluated, leads_de_enrolled, leads_completed, leads_opted_out, batches, duration_ms,
-       error_details
+-- Close a run 'failed' (a stop signal cut its procedure); its row as it is then, named like
+-- a client of the procedure's summary.
+SELECT id::text AS run_id, status, leads_evaluated, leads_de_enrolled, leads_completed AS completed,
+       leads_opted_out AS opted_out, batches, duration_ms, error_details AS error, leads_held AS newly_held
   FROM public.finish_de_enrollment_run(%(run_id)s::uuid, 'failed', %(message)s::text);
 
 -- name: run_fold_remaining
@@ -73,5 +74,5 @@ SELECT campaign_id, campaign_name, messages_type, active_leads
 
 -- name: held_by_reason
 -- One client's held leads, counted by reason.
-SELECT h.reason, pg_catalog.count(*) FROM public.de_enrollment_held_leads(%(client_id)s::uuid) AS h
+SELECT h.reason, pg_catalog.count(*) AS leads FROM public.de_enrollment_held_leads(%(client_id)s::uuid) AS h
  GROUP BY h.reason ORDER BY h.reason;

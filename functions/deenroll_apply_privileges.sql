@@ -49,10 +49,13 @@ DECLARE
         'de_enrollment_run_lock', 'de_enrollment_open_runs', 'fold_remaining_de_enrollment_deltas',
         'de_enrollment_run_queue',
         -- the pg_cron jobs' health check and `deenroll schedule status`
-        'check_de_enrollment_health', 'count_de_enrollment_runs_in_windows'];
+        'check_de_enrollment_health', 'count_de_enrollment_runs_in_windows',
+        -- the tables the cleanup vacuums
+        'de_enrollment_maintained_tables'];
     -- Our trigger function in public (the platform's leads fire it); the others live in deenroll.
     c_public_trigger_functions CONSTANT text[] := ARRAY['leads_record_stats_delta'];
-    c_maintained CONSTANT text[] := ARRAY['public.de_enrollment_runs', 'public.de_enrollment_lead_log'];
+    c_maintained CONSTANT text[] := ARRAY(SELECT 'public.' || m.table_name
+                                           FROM public.de_enrollment_maintained_tables() AS m ORDER BY m.ord);
     v_secured boolean := to_regnamespace('deenroll') IS NOT NULL;
     v_runner  oid     := (SELECT oid FROM pg_roles WHERE rolname = 'deenroll_runner' AND v_secured);
     v_analyst oid     := (SELECT oid FROM pg_roles WHERE rolname = 'deenroll_analyst');

@@ -31,6 +31,7 @@
 -- runs with its caller's rights (a member of deenroll_runner), qualifies every name, pins
 -- search_path with set_config first and after every COMMIT, and only orders calls of the
 -- functions the caller may execute; it reads no table itself.
+-- p_lease_ms NULL: the lease's default length (de_enrollment_run_options, 30 s).
 -- p_runner_host, p_runner_pid name the runner in the run rows (default: the database
 -- session); p_login_pid is the backend pid the caller's connection announced at login
 -- (default: this session's), which tells start_de_enrollment_run whether it may record
@@ -45,7 +46,7 @@ CREATE PROCEDURE deenroll.run_de_enrollment(
     p_client_id      uuid        DEFAULT NULL,
     p_batch_size     integer     DEFAULT 100,
     p_max_runtime_ms integer     DEFAULT 240000,
-    p_lease_ms       integer     DEFAULT 30000,
+    p_lease_ms       integer     DEFAULT NULL,
     p_deadline       timestamptz DEFAULT NULL,
     p_runner_host    text        DEFAULT NULL,
     p_runner_pid     integer     DEFAULT NULL,

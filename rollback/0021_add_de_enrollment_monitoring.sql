@@ -7,6 +7,7 @@ SET LOCAL lock_timeout = '5s';
 DROP VIEW IF EXISTS public.de_enrollment_daily_summary;
 DROP VIEW IF EXISTS public.campaign_stats_drift;
 DROP FUNCTION IF EXISTS public.de_enrollment_rls_blind_spots;
+DROP FUNCTION IF EXISTS public.de_enrollment_maintained_tables;
 DROP FUNCTION IF EXISTS public.de_enrollment_client_exists;
 DROP FUNCTION IF EXISTS public.count_de_enrollment_runs_in_windows;
 DROP FUNCTION IF EXISTS public.archive_de_enrollment_history;

@@ -250,6 +250,8 @@ def test_the_procedures_defaults_are_the_ones_run_help_shows(conn: psycopg.Conne
     args = conn.execute(
         "SELECT pg_get_function_arguments('deenroll.run_de_enrollment'::regproc)"
     ).fetchone()[0]
-    for name, value in (("p_batch_size", runner.BATCH_SIZE), ("p_max_runtime_ms", runner.MAX_RUNTIME_MS),
-                        ("p_lease_ms", runner.LEASE_MS)):
+    for name, value in (("p_batch_size", runner.BATCH_SIZE), ("p_max_runtime_ms", runner.MAX_RUNTIME_MS)):
         assert f"{name} integer DEFAULT {value}" in args, args
+    # the lease's default is the options function's
+    assert "p_lease_ms integer DEFAULT NULL" in args, args
+    assert conn.execute("SELECT deenroll.de_enrollment_run_options(1, 1, NULL)").fetchone()[0] == runner.LEASE_MS

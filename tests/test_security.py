@@ -106,6 +106,7 @@ RUNNER_FUNCTIONS = {
     "deenroll.de_enrollment_run_queue(integer)",
     # the pg_cron jobs' health check and `deenroll schedule status`
     "check_de_enrollment_health()",
+    "de_enrollment_maintained_tables()",
     "count_de_enrollment_runs_in_windows(timestamp with time zone[],timestamp with time zone[],integer[])",
 }
 VIEWS = {d.name for d in schema.definitions() if d.kind == "view"}  # every view file of ours

@@ -60,15 +60,15 @@ def _clients(conn: psycopg.Connection, only: str | None) -> list[str]:
 
 
 def _invalid_campaigns(conn: psycopg.Connection, client_id: str) -> list[CampaignIssue]:
-    rows = queries.run(conn, "invalid_campaigns", client_id=client_id).fetchall()
-    return [CampaignIssue(str(r[0]), r[1], r[2], int(r[3])) for r in rows]
+    return [
+        CampaignIssue(str(r["campaign_id"]), r["campaign_name"], r["messages_type"], int(r["active_leads"]))
+        for r in queries.rows(conn, "invalid_campaigns", client_id=client_id)
+    ]
 
 
 def _held(conn: psycopg.Connection, client_id: str) -> dict[str, int]:
     """The client's held leads (the ones a run skips), counted by reason."""
-    rows = queries.run(conn, "held_by_reason", client_id=client_id).fetchall()
-    return {str(r[0]): int(r[1]) for r in rows}
-
+    return {str(r["reason"]): int(r["leads"]) for r in queries.rows(conn, "held_by_reason", client_id=client_id)}
 
 
 class Runner:
@@ -192,21 +192,21 @@ class Runner:
         t0 = time.monotonic()
         result = ClientResult(client_id, status="dry_run")
         conn = session.conn
-        rows = queries.run(conn, "dry_run_counts", client_id=client_id).fetchall()
+        counts = queries.rows(conn, "dry_run_counts", client_id=client_id)
         result.invalid_campaigns = _invalid_campaigns(conn, client_id)
         result.held = _held(conn, client_id)
-        for campaign_id, name, total, completed, opted_out in rows:
+        for c in counts:
             result.campaigns.append(
                 {
-                    "campaign_id": str(campaign_id),
-                    "campaign_name": name,
-                    "total_messages": total,
-                    "completed": int(completed),
-                    "opted_out": int(opted_out),
+                    "campaign_id": str(c["campaign_id"]),
+                    "campaign_name": c["campaign_name"],
+                    "total_messages": c["total_messages"],
+                    "completed": int(c["completed"]),
+                    "opted_out": int(c["opted_out"]),
                 }
             )
-            result.completed += int(completed)
-            result.opted_out += int(opted_out)
+            result.completed += int(c["completed"])
+            result.opted_out += int(c["opted_out"])
         result.duration_ms = int((time.monotonic() - t0) * 1000)
         return result
 
@@ -321,17 +321,16 @@ class Runner:
         result.error = message
         try:
             try:
-                row = queries.one(session.conn, "run_close_failed", run_id=result.run_id, message=message)
+                rows = queries.rows(session.conn, "run_close_failed", run_id=result.run_id, message=message)
             except pg_errors.QueryCanceled:
                 # a stop's cancel request, sent from another thread, may land on this statement
                 # instead of the one it was meant for: it is sent once, so once more is enough
                 session.abandon()
-                row = queries.one(session.conn, "run_close_failed", run_id=result.run_id, message=message)
-            if row is None:
+                rows = queries.rows(session.conn, "run_close_failed", run_id=result.run_id, message=message)
+            if not rows:
                 raise RuntimeError(f"run {result.run_id} vanished")
-            (_, result.leads_evaluated, result.leads_de_enrolled, result.completed, result.opted_out,
-             result.batches, duration, result.error) = row
-            result.duration_ms = duration or 0
+            fill(result, rows[0])
+            result.status = "failed"
         except (psycopg.Error, UserError, RuntimeError) as second:
             session.abandon()
             result.error = f"{message}; the run row could not be closed either: {one_line(second)}"
