@@ -250,6 +250,8 @@ class Runner:
                     if sched.stop is not None or not session.lost or reconnects >= RECONNECTS or not self._reconnect(session):
                         raise
                     reconnects += 1
+                    for run in runs:  # the dead session's run: the next CALL takes it over
+                        sched.closed(run)
                     log.warning(
                         "client %s: the connection to the database was lost (%s); reconnected, going on with it",
                         client_id, one_line(exc),
