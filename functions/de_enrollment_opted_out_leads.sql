@@ -28,7 +28,13 @@ BEGIN ATOMIC
                    public.de_enrollment_due_outcome(ll.is_active, ll.completed_at, ll.opted_out,
                                                     ll.current_message_position, cc.id, cc.messages) AS outcome
               FROM public.leads AS ll
-              LEFT JOIN public.campaigns AS cc ON cc.id = ll.campaign_link_id
+              -- one index probe per lead (OFFSET 0 keeps it a parameterized lookup): a join
+              -- the planner may turn into a hash over every campaign, built again by each
+              -- batch's claim however few leads it takes
+              LEFT JOIN LATERAL (SELECT c.id, c.messages
+                                   FROM public.campaigns AS c
+                                  WHERE c.id = ll.campaign_link_id
+                                 OFFSET 0) AS cc ON true
              WHERE ll.client_id = p_client_id
                AND ll.is_active
                AND ll.opted_out) AS o

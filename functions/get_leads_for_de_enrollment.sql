@@ -62,7 +62,7 @@ DECLARE
     v_position  integer[];
     v_total     integer[];
     v_reason    text[];
-    v_ord       bigint[];
+    v_last_ord  bigint;      -- the claimed leads' last campaign, by its place in v_campaigns
     v_reached   bigint;
 BEGIN
     IF p_batch_size IS NULL OR p_batch_size < 1 THEN
@@ -70,43 +70,46 @@ BEGIN
               USING ERRCODE = 'invalid_parameter_value';
     END IF;
 
-    -- Sequence edits: stamp the ones seen committed for the first time, ...
-    UPDATE deenroll.due_campaigns AS m
-       SET settle_after = pg_snapshot_xmax(pg_current_snapshot())
-      FROM (SELECT e.ctid AS row_id
-              FROM deenroll.due_campaigns AS e
-             WHERE e.client_id IS NULL AND e.settle_after IS NULL
-               FOR UPDATE SKIP LOCKED) AS x
-     WHERE m.ctid = x.row_id;
-    -- ... and settle the ones no running transaction can still have judged by the old sequence:
-    -- one mark per client with finished leads in the campaign now.
-    WITH settled AS (
-        DELETE FROM deenroll.due_campaigns AS m
-         USING (SELECT e.ctid AS row_id
+    -- Sequence edits are rare: one index probe instead of two statements in every claim.
+    IF EXISTS (SELECT 1 FROM deenroll.due_campaigns AS e WHERE e.client_id IS NULL) THEN
+        -- Sequence edits: stamp the ones seen committed for the first time, ...
+        UPDATE deenroll.due_campaigns AS m
+           SET settle_after = pg_snapshot_xmax(pg_current_snapshot())
+          FROM (SELECT e.ctid AS row_id
                   FROM deenroll.due_campaigns AS e
-                 WHERE e.client_id IS NULL
-                   AND e.settle_after <= pg_snapshot_xmin(pg_current_snapshot())
+                 WHERE e.client_id IS NULL AND e.settle_after IS NULL
                    FOR UPDATE SKIP LOCKED) AS x
-         WHERE m.ctid = x.row_id
-        RETURNING m.campaign_id
-    )
-    INSERT INTO deenroll.due_campaigns (client_id, campaign_id)
-    SELECT DISTINCT l.client_id, c.id
-      FROM (SELECT DISTINCT s.campaign_id FROM settled AS s) AS s
-      JOIN public.campaigns AS c ON c.id = s.campaign_id
-     CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(c.messages) = 'array'
-                                     THEN nullif(jsonb_array_length(c.messages), 0) END AS total) AS t
-     CROSS JOIN LATERAL (SELECT ll.client_id, ll.is_active, ll.completed_at, ll.opted_out, ll.current_message_position
-                           FROM public.leads AS ll
-                          WHERE ll.campaign_link_id = c.id
-                            AND ll.is_active
-                            AND ll.completed_at IS NULL
-                            AND ll.current_message_position >= t.total
-                         OFFSET 0) AS l
-     WHERE l.client_id IS NOT NULL
-       AND l.opted_out IS NOT TRUE
-       AND public.de_enrollment_due_outcome(l.is_active, l.completed_at, l.opted_out,
-                                            l.current_message_position, c.id, c.messages) = 'completed';
+         WHERE m.ctid = x.row_id;
+        -- ... and settle the ones no running transaction can still have judged by the old sequence:
+        -- one mark per client with finished leads in the campaign now.
+        WITH settled AS (
+            DELETE FROM deenroll.due_campaigns AS m
+             USING (SELECT e.ctid AS row_id
+                      FROM deenroll.due_campaigns AS e
+                     WHERE e.client_id IS NULL
+                       AND e.settle_after <= pg_snapshot_xmin(pg_current_snapshot())
+                       FOR UPDATE SKIP LOCKED) AS x
+             WHERE m.ctid = x.row_id
+            RETURNING m.campaign_id
+        )
+        INSERT INTO deenroll.due_campaigns (client_id, campaign_id)
+        SELECT DISTINCT l.client_id, c.id
+          FROM (SELECT DISTINCT s.campaign_id FROM settled AS s) AS s
+          JOIN public.campaigns AS c ON c.id = s.campaign_id
+         CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(c.messages) = 'array'
+                                         THEN nullif(jsonb_array_length(c.messages), 0) END AS total) AS t
+         CROSS JOIN LATERAL (SELECT ll.client_id, ll.is_active, ll.completed_at, ll.opted_out, ll.current_message_position
+                               FROM public.leads AS ll
+                              WHERE ll.campaign_link_id = c.id
+                                AND ll.is_active
+                                AND ll.completed_at IS NULL
+                                AND ll.current_message_position >= t.total
+                             OFFSET 0) AS l
+         WHERE l.client_id IS NOT NULL
+           AND l.opted_out IS NOT TRUE
+           AND public.de_enrollment_due_outcome(l.is_active, l.completed_at, l.opted_out,
+                                                l.current_message_position, c.id, c.messages) = 'completed';
+    END IF;
 
     v_campaigns := ARRAY(SELECT m.campaign_id FROM public.de_enrollment_marked_campaigns(p_client_id) AS m
                           ORDER BY m.campaign_id);
@@ -117,8 +120,8 @@ BEGIN
     -- is pulled (by its row_id, SKIP LOCKED), so exactly the rows returned are locked; a row
     -- another transaction changed since the scan read it is judged again, as it is now.
     SELECT array_agg(due.lead_id), array_agg(due.campaign_id), array_agg(due.messages_received),
-           array_agg(due.total_messages), array_agg(due.outcome), array_agg(due.campaign_ord)
-      INTO v_lead, v_campaign, v_position, v_total, v_reason, v_ord
+           array_agg(due.total_messages), array_agg(due.outcome), max(due.campaign_ord)
+      INTO v_lead, v_campaign, v_position, v_total, v_reason, v_last_ord
       FROM (SELECT d.lead_id, d.campaign_id, d.messages_received, d.total_messages, d.outcome, d.campaign_ord
               FROM (SELECT o.row_id, o.lead_id, o.campaign_id, o.messages_received, o.total_messages,
                            o.campaign_messages, o.outcome, NULL::bigint AS campaign_ord
@@ -146,7 +149,7 @@ BEGIN
     IF coalesce(cardinality(v_lead), 0) < p_batch_size THEN
         v_reached := cardinality(v_campaigns);
     ELSE
-        v_reached := (SELECT max(o) FROM unnest(v_ord) AS o);
+        v_reached := v_last_ord;
     END IF;
     IF coalesce(v_reached, 0) > 0 THEN
         DELETE FROM deenroll.due_campaigns AS m

@@ -26,7 +26,12 @@
 --                           a tenth of the batch's cost. Until then the counters lag and
 --                           campaign_stats_drift shows the lag as pending deltas.
 --   de_enrollment_runs:     leads_evaluated (+ number of ids given), leads_de_enrolled,
---                           leads_completed, leads_opted_out, leads_held, batches (+1)
+--                           leads_completed, leads_opted_out, leads_held, batches (+1);
+--                           written by the statement that de-enrolls, in its
+--                           subtransaction: the lead log's foreign-key checks lock the
+--                           run's row there too, and a lock of a subtransaction followed by
+--                           an update of its parent would leave a multixact on the row,
+--                           which every later check of every batch then has to resolve
 -- Eligibility is checked again under the row lock: a lead already de-enrolled, or changed
 -- since it was claimed so that it is no longer due, is skipped, never processed twice.
 --
@@ -80,6 +85,7 @@ DECLARE
     v_to        integer;
     v_mid       integer;
     v_attempts  integer := 0;
+    v_counted   boolean := false;  -- the run's batch and evaluated leads are counted
     v_part      uuid[];
     v_state     text;
     v_message   text;
@@ -189,6 +195,19 @@ BEGIN
                               total_messages    = excluded.total_messages,
                               error_message     = NULL,
                               processed_at      = excluded.processed_at
+            ), counted AS (
+                -- the run's totals (see the header: in this subtransaction, no multixact)
+                UPDATE public.de_enrollment_runs AS r
+                   SET leads_evaluated   = r.leads_evaluated + CASE WHEN v_counted THEN 0 ELSE cardinality(p_lead_ids) END,
+                       leads_de_enrolled = r.leads_de_enrolled + t.n,
+                       leads_completed   = r.leads_completed + t.completed,
+                       leads_opted_out   = r.leads_opted_out + t.opted_out,
+                       batches           = r.batches + CASE WHEN v_counted THEN 0 ELSE 1 END
+                  FROM (SELECT count(*)::integer AS n,
+                               (count(*) FILTER (WHERE x.outcome = 'completed'))::integer AS completed,
+                               (count(*) FILTER (WHERE x.outcome = 'opted_out'))::integer AS opted_out
+                          FROM done AS x) AS t
+                 WHERE r.id = p_run_id
             )
             SELECT coalesce(array_agg(x.id), '{}'), coalesce(array_agg(x.campaign_id), '{}'),
                    coalesce(array_agg(x.outcome), '{}'), coalesce(array_agg(x.received), '{}')
@@ -198,6 +217,7 @@ BEGIN
             v_campaigns := v_campaigns || v_d_camps;
             v_outcomes  := v_outcomes || v_d_outs;
             v_received  := v_received || v_d_recv;
+            v_counted   := true;
         EXCEPTION WHEN OTHERS THEN
             GET STACKED DIAGNOSTICS v_state = RETURNED_SQLSTATE, v_message = MESSAGE_TEXT;
             -- Not the lead's fault: give up the whole batch (the caller retries or fails).
@@ -251,19 +271,22 @@ BEGIN
         DELETE FROM deenroll.held_leads AS h WHERE h.lead_id = ANY (v_leads);
     END IF;
 
-    UPDATE public.de_enrollment_runs AS r
-       SET leads_evaluated   = r.leads_evaluated + cardinality(p_lead_ids),
-           leads_de_enrolled = r.leads_de_enrolled + cardinality(v_leads),
-           leads_completed   = r.leads_completed + (SELECT count(*) FROM unnest(v_outcomes) AS o WHERE o = 'completed')::integer,
-           leads_opted_out   = r.leads_opted_out + (SELECT count(*) FROM unnest(v_outcomes) AS o WHERE o = 'opted_out')::integer,
-           leads_held        = r.leads_held + cardinality(v_held),
-           batches           = r.batches + 1
-     WHERE r.id = p_run_id;
+    -- what no successful attempt counted: held leads, or a batch where every attempt failed
+    IF cardinality(v_held) > 0 OR NOT v_counted THEN
+        UPDATE public.de_enrollment_runs AS r
+           SET leads_evaluated = r.leads_evaluated + CASE WHEN v_counted THEN 0 ELSE cardinality(p_lead_ids) END,
+               leads_held      = r.leads_held + cardinality(v_held),
+               batches         = r.batches + CASE WHEN v_counted THEN 0 ELSE 1 END
+         WHERE r.id = p_run_id;
+    END IF;
 
     RETURN QUERY
         SELECT x.id, x.campaign_id, x.outcome, x.received, NULL::text
-          FROM unnest(v_leads, v_campaigns, v_outcomes, v_received) AS x (id, campaign_id, outcome, received)
-        UNION ALL
+          FROM unnest(v_leads, v_campaigns, v_outcomes, v_received) AS x (id, campaign_id, outcome, received);
+    IF cardinality(v_held) = 0 AND cardinality(v_deferred) = 0 THEN
+        RETURN;  -- the usual batch: nothing refused
+    END IF;
+    RETURN QUERY
         SELECT h.lead_id, h.campaign_id, 'held'::text, l.current_message_position, h.reason
           FROM deenroll.held_leads AS h
           JOIN public.leads AS l ON l.id = h.lead_id
