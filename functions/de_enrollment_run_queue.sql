@@ -22,12 +22,12 @@ AS $fn$
       FROM public.de_enrollment_clients() AS c
      WHERE c.last_run_at IS NULL
         OR c.last_run_at < clock_timestamp() - make_interval(secs => coalesce(p_idle_ms, 0) / 1000.0)
-        OR (EXISTS (SELECT 1 FROM public.de_enrollment_marked_campaigns(c.client_id) AS m)
-            AND EXISTS (SELECT 1
-                          FROM public.de_enrollment_finished_leads(
-                                   c.client_id,
-                                   ARRAY(SELECT m.campaign_id FROM public.de_enrollment_marked_campaigns(c.client_id) AS m),
-                                   false) AS f))
+        -- one probe per marked campaign; an argument with a subquery would keep the planner
+        -- from inlining de_enrollment_finished_leads, and a call it plans every time costs more
+        -- than the probes of every client together
+        OR EXISTS (SELECT 1
+                     FROM public.de_enrollment_marked_campaigns(c.client_id) AS m
+                    CROSS JOIN LATERAL public.de_enrollment_finished_leads(c.client_id, ARRAY[m.campaign_id], false) AS f)
         OR EXISTS (SELECT 1 FROM public.de_enrollment_opted_out_leads(c.client_id, false) AS o)
 $fn$;
 

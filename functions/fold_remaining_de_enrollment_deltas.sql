@@ -13,6 +13,10 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 BEGIN
+    -- usually nothing is left: a queued run's last step then costs one probe
+    IF NOT EXISTS (SELECT 1 FROM public.campaign_stats_delta) THEN
+        RETURN 0;
+    END IF;
     PERFORM public.de_enrollment_run_settings(true);
     PERFORM set_config('lock_timeout',
                        (extract(epoch FROM greatest(make_interval(secs => coalesce(p_max_runtime_ms, 0) / 1000.0),
