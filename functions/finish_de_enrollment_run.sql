@@ -1,6 +1,6 @@
 -- finish_de_enrollment_run: close a running de_enrollment_runs row (success, partial or failed) and give back the client's lease
 -- requires: 0028_detect_dead_runs
--- after: de_enrollment_run_settings
+-- after: de_enrollment_run_settings, de_enrollment_unmark_campaigns
 --
 -- Sets status, finished_at, duration_ms (from run_at) and error_details (appended to
 -- what is there), and returns the row. A run that is no longer 'running' (already
@@ -8,7 +8,9 @@
 -- (see start_de_enrollment_run) is deleted, whichever connection calls this: the runner
 -- reporting a failure over a fresh connection, or through a connection pooler, gives it
 -- back all the same, with its recorded server session (deenroll.lease_sessions). A lease
--- another run has taken over is not this run's and stays. It commits synchronously
+-- another run has taken over is not this run's and stays. The client's marks on campaigns
+-- that hold no finished lead of it any more go too (de_enrollment_unmark_campaigns), so that
+-- a queued run after this one does not look into them again. It commits synchronously
 -- (de_enrollment_run_settings): a run's end, and with it (WAL is sequential) every batch
 -- committed before it, survives a server crash.
 CREATE FUNCTION public.finish_de_enrollment_run(p_run_id uuid, p_status text, p_error_details text DEFAULT NULL)
@@ -36,6 +38,11 @@ BEGIN
            error_details = nullif(concat_ws('; ', r.error_details, nullif(p_error_details, '')), '')
      WHERE r.id = p_run_id
        AND r.status = 'running';
+
+    -- the campaigns the run's last batch emptied: their marks go now, not at the next claim
+    PERFORM deenroll.de_enrollment_unmark_campaigns(r.client_id, NULL)
+       FROM public.de_enrollment_runs AS r
+      WHERE r.id = p_run_id;
 
     DELETE FROM deenroll.client_leases AS l WHERE l.run_id = p_run_id;
     DELETE FROM deenroll.lease_sessions AS s WHERE s.run_id = p_run_id;

@@ -1,6 +1,6 @@
 -- get_leads_for_de_enrollment: claim (row-lock) up to p_batch_size of a client's leads that are due for de-enrollment
 -- requires: 0027_track_due_campaigns
--- after: de_enrollment_due_outcome, de_enrollment_finished_leads, de_enrollment_opted_out_leads, de_enrollment_marked_campaigns
+-- after: de_enrollment_due_outcome, de_enrollment_finished_leads, de_enrollment_opted_out_leads, de_enrollment_marked_campaigns, de_enrollment_unmark_campaigns
 --
 -- The client's leads are those whose own leads.client_id is p_client_id, in whatever
 -- campaign they are linked to (the client's, another client's, or one without a client).
@@ -22,11 +22,12 @@
 -- statement that finishes a lead marks its campaign). The dry-run count reads the same two.
 -- Marks are kept exact, without locks, by three rules:
 --   * a mark is removed only by one statement that sees, in its own snapshot, no finished
---     lead of the client in the campaign (held and locked ones count as there): the change
---     that added a mark is in the same snapshot as the mark, so a mark is never removed
---     before the lead it stands for can be seen;
+--     lead of the client in the campaign (held and locked ones count as there:
+--     de_enrollment_unmark_campaigns): the change that added a mark is in the same snapshot
+--     as the mark, so a mark is never removed before the lead it stands for can be seen;
 --   * the campaigns looked into and found empty lose their marks after the claim, so a run
---     looks into each finished campaign once;
+--     looks into each finished campaign once, and the campaigns a run's last batch emptied
+--     lose theirs when the run finishes (finish_de_enrollment_run);
 --   * a sequence edit (a mark without a client) is looked into for every client, and is
 --     settled into per-client marks only when every transaction that may have judged a lead
 --     by the old sequence has ended: first stamped with the next transaction id of a
@@ -152,16 +153,8 @@ BEGIN
         v_reached := v_last_ord;
     END IF;
     IF coalesce(v_reached, 0) > 0 THEN
-        DELETE FROM deenroll.due_campaigns AS m
-         USING (SELECT e.ctid AS row_id
-                  FROM deenroll.due_campaigns AS e
-                 WHERE e.client_id = p_client_id
-                   AND e.campaign_id = ANY (v_campaigns[1:v_reached])
-                   AND e.campaign_id <> ALL (coalesce(v_campaign, '{}'))  -- it gave leads: not empty
-                   AND NOT EXISTS (SELECT 1
-                                     FROM public.de_enrollment_finished_leads(p_client_id, ARRAY[e.campaign_id], false) AS f)
-                   FOR UPDATE OF e SKIP LOCKED) AS x
-         WHERE m.ctid = x.row_id;
+        -- those that gave leads are not empty (in this snapshot their leads are still due)
+        PERFORM deenroll.de_enrollment_unmark_campaigns(p_client_id, v_campaigns[1:v_reached], v_campaign);
     END IF;
 
     RETURN QUERY

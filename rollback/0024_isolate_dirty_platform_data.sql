@@ -10,6 +10,8 @@ DROP VIEW IF EXISTS public.de_enrollment_duplicates;
 DROP VIEW IF EXISTS public.de_enrollment_campaign_links;
 DROP FUNCTION IF EXISTS public.process_de_enrollment_batch;
 DROP FUNCTION IF EXISTS public.get_leads_for_de_enrollment;
+DROP FUNCTION IF EXISTS public.finish_de_enrollment_run;
+DROP FUNCTION IF EXISTS deenroll.de_enrollment_unmark_campaigns;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_run_queue;
 DROP FUNCTION IF EXISTS public.de_enrollment_release_held_leads;
 DROP FUNCTION IF EXISTS public.de_enrollment_invalid_campaigns;

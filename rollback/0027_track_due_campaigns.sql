@@ -7,6 +7,8 @@ SET lock_timeout = '5s';
 
 -- functions and views that require this migration, newest first (scripts/sync-rollback-drops.py)
 DROP FUNCTION IF EXISTS public.get_leads_for_de_enrollment;
+DROP FUNCTION IF EXISTS public.finish_de_enrollment_run;
+DROP FUNCTION IF EXISTS deenroll.de_enrollment_unmark_campaigns;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_run_queue;
 DROP FUNCTION IF EXISTS public.de_enrollment_clients;
 DROP FUNCTION IF EXISTS public.count_leads_for_de_enrollment;
