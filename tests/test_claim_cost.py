@@ -121,7 +121,8 @@ def test_claim_count_and_client_list_do_not_grow_with_finished_campaigns(conn: p
 
 def test_claims_clear_the_marks_of_campaigns_they_emptied(conn: psycopg.Connection) -> None:
     """A claim removes the marks of the campaigns it found empty; the ones the last batch took
-    leads from are found empty by the next claim (the leads' processing may still hold some)."""
+    leads from (the leads' processing may still hold some) go when the run finishes, unless a
+    finished lead is there again by then."""
     client, live = _client_with_finished_campaigns(conn, 50)
     conn.execute("SELECT count(*) FROM get_leads_for_de_enrollment(%s, 100000)", (client,))
     assert _marks(conn, client) == 0 and _marks(conn, None) == 0  # nothing finished: nothing marked
@@ -137,12 +138,21 @@ def test_claims_clear_the_marks_of_campaigns_they_emptied(conn: psycopg.Connecti
         done += len(rows)
         if len(rows) < 25:
             break
-    conn.execute("SELECT finish_de_enrollment_run(%s, 'success', NULL)", (run,))
     assert done == 60
-    assert _marks(conn, client) == 30  # the last batch's campaign: its 30 marks wait for the next claim
-    assert conn.execute(CLAIM, (client,)).fetchall() == []
-    assert _marks(conn, client) == 0
-    assert _claimed(conn, client) == set() and _due_by_full_scan(conn, client) == set()
+    assert _marks(conn, client) == 30  # the last batch's campaign: in its claim, its leads were still due
+    emptied = conn.execute("SELECT DISTINCT campaign_id::text FROM deenroll.due_campaigns WHERE client_id = %s",
+                           (client,)).fetchall()
+    assert len(emptied) == 1
+    other = live[1] if emptied[0][0] == live[0] else live[0]
+    _finish(conn, other, 2)  # meanwhile the platform finishes two leads of the other campaign
+    assert _marks(conn, client) == 32
+    conn.execute("SELECT finish_de_enrollment_run(%s, 'success', NULL)", (run,))
+    assert _marks(conn, client) == 2  # the emptied campaign's marks went; the one with due leads kept its own
+    assert len(conn.execute(CLAIM, (client,)).fetchall()) == 2
+    assert _marks(conn, client) == 2  # the claimed leads are still due in the claim's own snapshot
+    conn.execute("SELECT finish_de_enrollment_run(%s, 'success', NULL)", (run,))  # the run is closed: unchanged
+    assert _marks(conn, client) == 2
+    assert _claimed(conn, client) == _due_by_full_scan(conn, client) and len(_due_by_full_scan(conn, client)) == 2
 
 
 def test_a_sequence_edit_makes_leads_due_for_every_client(conn: psycopg.Connection) -> None:
