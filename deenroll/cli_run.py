@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from . import runner
+from .runner import calls, options as run_options, report as run_report
 from .cli_common import print_json
 from .errors import UserError
 
@@ -39,7 +39,7 @@ class _IsoFormatter(logging.Formatter):
         return _timestamp(datetime.fromtimestamp(record.created))
 
 
-class _RichObserver(runner.LogObserver):
+class _RichObserver(run_report.LogObserver):
     """A live progress display on a terminal; log lines go through rich so they do not tear it."""
 
     def __init__(self) -> None:
@@ -75,18 +75,18 @@ class _RichObserver(runner.LogObserver):
         super().client_started(client_id)
         self.progress.update(self.task, description=f"client {client_id[:8]}")
 
-    def batch_done(self, result: runner.ClientResult, size: int) -> None:
+    def batch_done(self, result: run_report.ClientResult, size: int) -> None:
         super().batch_done(result, size)
         self.progress.update(self.task, done=self.done + result.leads_de_enrolled)
 
-    def client_done(self, result: runner.ClientResult) -> None:
+    def client_done(self, result: run_report.ClientResult) -> None:
         super().client_done(result)
         self.done += result.leads_de_enrolled
         self.progress.update(self.task, advance=1, done=self.done)
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
-    raise runner.Terminated()
+    raise run_options.Terminated()
 
 
 def _catch_stop_signals() -> dict[int, Any]:
@@ -121,7 +121,7 @@ def _setup_logging(level: int, tty: bool) -> logging.Handler:
 @click.option(
     "--batch-size",
     type=int,
-    default=runner.BATCH_SIZE,
+    default=run_options.BATCH_SIZE,
     show_default=True,
     envvar="DE_ENROLLMENT_BATCH_SIZE",
     show_envvar=True,
@@ -131,7 +131,7 @@ def _setup_logging(level: int, tty: bool) -> logging.Handler:
     "--max-runtime",
     "max_runtime",
     type=int,
-    default=runner.MAX_RUNTIME_MS,
+    default=run_options.MAX_RUNTIME_MS,
     show_default=True,
     envvar="DE_ENROLLMENT_MAX_RUNTIME",
     show_envvar=True,
@@ -154,7 +154,7 @@ def _setup_logging(level: int, tty: bool) -> logging.Handler:
     "--lease",
     "lease",
     type=int,
-    default=runner.LEASE_MS,
+    default=run_options.LEASE_MS,
     show_default=True,
     envvar="DE_ENROLLMENT_LEASE",
     show_envvar=True,
@@ -189,17 +189,17 @@ def run(
     input was bad.
     """
     level = _log_level()
-    options = runner.validate(client_id, batch_size, max_runtime, dry_run, workers, lease)
+    options = run_options.validate(client_id, batch_size, max_runtime, dry_run, workers, lease)
     tty = sys.stderr.isatty()
     _setup_logging(level, tty)
     previous = _catch_stop_signals()
     try:
         if tty:
             with _RichObserver() as observer:
-                report = runner.run(obj.target, options, observer)
+                report = calls.run(obj.target, options, observer)
         else:
-            report = runner.run(obj.target, options, runner.LogObserver())
-    except runner.Terminated:
+            report = calls.run(obj.target, options, run_report.LogObserver())
+    except run_options.Terminated:
         # The client being processed was recorded 'failed'; later clients were not started.
         raise UserError("terminated (SIGTERM); the client in progress was recorded failed", 143) from None
     except KeyboardInterrupt:
@@ -216,7 +216,7 @@ def run(
     if as_json:
         print_json(obj, report.to_json())
     else:
-        for line in runner.summary_lines(report):
+        for line in run_report.summary_lines(report):
             click.echo(line)
     return report.exit_code
 

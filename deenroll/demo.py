@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import database, dataset, health, queries, runner, schema
+from . import database, dataset, health, queries, schema
+from .runner import calls, options as run_options, report as run_report
 from .errors import UserError
 
 CAMPAIGNS_PER_CLIENT = 4
@@ -26,7 +27,7 @@ class DemoResult:
     load_s: float
     run_s: float
     total_s: float
-    reports: list[runner.RunReport]
+    reports: list[run_report.RunReport]
     report: health.HealthReport
     completed: int  # lead-log rows of the demo's clients, outcome completed
     opted_out: int
@@ -108,10 +109,10 @@ def run_demo(target: database.Target, *, clients: int, leads: int, seed: str, fo
             f"the demo writes synthetic rows into {target.display()} (from {target.source}); "
             "it only uses the embedded database unless you pass --force"
         )
-    options_for = lambda cid: runner.validate(  # noqa: E731
+    options_for = lambda cid: run_options.validate(  # noqa: E731
         cid,
-        _env_int("DE_ENROLLMENT_BATCH_SIZE", runner.BATCH_SIZE),
-        _env_int("DE_ENROLLMENT_MAX_RUNTIME", runner.MAX_RUNTIME_MS),
+        _env_int("DE_ENROLLMENT_BATCH_SIZE", run_options.BATCH_SIZE),
+        _env_int("DE_ENROLLMENT_MAX_RUNTIME", run_options.MAX_RUNTIME_MS),
     )
     start = time.monotonic()
     migrated = schema.migrate(target)
@@ -125,7 +126,7 @@ def run_demo(target: database.Target, *, clients: int, leads: int, seed: str, fo
     load_s = time.monotonic() - t0
 
     t0 = time.monotonic()
-    reports = [runner.run(target, options_for(cid)) for cid in info.client_ids]
+    reports = [calls.run(target, options_for(cid)) for cid in info.client_ids]
     run_s = time.monotonic() - t0
 
     with database.connect(target, autocommit=True) as conn:

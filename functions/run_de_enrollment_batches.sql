@@ -1,17 +1,19 @@
 -- run_de_enrollment_batches: a run's batch loop, each batch committed on its own, until a batch comes back short, the deadline passes, the run loses its lease or a batch fails
 -- requires: 0028_detect_dead_runs
+-- after: de_enrollment_pin_settings, de_enrollment_retry_lock_race
 --
 -- The loop of the session that started a run and of every session helping it
--- (run_de_enrollment, help_de_enrollment_run). Each batch is one statement: the heartbeat
+-- (run_de_enrollment_client, help_de_enrollment_run). Each batch is one statement: the heartbeat
 -- (refuses a run that lost its lease, renews it, takes the run's lock shared, sets
 -- lock_timeout and synchronous_commit), the claim and the processing; then COMMIT, so a
 -- batch's row locks last one batch. A batch that loses a deadlock, a serialization race or a
--- lock wait (lock_timeout) was rolled back whole and is tried again, three times in all.
+-- lock wait (lock_timeout) was rolled back whole and is tried again
+-- (de_enrollment_retry_lock_race).
 -- The deadline is checked between batches. A batch full of leads, or one that deferred
 -- leads (its subtransaction budget ran out), means more may be due.
 -- A procedure that commits may have no SET clause and must run with its caller's rights:
--- it pins search_path itself, first and after every COMMIT, and qualifies every name; it
--- only calls functions the caller may execute.
+-- it pins its settings (de_enrollment_pin_settings) first and after every COMMIT, and
+-- qualifies every name; it only calls functions the caller may execute.
 -- p_outcome: {"stopped": "done" | "budget" | "lease_lost" | "failed", "error": text or null,
 -- "batches", "completed", "opted_out", "held"} of this session's batches.
 -- p_progress: an INFO message per batch and per retry, 'deenroll: ' followed by a JSON
@@ -27,7 +29,6 @@ CREATE PROCEDURE deenroll.run_de_enrollment_batches(
 LANGUAGE plpgsql
 AS $pr$
 DECLARE
-    c_attempts CONSTANT integer := 3;
     v_batches   integer := 0;
     v_completed bigint  := 0;
     v_opted_out bigint  := 0;
@@ -41,7 +42,7 @@ DECLARE
     v_stop      text;
     v_error     text;
 BEGIN
-    PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+    PERFORM deenroll.de_enrollment_pin_settings();
     LOOP
         IF pg_catalog.clock_timestamp() >= p_deadline THEN
             v_stop := 'budget';
@@ -63,8 +64,12 @@ BEGIN
                                FROM public.get_leads_for_de_enrollment(p_client_id, p_batch_size) AS g)) AS b;
                 EXIT;
             EXCEPTION
-                WHEN deadlock_detected OR serialization_failure OR lock_not_available THEN
-                    IF v_attempt >= c_attempts THEN
+                WHEN object_not_in_prerequisite_state THEN
+                    v_stop := 'lease_lost';
+                    v_error := SQLERRM;
+                    EXIT;
+                WHEN OTHERS THEN
+                    IF NOT deenroll.de_enrollment_retry_lock_race(v_attempt, SQLSTATE) THEN
                         v_stop := 'failed';
                         v_error := SQLERRM;
                         EXIT;
@@ -73,20 +78,11 @@ BEGIN
                         RAISE INFO 'deenroll: %', pg_catalog.jsonb_build_object(
                             'event', 'retry', 'run_id', p_run_id, 'client_id', p_client_id, 'error', SQLERRM);
                     END IF;
-                    PERFORM pg_catalog.pg_sleep(0.05 * v_attempt);
-                WHEN object_not_in_prerequisite_state THEN
-                    v_stop := 'lease_lost';
-                    v_error := SQLERRM;
-                    EXIT;
-                WHEN OTHERS THEN
-                    v_stop := 'failed';
-                    v_error := SQLERRM;
-                    EXIT;
             END;
         END LOOP;
         EXIT WHEN v_stop IS NOT NULL;
         COMMIT;
-        PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);
+        PERFORM deenroll.de_enrollment_pin_settings();
         v_batches := v_batches + 1;
         v_completed := v_completed + v_c;
         v_opted_out := v_opted_out + v_o;

@@ -4,15 +4,19 @@
 SET LOCAL lock_timeout = '5s';
 
 -- functions and views that require this migration, newest first (scripts/sync-rollback-drops.py)
-DROP FUNCTION IF EXISTS public.start_de_enrollment_run;
-DROP PROCEDURE IF EXISTS deenroll.run_de_enrollment_batches;
 DROP PROCEDURE IF EXISTS deenroll.run_de_enrollment;
+DROP PROCEDURE IF EXISTS deenroll.run_de_enrollment_client;
 DROP PROCEDURE IF EXISTS deenroll.help_de_enrollment_run;
+DROP PROCEDURE IF EXISTS deenroll.run_de_enrollment_batches;
 DROP FUNCTION IF EXISTS deenroll.fold_remaining_de_enrollment_deltas;
 DROP FUNCTION IF EXISTS public.finish_de_enrollment_run;
+DROP FUNCTION IF EXISTS deenroll.de_enrollment_take_client;
+DROP FUNCTION IF EXISTS public.start_de_enrollment_run;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_run_queue;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_run_options;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_run_lock;
+DROP FUNCTION IF EXISTS deenroll.de_enrollment_retry_lock_race;
+DROP FUNCTION IF EXISTS deenroll.de_enrollment_pin_settings;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_open_runs;
 -- end of the functions and views
 

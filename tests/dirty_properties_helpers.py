@@ -12,7 +12,7 @@ import psycopg
 from hypothesis import event
 from hypothesis import strategies as st
 
-from deenroll import runner
+from deenroll.runner import calls as runner_calls, options as runner_options, report as runner_report
 from deenroll.database import Target
 
 CLIENTS = [f"c{i:07x}-0000-4000-8000-00000000000{i}" for i in range(1, 4)]
@@ -182,7 +182,7 @@ def apply_op(conn: psycopg.Connection, op: tuple, next_lead: int) -> None:
         raise AssertionError(kind)
 
 
-class _Started(runner.LogObserver):
+class _Started(runner_report.LogObserver):
     """Lets the platform's writer go once the run has started its first client."""
 
     def __init__(self, go: threading.Event) -> None:
@@ -194,7 +194,7 @@ class _Started(runner.LogObserver):
         super().client_started(client_id)
 
 
-def run_while_the_platform_writes(url: str, sc: Scenario) -> runner.RunReport:
+def run_while_the_platform_writes(url: str, sc: Scenario) -> runner_report.RunReport:
     """A run, with a thread on its own connection doing the scenario's writes meanwhile."""
     go = threading.Event()
     failures: list[BaseException] = []
@@ -211,7 +211,7 @@ def run_while_the_platform_writes(url: str, sc: Scenario) -> runner.RunReport:
     writer = threading.Thread(target=write, name="platform-writer")
     writer.start()
     try:
-        report = runner.run(Target(url, "test"), runner.RunOptions(None, sc.batch_size, 60000), _Started(go))
+        report = runner_calls.run(Target(url, "test"), runner_options.RunOptions(None, sc.batch_size, 60000), _Started(go))
         event(f"platform writes: {'none' if not sc.ops else 'still going when the run ended' if writer.is_alive() else 'done within the run'}")
     finally:
         go.set()  # a run without clients never starts one
@@ -222,7 +222,7 @@ def run_while_the_platform_writes(url: str, sc: Scenario) -> runner.RunReport:
     return report
 
 
-def assert_no_client_failed(report: runner.RunReport) -> None:
+def assert_no_client_failed(report: runner_report.RunReport) -> None:
     bad = [(c.client_id, c.status, c.error) for c in report.clients if c.status not in ("success", "partial", "dry_run")]
     assert not bad, bad
     assert report.exit_code in (0, 1), report.exit_code

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from deenroll import runner
+from deenroll.runner import calls as runner_calls, options as runner_options, report as runner_report
 from deenroll.database import Target
 
 from dirty_properties_helpers import (
@@ -110,7 +110,7 @@ def due_now(conn: psycopg.Connection) -> dict[str, str]:
 # --------------------------------------------------------------------------- checks
 
 
-def assert_stuck_dry_run_and_run_agree(conn: psycopg.Connection, url: str, batch_size: int) -> runner.RunReport:
+def assert_stuck_dry_run_and_run_agree(conn: psycopg.Connection, url: str, batch_size: int) -> runner_report.RunReport:
     """What `stuck` lists, what the dry run counts and what the run then does are the same, per client."""
     stuck_due: Counter[str] = Counter()
     stuck_held: Counter[str] = Counter()
@@ -121,9 +121,9 @@ def assert_stuck_dry_run_and_run_agree(conn: psycopg.Connection, url: str, batch
     assert sum(stuck_due.values()) + sum(stuck_held.values()) == len(due_now(conn))
 
     target = Target(url, "test")
-    dry = runner.run(target, runner.RunOptions(None, batch_size, 60000, dry_run=True))
+    dry = runner_calls.run(target, runner_options.RunOptions(None, batch_size, 60000, dry_run=True))
     assert_no_client_failed(dry)
-    real = runner.run(target, runner.RunOptions(None, batch_size, 60000))
+    real = runner_calls.run(target, runner_options.RunOptions(None, batch_size, 60000))
     assert_no_client_failed(real)
 
     def positive(counts: dict[str, int]) -> dict[str, int]:

@@ -6,9 +6,15 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from deenroll.runner import BATCH_SQL
 from engine_data import CLIENT_A, build_dataset
 from processes import wait_until
+
+# One batch of a run in one statement (run id, client id, batch size): what the run's procedure
+# runs for each batch (run_de_enrollment_batches), driven by hand here.
+BATCH_SQL = """SELECT b.lead_id, b.outcome
+  FROM public.de_enrollment_heartbeat(%s::uuid) AS h (run_id)
+ CROSS JOIN LATERAL public.process_de_enrollment_batch(h.run_id,
+       ARRAY(SELECT g.lead_id FROM public.get_leads_for_de_enrollment(%s::uuid, %s::integer) AS g)) AS b"""
 
 
 def lease(conn: psycopg.Connection) -> tuple | None:

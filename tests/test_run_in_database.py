@@ -245,7 +245,7 @@ def test_a_login_outside_deenroll_runner_may_not_call_it(db_url: str, conn: psyc
 
 
 def test_the_procedures_defaults_are_the_ones_run_help_shows(conn: psycopg.Connection) -> None:
-    from deenroll import runner
+    from deenroll.runner import options as runner
 
     args = conn.execute(
         "SELECT pg_get_function_arguments('deenroll.run_de_enrollment'::regproc)"

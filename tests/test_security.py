@@ -96,7 +96,8 @@ RUNNER_FUNCTIONS = {
     "recalculate_campaign_stats(uuid)",
     "start_de_enrollment_run(uuid,integer,integer,text,integer,integer,integer)",
     # the run's loop in the database: it runs with its caller's rights and only calls the above
-    "deenroll.run_de_enrollment(uuid,integer,integer,integer,timestamp with time zone,text,integer,integer,boolean,jsonb)",
+    "deenroll.run_de_enrollment(uuid,integer,integer,integer,timestamp with time zone,text,integer,integer,boolean,jsonb,uuid,integer)",
+    "deenroll.run_de_enrollment_client(uuid,integer,integer,integer,timestamp with time zone,bigint,text,integer,integer,uuid,boolean,jsonb)",
     "deenroll.run_de_enrollment_batches(uuid,uuid,integer,timestamp with time zone,boolean,jsonb)",
     "deenroll.help_de_enrollment_run(uuid,uuid,integer,timestamp with time zone,boolean,jsonb)",
     "deenroll.de_enrollment_run_options(integer,integer,integer)",
@@ -104,6 +105,12 @@ RUNNER_FUNCTIONS = {
     "deenroll.de_enrollment_open_runs()",
     "deenroll.fold_remaining_de_enrollment_deltas(integer)",
     "deenroll.de_enrollment_run_queue(integer)",
+    "deenroll.de_enrollment_pin_settings()",
+    "deenroll.de_enrollment_retry_lock_race(integer,text)",
+    "deenroll.de_enrollment_join_run_group(uuid,timestamp with time zone)",
+    "deenroll.de_enrollment_take_client(uuid,uuid,integer,integer,text,integer,integer,integer)",
+    "deenroll.de_enrollment_require_client(uuid)",
+    "deenroll.de_enrollment_dry_run(uuid)",
     # the pg_cron jobs' health check and `deenroll schedule status`
     "check_de_enrollment_health()",
     "de_enrollment_maintained_tables()",
@@ -227,11 +234,15 @@ INLINED = {
 # Procedures that commit: a SET clause or SECURITY DEFINER would make their COMMIT fail, so they
 # run with their caller's rights and pin search_path themselves, first and after every COMMIT.
 COMMITTING = {
-    "deenroll.run_de_enrollment(uuid,integer,integer,integer,timestamp with time zone,text,integer,integer,boolean,jsonb)",
+    "deenroll.run_de_enrollment(uuid,integer,integer,integer,timestamp with time zone,text,integer,integer,boolean,jsonb,uuid,integer)",
+    "deenroll.run_de_enrollment_client(uuid,integer,integer,integer,timestamp with time zone,bigint,text,integer,integer,uuid,boolean,jsonb)",
     "deenroll.run_de_enrollment_batches(uuid,uuid,integer,timestamp with time zone,boolean,jsonb)",
     "deenroll.help_de_enrollment_run(uuid,uuid,integer,timestamp with time zone,boolean,jsonb)",
 }
-PIN = "PERFORM pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', true);"
+PIN = "PERFORM deenroll.de_enrollment_pin_settings();"
+# What that call runs: a SQL-standard body (bound when created) that sets search_path and jit for
+# the transaction; a SET clause of its own would undo them when it returns.
+PIN_FUNCTION = "deenroll.de_enrollment_pin_settings()"
 # What the platform's own tables are; everything else the migrating role owns in these schemas is ours.
 PLATFORM_TABLES = ("leads", "campaigns")
 
@@ -270,7 +281,7 @@ def test_the_security_advisors_warnings_find_nothing_of_ours(shared: Shared) -> 
     assert api_may_call_definer == []
     unpinned = {(f"public.{sig}" if nsp == "public" and not sig.startswith("public.") else sig)
                 for sig, nsp, _, _, pinned, *_ in functions if not pinned}
-    assert unpinned == INLINED | COMMITTING
+    assert unpinned == INLINED | COMMITTING | {PIN_FUNCTION}
     assert all(bound and not definer for sig, _, definer, bound, pinned, *_ in functions
                if not pinned and sig not in COMMITTING)
     with psycopg.connect(shared.admin, autocommit=True) as conn:

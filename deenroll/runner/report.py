@@ -15,30 +15,6 @@ log = logging.getLogger("deenroll.run")
 
 
 @dataclass
-class CampaignIssue:
-    """A campaign whose messages is not a JSON array (from de_enrollment_invalid_campaigns)."""
-
-    campaign_id: str
-    campaign_name: str | None
-    messages_type: str
-    active_leads: int
-
-    def describe(self) -> str:
-        return (
-            f"campaign {self.campaign_id} ({self.campaign_name}): messages is {self.messages_type}, "
-            f"not a JSON array; its {self.active_leads} active leads were skipped"
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "campaign_id": self.campaign_id,
-            "campaign_name": self.campaign_name,
-            "messages_type": self.messages_type,
-            "active_leads": self.active_leads,
-        }
-
-
-@dataclass
 class ClientResult:
     client_id: str
     run_id: str | None = None
@@ -50,7 +26,7 @@ class ClientResult:
     batches: int = 0
     duration_ms: int = 0
     error: str | None = None
-    invalid_campaigns: list[CampaignIssue] = field(default_factory=list)
+    invalid_campaigns: list[dict[str, Any]] = field(default_factory=list)  # messages not an array
     warnings: list[str] = field(default_factory=list)
     campaigns: list[dict[str, Any]] = field(default_factory=list)  # dry run only
     held: dict[str, int] = field(default_factory=dict)  # leads runs hold, by reason, after the run
@@ -72,7 +48,7 @@ class ClientResult:
             "batches": self.batches,
             "duration_ms": self.duration_ms,
             "error": self.error,
-            "invalid_campaigns": [c.to_json() for c in self.invalid_campaigns],
+            "invalid_campaigns": self.invalid_campaigns,
             "warnings": self.warnings,
             "leads_held": self.leads_held,
             "held": dict(self.held),
@@ -207,10 +183,7 @@ def fill(result: ClientResult, summary: dict[str, Any]) -> None:
     result.duration_ms = int(summary.get("duration_ms") or 0)
     for key in ("leads_evaluated", "leads_de_enrolled", "completed", "opted_out", "batches", "newly_held"):
         setattr(result, key, int(summary.get(key) or 0))
-    result.invalid_campaigns = [
-        CampaignIssue(c["campaign_id"], c.get("campaign_name"), c["messages_type"], int(c["active_leads"]))
-        for c in summary.get("invalid_campaigns") or []
-    ]
+    result.invalid_campaigns = list(summary.get("invalid_campaigns") or [])
     result.held = {str(k): int(v) for k, v in sorted((summary.get("held") or {}).items())}
 
 

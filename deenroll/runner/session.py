@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,23 +16,38 @@ from .. import database
 from ..errors import UserError
 
 PROGRESS_PREFIX = "deenroll: "  # the procedure's progress messages: this, then a JSON object
-
+RECONNECT_ENV = "DEENROLL_RECONNECT_WAIT"
+RECONNECT_WAIT = 60.0  # seconds a lost connection is tried again, while a server restarts
 
 Event = dict[str, Any]
 
 
+def reconnect_wait() -> float:
+    """DEENROLL_RECONNECT_WAIT: how long a run tries to reconnect after losing its database."""
+    raw = os.environ.get(RECONNECT_ENV, "").strip()
+    if not raw:
+        return RECONNECT_WAIT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise UserError(f"{RECONNECT_ENV} must be a number of seconds of at least 0, not {raw[:20]!r}")
+    return value
+
+
 class Session:
-    """One connection of the runner (one per worker thread), reopened when it broke.
+    """One connection of the runner, reopened when it broke.
 
     The procedure's progress messages go to `on_event`; other notices and warnings (a dead
-    run taken over, a client another run holds) are kept in `notices`."""
+    run taken over, a client another run holds) wait in `notices` until the procedure
+    reports the client they are about."""
 
-    def __init__(self, target: database.Target) -> None:
+    def __init__(self, target: database.Target, on_event: Callable[[Session, Event], None]) -> None:
         self.target = target
         self._conn: psycopg.Connection | None = None
         self.notices: list[str] = []
-        self.on_event: Callable[[Event], None] = lambda event: None
-        self._unreachable: str | None = None
+        self.on_event = on_event
 
     def _on_notice(self, diag: psycopg.errors.Diagnostic) -> None:
         text = diag.message_primary or ""
@@ -38,22 +56,16 @@ class Session:
                 event = json.loads(text[len(PROGRESS_PREFIX):])
             except ValueError:
                 return
-            self.on_event(event)
+            self.on_event(self, event)
         elif diag.severity_nonlocalized in ("WARNING", "NOTICE") and text:
             self.notices.append(text)
 
     @property
     def conn(self) -> psycopg.Connection:
-        """The connection, reopened when it broke; once the database is unreachable, fail fast."""
-        if self._unreachable is not None:
-            raise UserError(self._unreachable)
+        """The connection, opened when there is none or it broke."""
         if self._conn is None or self._conn.closed or self._conn.broken:
             self.close()
-            try:
-                conn = database.connect(self.target, autocommit=True, app="deenroll run")
-            except UserError as exc:
-                self._unreachable = str(exc)
-                raise
+            conn = database.connect(self.target, autocommit=True, app="deenroll run")
             conn.add_notice_handler(self._on_notice)
             self._conn = conn
         return self._conn
@@ -62,6 +74,22 @@ class Session:
     def lost(self) -> bool:
         """Whether the connection broke (the server ended the session, or the network went)."""
         return self._conn is not None and (self._conn.closed or self._conn.broken)
+
+    def reconnect(self, wait: float, stopped: Callable[[], bool]) -> str | None:
+        """A new connection after a lost one, tried with growing pauses for `wait` seconds while
+        the server comes back (a restart, a failover). None once connected, else the last error."""
+        self.close()
+        give_up = time.monotonic() + wait
+        pause = 0.25
+        while True:
+            try:
+                self.conn
+                return None
+            except UserError as exc:
+                if stopped() or time.monotonic() + pause > give_up:
+                    return str(exc)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
     def abandon(self) -> None:
         """After a failure: drop the connection unless it is idle and usable (the next use reconnects)."""
@@ -83,4 +111,3 @@ class Session:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-

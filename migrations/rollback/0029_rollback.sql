@@ -1,0 +1,1 @@
+../../rollback/0029_share_runs_between_calls.sql
