@@ -35,10 +35,11 @@ CALL_SCRIPT = (
 )
 
 
-def spawn(db_url: str, *args: str, sigint: str = "SIG_DFL") -> subprocess.Popen:
+def spawn(db_url: str, *args: str, sigint: str = "SIG_DFL", env_extra: dict[str, str] | None = None) -> subprocess.Popen:
     """`deenroll run ARGS` in its own process, with SIGINT as `sigint` says (SIG_DFL or SIG_IGN)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DE_ENROLLMENT_")}
     env.pop("DATABASE_URL", None)
+    env.update(env_extra or {})
     return subprocess.Popen(
         [sys.executable, "-c", WITH_SIGINT, sigint, deenroll_exe(), "--database-url", db_url, "run", *args],
         stdout=subprocess.PIPE,

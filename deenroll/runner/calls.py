@@ -115,6 +115,8 @@ class Run:
         client_id = str(summary["client_id"])
         result = self.results.setdefault(client_id, ClientResult(client_id))
         fill(result, summary)
+        ours = set(self.by_run) - {result.run_id}  # this run's own dead runs, taken over after a reconnect
+        notices = [n for n in notices if not any(run_id in n for run_id in ours)]
         if result.status == "skipped" and notices:
             result.error = notices[-1]  # the NOTICE names the run that holds the client's lease
         else:
