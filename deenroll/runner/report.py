@@ -14,6 +14,11 @@ from .options import RunOptions
 log = logging.getLogger("deenroll.run")
 
 
+_COUNTS = ("leads_evaluated", "leads_de_enrolled", "completed", "opted_out", "batches")
+_CLIENT_KEYS = ("client_id", "run_id", "status", *_COUNTS, "duration_ms", "error", "invalid_campaigns", "warnings",
+                "leads_held", "held", "newly_held")
+
+
 @dataclass
 class ClientResult:
     client_id: str
@@ -37,26 +42,9 @@ class ClientResult:
         return sum(self.held.values())
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "client_id": self.client_id,
-            "run_id": self.run_id,
-            "status": self.status,
-            "leads_evaluated": self.leads_evaluated,
-            "leads_de_enrolled": self.leads_de_enrolled,
-            "completed": self.completed,
-            "opted_out": self.opted_out,
-            "batches": self.batches,
-            "duration_ms": self.duration_ms,
-            "error": self.error,
-            "invalid_campaigns": self.invalid_campaigns,
-            "warnings": self.warnings,
-            "leads_held": self.leads_held,
-            "held": dict(self.held),
-            "newly_held": self.newly_held,
-        }
+        out = {key: getattr(self, key) for key in _CLIENT_KEYS}
         if self.status == "dry_run":
-            out["would_de_enroll"] = self.completed + self.opted_out
-            out["campaigns"] = self.campaigns
+            out.update(would_de_enroll=self.completed + self.opted_out, campaigns=self.campaigns)
         return out
 
 
@@ -86,19 +74,8 @@ class RunReport:
         return 0
 
     def totals(self) -> dict[str, int]:
-        return {
-            "clients": len(self.clients),
-            "success": self.count("success"),
-            "partial": self.count("partial"),
-            "failed": self.count("failed"),
-            "skipped": self.count("skipped"),
-            "leads_evaluated": sum(c.leads_evaluated for c in self.clients),
-            "leads_de_enrolled": sum(c.leads_de_enrolled for c in self.clients),
-            "completed": sum(c.completed for c in self.clients),
-            "opted_out": sum(c.opted_out for c in self.clients),
-            "batches": sum(c.batches for c in self.clients),
-            "leads_held": sum(c.leads_held for c in self.clients),
-        }
+        return {"clients": len(self.clients), **{k: self.count(k) for k in ("success", "partial", "failed", "skipped")},
+                **{k: sum(getattr(c, k) for c in self.clients) for k in (*_COUNTS, "leads_held")}}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -135,17 +112,13 @@ class LogObserver:
         log.debug("client %s: starting", client_id)
 
     def batch_done(self, result: ClientResult, size: int) -> None:
-        log.debug(
-            "client %s: batch %d de-enrolled %d (run total %d)",
-            result.client_id, result.batches, size, result.leads_de_enrolled,
-        )
+        log.debug("client %s: batch %d de-enrolled %d (run total %d)", result.client_id, result.batches, size,
+                  result.leads_de_enrolled)
 
     def client_done(self, result: ClientResult) -> None:
         for warning in result.warnings:
             log.warning("client %s: %s", result.client_id, warning)
-        level = {"failed": logging.ERROR, "partial": logging.WARNING, "skipped": logging.WARNING}.get(
-            result.status, logging.INFO
-        )
+        level = {"failed": logging.ERROR, "partial": logging.WARNING, "skipped": logging.WARNING}.get(result.status, 20)
         log.log(level, "client %s: %s", result.client_id, describe_client(result))
 
 
@@ -177,15 +150,11 @@ def describe_held(held: dict[str, int]) -> str:
 
 def fill(result: ClientResult, summary: dict[str, Any]) -> None:
     """A client's result from the run procedure's summary of it."""
-    result.run_id = summary.get("run_id")
-    result.status = summary["status"]
-    result.error = summary.get("error")
-    result.duration_ms = int(summary.get("duration_ms") or 0)
-    for key in ("leads_evaluated", "leads_de_enrolled", "completed", "opted_out", "batches", "newly_held"):
+    result.run_id, result.status, result.error = summary.get("run_id"), summary["status"], summary.get("error")
+    for key in (*_COUNTS, "duration_ms", "newly_held"):
         setattr(result, key, int(summary.get(key) or 0))
     result.invalid_campaigns = list(summary.get("invalid_campaigns") or [])
     result.held = {str(k): int(v) for k, v in sorted((summary.get("held") or {}).items())}
-
 
 
 def alert_payload(report: RunReport) -> dict[str, Any]:
