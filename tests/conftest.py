@@ -259,3 +259,20 @@ def add_run(conn, client: str, status: str, ago: str = "10 minutes", *, duration
            SELECT %s, %s, now() - %s::interval, %s, %s, %s FROM generate_series(1, %s)""",
         (client, status, ago, duration_ms, max_runtime_ms, de_enrolled, count),
     )
+
+
+@pytest.fixture
+def runner_login(db_url: str) -> Iterator[str]:
+    """A URL of a login whose only right is membership of deenroll_runner."""
+    name = f"deenroll_t_cron_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {name} LOGIN IN ROLE deenroll_runner")
+    params = conninfo.conninfo_to_dict(db_url)
+    params["user"] = name
+    yield conninfo.make_conninfo(**params)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
+        )
+        conn.execute(f"DROP OWNED BY {name}")
+        conn.execute(f"DROP ROLE {name}")

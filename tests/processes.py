@@ -93,3 +93,27 @@ def wait_until(predicate, timeout: float = 30.0, every: float = 0.02) -> None:
         if time.monotonic() > end:
             raise AssertionError("condition not reached in time")
         time.sleep(every)
+
+
+def fault(conn: psycopg.Connection, name: str, table: str, timing: str, condition: str, sqlstate: str) -> None:
+    """A platform trigger that raises `sqlstate` on `table` when `condition` holds (plpgsql, NEW in scope)."""
+    conn.execute(
+        f"""CREATE FUNCTION public.{name}() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF {condition} THEN
+                    RAISE EXCEPTION 'injected fault %', TG_NAME USING ERRCODE = '{sqlstate}';
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER {name} {timing} ON public.{table} FOR EACH ROW EXECUTE FUNCTION public.{name}()"""
+    )
+
+
+def wait_for_a_batch(conn: psycopg.Connection, proc: subprocess.Popen) -> None:
+    """Until a run has committed a batch (the process must still be running then)."""
+    wait_until(
+        lambda: conn.execute("SELECT coalesce(max(batches), 0) FROM de_enrollment_runs").fetchone()[0] >= 1
+        or proc.poll() is not None,
+        timeout=60,
+    )
+    assert proc.poll() is None, proc.communicate()[1]

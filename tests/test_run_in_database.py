@@ -9,7 +9,7 @@ import json
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -21,23 +21,6 @@ from processes import CALL_SCRIPT, due_now, make_clients, slow_batches, spawn, w
 pytestmark = pytest.mark.slow
 
 Driver = Callable[..., subprocess.Popen]
-
-
-@pytest.fixture
-def runner_login(db_url: str) -> Iterator[str]:
-    """A URL of a login whose only right is membership of deenroll_runner."""
-    name = f"deenroll_t_cron_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {name} LOGIN IN ROLE deenroll_runner")
-    params = conninfo.conninfo_to_dict(db_url)
-    params["user"] = name
-    yield conninfo.make_conninfo(**params)
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
-        )
-        conn.execute(f"DROP OWNED BY {name}")
-        conn.execute(f"DROP ROLE {name}")
 
 
 @pytest.fixture(params=["deenroll run", "CALL"])

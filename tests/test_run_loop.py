@@ -10,29 +10,12 @@ transaction of the CALL pins its search_path, whatever the caller's puts ahead o
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-
 import psycopg
 import pytest
-from psycopg import conninfo
 
 from conftest import add_campaign, add_leads, new_id
 from engine_data import assert_exactly_once
-
-
-@pytest.fixture
-def runner_url(db_url: str) -> Iterator[str]:
-    """A login whose only right is membership of deenroll_runner."""
-    name = f"deenroll_t_loop_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute(f"CREATE ROLE {name} LOGIN IN ROLE deenroll_runner")
-    params = conninfo.conninfo_to_dict(db_url)
-    params["user"] = name
-    yield conninfo.make_conninfo(**params)
-    with psycopg.connect(db_url, autocommit=True) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,))
-        conn.execute(f"DROP OWNED BY {name}")
-        conn.execute(f"DROP ROLE {name}")
+from processes import fault
 
 
 def call(url: str, sql: str = "CALL deenroll.run_de_enrollment()", params: tuple = ()) -> dict:
@@ -52,28 +35,14 @@ def left_due(conn: psycopg.Connection, client: str) -> int:
     return conn.execute("SELECT count(*) FROM leads WHERE client_id = %s AND is_active", (client,)).fetchone()[0]
 
 
-def fault(conn: psycopg.Connection, name: str, table: str, timing: str, condition: str, sqlstate: str) -> None:
-    """A platform trigger raising `sqlstate` on `table` when `condition` holds."""
-    conn.execute(
-        f"""CREATE FUNCTION public.{name}() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                IF {condition} THEN
-                    RAISE EXCEPTION 'injected fault %', TG_NAME USING ERRCODE = '{sqlstate}';
-                END IF;
-                RETURN NEW;
-            END $$;
-            CREATE TRIGGER {name} {timing} ON public.{table} FOR EACH ROW EXECUTE FUNCTION public.{name}()"""
-    )
-
-
 def by_client(summary: dict) -> dict[str, dict]:
     return {c["client_id"]: c for c in summary["clients"]}
 
 
-def test_a_failed_client_is_followed_by_the_others_in_one_call(conn: psycopg.Connection, runner_url: str) -> None:
+def test_a_failed_client_is_followed_by_the_others_in_one_call(conn: psycopg.Connection, runner_login: str) -> None:
     first, hit, last = clients(conn, 3)
     fault(conn, "zz_full", "leads", "BEFORE UPDATE", f"NEW.client_id = '{hit}'", "53100")
-    summary = call(runner_url)
+    summary = call(runner_login)
     got = by_client(summary)
     assert list(got) == [first, hit, last]  # in the queue's order, each once
     assert got[hit]["status"] == "failed" and "injected fault zz_full" in got[hit]["error"]
@@ -85,10 +54,10 @@ def test_a_failed_client_is_followed_by_the_others_in_one_call(conn: psycopg.Con
     assert_exactly_once(conn)
 
 
-def test_a_failed_start_is_reported_and_the_call_goes_on(conn: psycopg.Connection, runner_url: str) -> None:
+def test_a_failed_start_is_reported_and_the_call_goes_on(conn: psycopg.Connection, runner_login: str) -> None:
     first, hit, last = clients(conn, 3)
     fault(conn, "zz_no_runs", "de_enrollment_runs", "BEFORE INSERT", f"NEW.client_id = '{hit}'", "53000")
-    got = by_client(call(runner_url))
+    got = by_client(call(runner_login))
     assert got[hit]["status"] == "failed" and got[hit]["run_id"] is None
     assert got[hit]["error"].startswith("could not start a run: injected fault zz_no_runs")
     assert got[first]["status"] == got[last]["status"] == "success"
@@ -96,12 +65,12 @@ def test_a_failed_start_is_reported_and_the_call_goes_on(conn: psycopg.Connectio
 
 
 def test_another_sessions_open_run_is_helped_and_reported_once(conn: psycopg.Connection, db_url: str,
-                                                               runner_url: str) -> None:
+                                                               runner_login: str) -> None:
     [held, mine] = clients(conn, 2, due=30)
     with psycopg.connect(db_url, autocommit=True) as other:  # alive, holding its lease, doing nothing
         other_run = str(other.execute("SELECT start_de_enrollment_run(%s, 100, 60000, 'elsewhere', 1)",
                                       (held,)).fetchone()[0])
-        summary = call(runner_url, "CALL deenroll.run_de_enrollment(p_batch_size => 7)")
+        summary = call(runner_login, "CALL deenroll.run_de_enrollment(p_batch_size => 7)")
         got = by_client(summary)
         assert got[held]["status"] == "skipped" and got[mine]["status"] == "success"
         assert summary["helped"] == [{"run_id": other_run, "client_id": held, "batches": 5, "completed": 30,
@@ -117,12 +86,12 @@ def test_another_sessions_open_run_is_helped_and_reported_once(conn: psycopg.Con
     assert_exactly_once(conn)
 
 
-def test_two_lost_lock_races_in_a_row_are_retried(conn: psycopg.Connection, runner_url: str) -> None:
+def test_two_lost_lock_races_in_a_row_are_retried(conn: psycopg.Connection, runner_login: str) -> None:
     [hit] = clients(conn, 1)
     conn.execute("CREATE SEQUENCE public.zz_attempts")
     conn.execute("GRANT USAGE ON SEQUENCE public.zz_attempts TO PUBLIC")
     fault(conn, "zz_deadlock", "leads", "BEFORE UPDATE", "nextval('public.zz_attempts') <= 2", "40P01")
-    got = by_client(call(runner_url))
+    got = by_client(call(runner_login))
     assert got[hit]["status"] == "success" and got[hit]["leads_de_enrolled"] == 7
     assert conn.execute("SELECT last_value FROM public.zz_attempts").fetchone()[0] >= 3
     assert left_due(conn, hit) == 0
@@ -132,40 +101,40 @@ def test_two_lost_lock_races_in_a_row_are_retried(conn: psycopg.Connection, runn
     [again] = clients(conn, 1)
     conn.execute("ALTER SEQUENCE public.zz_attempts RESTART")
     fault(conn, "zz_deadlock3", "leads", "BEFORE UPDATE", "nextval('public.zz_attempts') <= 3", "40P01")
-    got = by_client(call(runner_url, "CALL deenroll.run_de_enrollment(p_client_id => %s)", (again,)))
+    got = by_client(call(runner_login, "CALL deenroll.run_de_enrollment(p_client_id => %s)", (again,)))
     assert got[again]["status"] == "failed" and "injected fault zz_deadlock3" in got[again]["error"]
     assert left_due(conn, again) == 7
 
 
-def test_a_newly_opted_out_lead_makes_an_idle_client_due_again(conn: psycopg.Connection, runner_url: str) -> None:
+def test_a_newly_opted_out_lead_makes_an_idle_client_due_again(conn: psycopg.Connection, runner_login: str) -> None:
     [client] = clients(conn, 1)
     campaign = add_campaign(conn, client, messages=5)
     add_leads(conn, campaign, client, 3, position=1)  # active, mid-sequence: not due
-    assert by_client(call(runner_url))[client]["leads_de_enrolled"] == 7
+    assert by_client(call(runner_login))[client]["leads_de_enrolled"] == 7
     # run a moment ago, nothing due: a queued run passes it over
-    assert call(runner_url)["clients"] == []
+    assert call(runner_login)["clients"] == []
     lead = conn.execute("SELECT id::text FROM leads WHERE campaign_link_id = %s LIMIT 1", (campaign,)).fetchone()[0]
     conn.execute("UPDATE leads SET opted_out = true WHERE id = %s", (lead,))
-    got = by_client(call(runner_url))
+    got = by_client(call(runner_login))
     assert got[client]["opted_out"] == 1 and got[client]["status"] == "success"
     assert conn.execute("SELECT is_active FROM leads WHERE id = %s", (lead,)).fetchone()[0] is False
 
 
 def test_the_calls_of_one_run_share_its_clients_and_report_each_once(conn: psycopg.Connection,
-                                                                     runner_url: str) -> None:
+                                                                     runner_login: str) -> None:
     made = clients(conn, 4)
     group = str(uuid.uuid4())
     sql = "CALL deenroll.run_de_enrollment(p_run_group => %s, p_idle_ms => 0)"
-    first = call(runner_url, sql, (group,))
-    second = call(runner_url, sql, (group,))  # the same run: its clients are the first call's
+    first = call(runner_login, sql, (group,))
+    second = call(runner_login, sql, (group,))  # the same run: its clients are the first call's
     assert sorted(by_client(first)) == sorted(made) and second["clients"] == []
-    third = call(runner_url, sql, (str(uuid.uuid4()),))  # another run: every client again
+    third = call(runner_login, sql, (str(uuid.uuid4()),))  # another run: every client again
     assert sorted(by_client(third)) == sorted(made)
     assert conn.execute("SELECT count(*) FROM de_enrollment_runs").fetchone()[0] == 8
 
 
 def test_every_transaction_of_the_call_pins_search_path(conn: psycopg.Connection, db_url: str,
-                                                         runner_url: str) -> None:
+                                                         runner_login: str) -> None:
     """A caller whose search_path puts a schema of a hostile neighbour ahead of pg_catalog, with
     its own = for text and uuid: nothing in the CALL, before or after any COMMIT, may reach it."""
     clients(conn, 2)
@@ -180,7 +149,7 @@ def test_every_transaction_of_the_call_pins_search_path(conn: psycopg.Connection
             CREATE OPERATOR {hostile}.= (LEFTARG = text, RIGHTARG = text, FUNCTION = {hostile}.trap);
             CREATE OPERATOR {hostile}.= (LEFTARG = uuid, RIGHTARG = uuid, FUNCTION = {hostile}.trap)"""
     )
-    with psycopg.connect(runner_url, autocommit=True) as c:
+    with psycopg.connect(runner_login, autocommit=True) as c:
         c.execute(f"SET search_path = {hostile}, pg_catalog, public")
         with pytest.raises(psycopg.errors.RaiseException):  # the trap works for an unpinned statement
             c.execute("SELECT 'a'::text = 'a'::text")

@@ -11,7 +11,7 @@ import psycopg
 
 from conftest import add_campaign, add_leads, new_id
 from engine_data import assert_exactly_once
-from processes import spawn, wait_until
+from processes import fault, spawn, wait_until
 
 
 def _two_clients(conn: psycopg.Connection) -> tuple[str, str]:
@@ -20,20 +20,6 @@ def _two_clients(conn: psycopg.Connection) -> tuple[str, str]:
     for client in (hit, healthy):
         add_leads(conn, add_campaign(conn, client), client, 7, position=3)
     return hit, healthy
-
-
-def _fault(conn: psycopg.Connection, name: str, table: str, timing: str, condition: str, sqlstate: str) -> None:
-    """A platform trigger that raises `sqlstate` on `table` when `condition` holds (plpgsql, NEW in scope)."""
-    conn.execute(
-        f"""CREATE FUNCTION public.{name}() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN
-                IF {condition} THEN
-                    RAISE EXCEPTION 'injected fault %', TG_NAME USING ERRCODE = '{sqlstate}';
-                END IF;
-                RETURN NEW;
-            END $$;
-            CREATE TRIGGER {name} {timing} ON public.{table} FOR EACH ROW EXECUTE FUNCTION public.{name}()"""
-    )
 
 
 def _report(res) -> dict:
@@ -52,7 +38,7 @@ def _left_due(conn: psycopg.Connection, client: str) -> int:
 
 def test_a_run_that_cannot_start_fails_alone(cli, db_url: str, conn: psycopg.Connection) -> None:
     hit, healthy = _two_clients(conn)
-    _fault(conn, "zz_no_runs", "de_enrollment_runs", "BEFORE INSERT", f"NEW.client_id = '{hit}'", "53000")
+    fault(conn, "zz_no_runs", "de_enrollment_runs", "BEFORE INSERT", f"NEW.client_id = '{hit}'", "53000")
     res = cli("run", "--json", db=db_url)
     assert res.code == 2, res.stderr
     report = _report(res)
@@ -70,7 +56,7 @@ def test_a_batch_that_loses_a_lock_race_is_retried(cli, db_url: str, conn: psyco
     hit, healthy = _two_clients(conn)
     # A sequence is not rolled back with the failed batch: only the first attempt is refused.
     conn.execute("CREATE SEQUENCE public.zz_attempts")
-    _fault(conn, "zz_deadlock", "leads", "BEFORE UPDATE",
+    fault(conn, "zz_deadlock", "leads", "BEFORE UPDATE",
            f"NEW.client_id = '{hit}' AND nextval('public.zz_attempts') = 1", "40P01")
     res = cli("run", "--json", db=db_url, env={"LOG_LEVEL": "warning"})
     assert res.code == 0, res.stderr
@@ -85,7 +71,7 @@ def test_a_batch_that_fails_closes_its_run_failed_and_keeps_nothing_half_done(
 ) -> None:
     hit, healthy = _two_clients(conn)
     # A resource error is nobody's lead's fault: the whole batch is rolled back, the run fails.
-    _fault(conn, "zz_full", "leads", "BEFORE UPDATE", f"NEW.client_id = '{hit}'", "53100")
+    fault(conn, "zz_full", "leads", "BEFORE UPDATE", f"NEW.client_id = '{hit}'", "53100")
     res = cli("run", "--json", db=db_url)
     assert res.code == 2
     report = _report(res)
@@ -101,8 +87,8 @@ def test_a_batch_that_fails_closes_its_run_failed_and_keeps_nothing_half_done(
 
 def test_a_failed_run_whose_row_cannot_be_closed_says_both(cli, db_url: str, conn: psycopg.Connection) -> None:
     hit, healthy = _two_clients(conn)
-    _fault(conn, "zz_full", "leads", "BEFORE UPDATE", f"NEW.client_id = '{hit}'", "53100")
-    _fault(conn, "zz_no_close", "de_enrollment_runs", "BEFORE UPDATE",
+    fault(conn, "zz_full", "leads", "BEFORE UPDATE", f"NEW.client_id = '{hit}'", "53100")
+    fault(conn, "zz_no_close", "de_enrollment_runs", "BEFORE UPDATE",
            f"NEW.client_id = '{hit}' AND NEW.status = 'failed'", "53000")
     res = cli("run", "--json", db=db_url)
     assert res.code == 2
@@ -132,7 +118,7 @@ def test_a_final_fold_that_fails_is_reported_and_the_deltas_wait(cli, db_url: st
     idle_client = new_id()
     paused = add_campaign(conn, idle_client, active=False)
     add_leads(conn, paused, idle_client, 2, position=0)
-    _fault(conn, "zz_no_fold", "campaigns", "BEFORE UPDATE", f"NEW.id = '{paused}'", "53000")
+    fault(conn, "zz_no_fold", "campaigns", "BEFORE UPDATE", f"NEW.id = '{paused}'", "53000")
     res = cli("run", "--json", db=db_url)
     assert res.code == 2, res.stderr
     report = _report(res)

@@ -34,7 +34,7 @@ import pytest
 from deenroll import schema
 from deenroll.database import Target
 from engine_data import assert_exactly_once, de_enrolled, recount, stored
-from processes import CALL_SCRIPT, due_now, make_clients, slow_batches, spawn, wait_until
+from processes import CALL_SCRIPT, due_now, make_clients, slow_batches, spawn, wait_for_a_batch, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -140,12 +140,7 @@ def test_a_run_cut_by_a_server_restart_fails_and_the_next_run_takes_its_client_o
         slow_batches(conn, 0.3)
         proc = spawn(url, "--json", "--batch-size", "4", env_extra={"DEENROLL_RECONNECT_WAIT": "2"})
         try:
-            wait_until(
-                lambda: conn.execute("SELECT coalesce(max(batches), 0) FROM de_enrollment_runs").fetchone()[0] >= 1
-                or proc.poll() is not None,
-                timeout=60,
-            )
-            assert proc.poll() is None, proc.communicate()[1]
+            wait_for_a_batch(conn, proc)
             # The runner holds its only connection already. Refusing new ones keeps it from
             # reaching the restarted server within its reconnect bound (2 s here): the database
             # stays out of its reach, and it leaves a dead run for the next one to take over.
@@ -218,12 +213,7 @@ def test_a_run_rides_out_a_server_restart_and_finishes_in_the_same_run(
         slow_batches(conn, 0.2)
         proc = spawn(url, "--json", "--batch-size", "4", "--workers", workers)
         try:
-            wait_until(
-                lambda: conn.execute("SELECT coalesce(max(batches), 0) FROM de_enrollment_runs").fetchone()[0] >= 1
-                or proc.poll() is not None,
-                timeout=60,
-            )
-            assert proc.poll() is None, proc.communicate()[1]
+            wait_for_a_batch(conn, proc)
             server.pg_ctl("restart", "-m", "fast")
         finally:
             out, err = _outcome(proc, timeout=300)
