@@ -293,10 +293,11 @@ def stop_embedded() -> bool:
     return True
 
 
-def _connect_timeout() -> int:
-    raw = os.environ.get("DEENROLL_CONNECT_TIMEOUT", "10").strip()
-    if not raw.isdigit() or int(raw) < 1:
-        raise UserError(f"DEENROLL_CONNECT_TIMEOUT must be a whole number of seconds of at least 1, not {raw[:20]!r}")
+def env_seconds(name: str, default: int, least: int) -> int:
+    """A whole number of seconds from the environment variable `name` (unset or empty: `default`)."""
+    raw = os.environ.get(name, "").strip() or str(default)
+    if not raw.isdigit() or int(raw) < least:
+        raise UserError(f"{name} must be a whole number of seconds of at least {least}, not {raw[:20]!r}")
     return int(raw)
 
 
@@ -307,7 +308,7 @@ def connect(target: Target, *, autocommit: bool = False, app: str = "deenroll") 
     session, and behind a transaction-mode pooler (PgBouncer, Supabase's pooler) the next
     transaction may run on another session, where it is missing or another client's.
     """
-    timeout = _connect_timeout()
+    timeout = env_seconds("DEENROLL_CONNECT_TIMEOUT", 10, 1)
     try:
         return psycopg.connect(
             target.dsn, autocommit=autocommit, connect_timeout=timeout, application_name=app, prepare_threshold=None
