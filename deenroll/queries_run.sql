@@ -20,14 +20,14 @@ SELECT o.kind || ' ' || o.schema || '.' || o.name
  ORDER BY o.n;
 
 -- name: run_call
--- One call of the run's procedure: every client (or the one given), shared with the other
+-- One call of the run's loop: every client (or the one given), shared with the other
 -- calls of the same run (p_run_group), then the runs still open helped, then the final fold.
 -- Every client each time: `deenroll run` passes none over for having run a moment ago.
-CALL deenroll.run_de_enrollment(p_client_id => %(client_id)s::uuid, p_batch_size => %(batch_size)s::integer,
-                                p_max_runtime_ms => %(max_runtime_ms)s::integer, p_lease_ms => %(lease_ms)s::integer,
-                                p_runner_host => %(host)s::text, p_runner_pid => %(pid)s::integer,
-                                p_login_pid => %(login_pid)s::integer, p_progress => true,
-                                p_run_group => %(run_group)s::uuid, p_idle_ms => 0);
+CALL deenroll.run_de_enrollment_loop(p_client_id => %(client_id)s::uuid, p_batch_size => %(batch_size)s::integer,
+                                     p_max_runtime_ms => %(max_runtime_ms)s::integer,
+                                     p_lease_ms => %(lease_ms)s::integer, p_runner_host => %(host)s::text,
+                                     p_runner_pid => %(pid)s::integer, p_login_pid => %(login_pid)s::integer,
+                                     p_progress => true, p_run_group => %(run_group)s::uuid, p_idle_ms => 0);
 
 -- name: run_close_failed
 -- Close a run 'failed' (a stop signal or a lost database cut its procedure); its row as it is

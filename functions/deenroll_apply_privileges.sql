@@ -47,7 +47,7 @@ DECLARE
         -- the run's loop in the database (schema deenroll): it runs with its caller's rights
         'run_de_enrollment', 'run_de_enrollment_batches', 'help_de_enrollment_run', 'de_enrollment_run_options',
         'de_enrollment_run_lock', 'de_enrollment_open_runs', 'fold_remaining_de_enrollment_deltas',
-        'de_enrollment_run_queue', 'run_de_enrollment_client', 'de_enrollment_pin_settings',
+        'de_enrollment_run_queue', 'run_de_enrollment_loop', 'run_de_enrollment_client', 'de_enrollment_pin_settings',
         'de_enrollment_retry_lock_race', 'de_enrollment_join_run_group', 'de_enrollment_take_client',
         'de_enrollment_require_client', 'de_enrollment_dry_run',
         -- the pg_cron jobs' health check and `deenroll schedule status`

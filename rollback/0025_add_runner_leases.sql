@@ -4,6 +4,7 @@ SET LOCAL lock_timeout = '5s';
 
 -- functions and views that require this migration, newest first (scripts/sync-rollback-drops.py)
 DROP PROCEDURE IF EXISTS deenroll.run_de_enrollment;
+DROP PROCEDURE IF EXISTS deenroll.run_de_enrollment_loop;
 DROP PROCEDURE IF EXISTS deenroll.run_de_enrollment_client;
 DROP FUNCTION IF EXISTS public.finish_de_enrollment_run;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_take_client;

@@ -99,7 +99,7 @@ def test_a_session_stopped_mid_run_leaves_its_client_to_the_next_run_at_once(
         row = conn.execute(
             """SELECT r.batches, a.pid FROM de_enrollment_runs r
                  JOIN pg_stat_activity a ON a.datname = current_database() AND a.state = 'active' AND a.pid <> pg_backend_pid()
-                  AND a.query LIKE '%%CALL deenroll.run_de_enrollment(%%'
+                  AND a.query LIKE '%%CALL deenroll.run_de_enrollment%%'
                 WHERE r.status = 'running'"""
         ).fetchone()
         return row[1] if row and row[0] >= 1 else None

@@ -124,7 +124,7 @@ def test_the_calls_of_one_run_share_its_clients_and_report_each_once(conn: psyco
                                                                      runner_login: str) -> None:
     made = clients(conn, 4)
     group = str(uuid.uuid4())
-    sql = "CALL deenroll.run_de_enrollment(p_run_group => %s, p_idle_ms => 0)"
+    sql = "CALL deenroll.run_de_enrollment_loop(p_run_group => %s, p_idle_ms => 0)"
     first = call(runner_login, sql, (group,))
     second = call(runner_login, sql, (group,))  # the same run: its clients are the first call's
     assert sorted(by_client(first)) == sorted(made) and second["clients"] == []

@@ -122,7 +122,7 @@ def test_migrate_during_a_run_of_the_previous_release_never_waits_for_its_batch(
         ran = run.finish(timeout=300)
         writer.stop.set()
         writer.join(timeout=60)
-        assert ran.code == 0, ran.last_line
+        assert ran.code == 0, ran.stdout
         assert writer.failures == []
 
         assert de_enrolled(conn) == expected

@@ -99,8 +99,6 @@ class Run:
         """A client's result as the procedure reported it (under the lock)."""
         result = self.results.setdefault(str(summary["client_id"]), ClientResult(str(summary["client_id"])))
         fill(result, summary)
-        ours = set(self.by_run) - {result.run_id}  # this run's own dead runs, taken over after a reconnect
-        notices = [n for n in notices if not any(run_id in n for run_id in ours)]
         if result.status == "skipped" and notices:
             result.error = notices[-1]  # the NOTICE names the run that holds the client's lease
         else:
@@ -131,7 +129,7 @@ class Run:
                                  f"again within {self.reconnect_wait} s: {problem}")
                     return
                 if not warned:
-                    log.warning("the connection to the database was lost (%s); reconnected, going on with the run",
+                    log.warning("the connection to the database was lost (%s); reconnected, going on with it",
                                 one_line(exc))
                     warned = True
         with self.lock:
