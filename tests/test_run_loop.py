@@ -136,19 +136,22 @@ def test_the_calls_of_one_run_share_its_clients_and_report_each_once(conn: psyco
 def test_every_transaction_of_the_call_pins_search_path(conn: psycopg.Connection, db_url: str,
                                                          runner_login: str) -> None:
     """A caller whose search_path puts a schema of a hostile neighbour ahead of pg_catalog, with
-    its own = for text and uuid: nothing in the CALL, before or after any COMMIT, may reach it."""
+    its own operators for what the run computes (=, >=, -, *, ||, ->>): nothing in the CALL,
+    before or after any COMMIT, may reach them."""
     clients(conn, 2)
     hostile = f"zz_hostile_{uuid.uuid4().hex[:6]}"
-    conn.execute(
-        f"""CREATE SCHEMA {hostile};
-            GRANT USAGE ON SCHEMA {hostile} TO PUBLIC;
-            CREATE FUNCTION {hostile}.trap(text, text) RETURNS boolean LANGUAGE plpgsql AS $$
-                BEGIN RAISE EXCEPTION 'hostile operator reached'; END $$;
-            CREATE FUNCTION {hostile}.trap(uuid, uuid) RETURNS boolean LANGUAGE plpgsql AS $$
-                BEGIN RAISE EXCEPTION 'hostile operator reached'; END $$;
-            CREATE OPERATOR {hostile}.= (LEFTARG = text, RIGHTARG = text, FUNCTION = {hostile}.trap);
-            CREATE OPERATOR {hostile}.= (LEFTARG = uuid, RIGHTARG = uuid, FUNCTION = {hostile}.trap)"""
-    )
+    conn.execute(f"CREATE SCHEMA {hostile}; GRANT USAGE ON SCHEMA {hostile} TO PUBLIC")
+    for i, (op, left, right, result) in enumerate((("=", "text", "text", "boolean"), ("=", "uuid", "uuid", "boolean"),
+                                    (">=", "timestamptz", "timestamptz", "boolean"),
+                                    ("-", "timestamptz", "timestamptz", "interval"),
+                                    ("*", "numeric", "numeric", "numeric"), ("||", "jsonb", "jsonb", "jsonb"),
+                                    ("->>", "jsonb", "text", "text"))):
+        name = f"trap_{i}"
+        conn.execute(
+            f"""CREATE FUNCTION {hostile}.{name}({left}, {right}) RETURNS {result} LANGUAGE plpgsql AS $$
+                    BEGIN RAISE EXCEPTION 'hostile operator reached'; END $$;
+                CREATE OPERATOR {hostile}.{op} (LEFTARG = {left}, RIGHTARG = {right}, FUNCTION = {hostile}.{name})"""
+        )
     with psycopg.connect(runner_login, autocommit=True) as c:
         c.execute(f"SET search_path = {hostile}, pg_catalog, public")
         with pytest.raises(psycopg.errors.RaiseException):  # the trap works for an unpinned statement
