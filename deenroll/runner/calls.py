@@ -26,7 +26,7 @@ from .. import alerts, database, queries, sqlfiles
 from ..errors import UserError, one_line
 from . import options as run_options
 from .options import RunOptions, Terminated
-from .report import ClientResult, LogObserver, Observer, RunReport, alert_payload, alert_summary, fill
+from .report import ClientResult, LogObserver, RunReport, alert_payload, alert_summary, fill
 from .session import Event, Session
 
 log = logging.getLogger("deenroll.run")
@@ -55,7 +55,7 @@ def _client_error(exc: pg_errors.InvalidParameterValue) -> UserError:
 class Run:
     """One invocation of `deenroll run`: its calls, and what they report, gathered under a lock."""
 
-    def __init__(self, target: database.Target, options: RunOptions, observer: Observer) -> None:
+    def __init__(self, target: database.Target, options: RunOptions, observer: LogObserver) -> None:
         self.target, self.options, self.observer = target, options, observer
         self.group = str(uuid.uuid4())
         self.reconnect_wait = database.env_seconds(RECONNECT_ENV, 60, 0)
@@ -226,6 +226,6 @@ class Run:
         return report
 
 
-def run(target: database.Target, options: RunOptions, observer: Observer | None = None) -> RunReport:
+def run(target: database.Target, options: RunOptions, observer: LogObserver | None = None) -> RunReport:
     """Run (or dry-run) the de-enrollment for every client with work, or the one asked for."""
     return Run(target, options, observer or LogObserver()).execute()

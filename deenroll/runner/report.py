@@ -6,7 +6,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from .. import alerts
 from .options import RunOptions
@@ -93,17 +93,9 @@ class RunReport:
         }
 
 
-class Observer(Protocol):
-    """Progress reporting (plain log lines or a rich display); the runner calls these."""
-
-    def clients_found(self, count: int) -> None: ...
-    def client_started(self, client_id: str) -> None: ...
-    def batch_done(self, result: ClientResult, size: int) -> None: ...
-    def client_done(self, result: ClientResult) -> None: ...
-
-
 class LogObserver:
-    """Plain log lines on the `deenroll.run` logger."""
+    """What the run reports as it goes, as plain log lines on the `deenroll.run` logger (the
+    terminal's progress display is a subclass, in cli_run)."""
 
     def clients_found(self, count: int) -> None:
         log.info("%d client(s) to process", count)
