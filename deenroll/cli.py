@@ -82,14 +82,18 @@ def migrate(obj: Context, to: str | None, lock_wait: float, break_lock: bool, as
 @json_option
 @pass_ctx
 def rollback(obj: Context, to: str, lock_wait: float, as_json: bool) -> int:
-    """Roll back every migration after V, newest first, with the scripts in rollback/."""
+    """Roll back every migration after V, newest first, with the scripts in rollback/; then remove
+    deenroll's pg_cron jobs that call what it dropped."""
     pooler.require_session(obj.target, "rollback")
-    rolled = schema.rollback(obj.target, to, lock_timeout=lock_wait)
+    jobs: list[dict[str, Any]] = []
+    rolled = schema.rollback(obj.target, to, lock_timeout=lock_wait, removed_jobs=jobs)
     if as_json:
-        print_json(obj, {"rolled_back": rolled, "kept": schema.resolve_target(to), "exit_code": 0})
+        print_json(obj, {"rolled_back": rolled, "kept": schema.resolve_target(to), "removed_jobs": jobs,
+                         "exit_code": 0})
         return 0
     for stem in rolled:
         click.echo(f"rolled back {stem}")
+    _removed_jobs(jobs)
     if not rolled:
         click.echo(f"nothing to do: no migration after {schema.resolve_target(to)} is applied")
     return 0
@@ -133,8 +137,8 @@ def status(obj: Context, as_json: bool) -> int:
 @pass_ctx
 def uninstall(obj: Context, yes: bool, lock_wait: float, as_json: bool) -> int:
     """Remove everything deenroll added: every migration after the baseline rolled back, its
-    bookkeeping tables, and the roles it created that nothing uses any more. campaigns and
-    leads stay, with every row."""
+    bookkeeping tables, the roles it created that nothing uses any more, and its pg_cron jobs
+    for this database. campaigns and leads stay, with every row."""
     if not yes:
         raise UserError(
             "uninstall deletes deenroll's tables with their history (take `deenroll backup create` or pg_dump first); "
@@ -144,7 +148,8 @@ def uninstall(obj: Context, yes: bool, lock_wait: float, as_json: bool) -> int:
     result = schema.uninstall(obj.target, lock_timeout=lock_wait)
     if as_json:
         print_json(obj, {"rolled_back": result.rolled_back, "dropped_tables": result.dropped_tables,
-                         "dropped_roles": result.dropped_roles, "kept_roles": result.kept_roles, "exit_code": 0})
+                         "dropped_roles": result.dropped_roles, "kept_roles": result.kept_roles,
+                         "removed_jobs": result.removed_jobs, "exit_code": 0})
         return 0
     for stem in result.rolled_back:
         click.echo(f"rolled back {stem}")
@@ -154,16 +159,23 @@ def uninstall(obj: Context, yes: bool, lock_wait: float, as_json: bool) -> int:
         click.echo(f"dropped role {role}")
     for kept in result.kept_roles:
         click.echo(f"kept role {kept}")
-    if not (result.rolled_back or result.dropped_tables or result.dropped_roles):
+    _removed_jobs(result.removed_jobs)
+    if not (result.rolled_back or result.dropped_tables or result.dropped_roles or result.removed_jobs):
         click.echo("nothing to do: nothing of deenroll is installed in this database")
     return 0
+
+
+def _removed_jobs(jobs: list[dict[str, Any]]) -> None:
+    for j in jobs:
+        click.echo(f"removed pg_cron job {j['name']} (job {j['jobid']}, as {j['username']}, {j['schedule']})")
 
 
 @cli.command()
 @json_option
 @pass_ctx
 def verify(obj: Context, as_json: bool) -> int:
-    """The SOP's post-migration checks (Step 2.2), pass/fail per item; exit 1 on any fail."""
+    """The SOP's post-migration checks (Step 2.2), pass/fail per item, and any pg_cron job of
+    deenroll's calling a function that does not exist; exit 1 on any fail."""
     checks = schema.verify(obj.target)
     failed = sum(1 for _, ok, _ in checks if not ok)
     code = 1 if failed else 0

@@ -14,6 +14,7 @@ import click
 from . import schedule
 from .cli_common import Context, json_option, pass_ctx, print_json
 from .errors import UserError
+from .runner.report import describe_held
 
 
 cron_database_option = click.option(
@@ -38,10 +39,12 @@ def schedule_group() -> None:
 @pass_ctx
 def schedule_install(obj: Context, every: str, as_role: str | None, cron_database: str | None,
                      as_json: bool) -> int:
-    """Create or update the jobs deenroll-run (every 15 minutes), deenroll-health (hourly: fails,
-    naming the clients in error) and deenroll-cleanup (monthly). Safe to run again: it updates
-    their schedules. When pg_cron keeps its jobs in another database of the server, they are
-    scheduled there with cron.schedule_in_database."""
+    """Create or update the jobs deenroll-run (every 15 minutes), deenroll-health (hourly at :05:
+    fails, naming the clients in error) and deenroll-cleanup (monthly). Safe to run again: it
+    updates their schedules. One schedule per database: another role's deenroll jobs for this
+    database are replaced where the login may remove them, else it refuses and names them. When
+    pg_cron keeps its jobs in another database of the server, they are scheduled there with
+    cron.schedule_in_database."""
     every_schedule = schedule.parse_every(every)
     if as_role is not None and not as_role.strip():
         raise UserError("--as needs a role name")
@@ -51,6 +54,9 @@ def schedule_install(obj: Context, every: str, as_role: str | None, cron_databas
         return 0
     for note in result.notes:
         click.echo(f"deenroll: note: {note}", err=True)
+    for j in result.replaced:
+        click.echo(f"replaced {j['name']} of role {j['username']} (job {j['jobid']}, {j['schedule']}): "
+                   "one schedule per database", err=True)
     width = max(len(j["name"]) for j in result.jobs)
     for j in result.jobs:
         click.echo(f"{j['action']:<9} {j['name']:<{width}}  {j['schedule']:<14} {j['command']}")
@@ -65,33 +71,36 @@ def _when(value: datetime | None) -> str:
     return "not started" if value is None else f"{value:%Y-%m-%d %H:%M:%S %Z}"
 
 
-def _made(made: dict[str, Any] | None, status: str) -> str:
+def _made(made: dict[str, Any] | None, held: dict[str, int] | None, status: str) -> str:
     if made is None:
         return ""
     if not made["runs"]:
         return "; no de-enrollment run (nothing to do)" if status == "succeeded" else ""
     parts = [f"{made[k]} {k}" for k in ("success", "partial", "failed", "running") if made[k]]
-    return f"; {made['runs']} de-enrollment run(s) ({', '.join(parts)}), {made['leads_de_enrolled']} de-enrolled"
+    text = f"; {made['runs']} de-enrollment run(s) ({', '.join(parts)}), {made['leads_de_enrolled']} de-enrolled"
+    return text + (f", {describe_held(held)}" if held else "")
 
 
 def _run_line(run: dict[str, Any]) -> str:
     seconds = "" if run["duration_ms"] is None else f"{run['duration_ms'] / 1000:.1f} s"
     message = (run["message"] or "").strip().replace("\n", " ")
-    return f"  {_when(run['start_time'])}  {run['status']:<9} {seconds:>8}  {message}{_made(run.get('de_enrollment_runs'), run['status'])}"
+    made = _made(run.get("de_enrollment_runs"), run.get("held"), run["status"])
+    return f"  {_when(run['start_time'])}  {run['status']:<9} {seconds:>8}  {message}{made}"
 
 
 @schedule_group.command("status")
 @click.option("--runs", type=click.IntRange(0, 100), default=5, show_default=True,
-              help="Last runs shown per job (from cron.job_run_details).")
+              help="Newest runs shown per job (from cron.job_run_details, by run id); 0 shows none.")
 @cron_database_option
 @json_option
 @pass_ctx
 def schedule_status(obj: Context, runs: int, cron_database: str | None, as_json: bool) -> int:
-    """Each deenroll job in pg_cron: schedule, role, active, its last runs (start, duration,
-    succeeded or failed with pg_cron's message) and the de-enrollment runs each run made.
-    Exit status: 0; 1 when no job is scheduled or a job's latest run failed."""
+    """Each deenroll job in pg_cron: schedule, role, active, its newest runs (start, duration,
+    succeeded or failed with pg_cron's message), the de-enrollment runs each run made and the
+    leads they left held; a note on what to do for a job that cannot connect.
+    Exit status: 0; 1 when no job is scheduled or a job's newest run failed."""
     st = schedule.status(obj.target, runs, cron_database)
-    failed = [j["name"] for j in st["jobs"] if j["last_runs"] and j["last_runs"][0]["status"] == "failed"]
+    failed = [j["name"] for j in st["jobs"] if j["latest_status"] == "failed"]
     code = 1 if failed or not st["jobs"] else 0
     if as_json:
         # the database the jobs run in is the document's "database" (print_json adds it)
@@ -104,8 +113,10 @@ def schedule_status(obj: Context, runs: int, cron_database: str | None, as_json:
     for j in st["jobs"]:
         state = "active" if j["active"] else "INACTIVE"
         click.echo(f"{j['name']}  {j['schedule']}  {state}  as {j['username']}  (job {j['jobid']}): {j['command']}")
-        if not j["last_runs"]:
+        if j["latest_status"] is None:
             click.echo("  no run yet")
+        elif not j["last_runs"]:
+            click.echo(f"  newest run {j['latest_status']} (--runs 0: runs not listed)")
         for run in j["last_runs"]:
             click.echo(_run_line(run))
     if failed:
@@ -118,13 +129,18 @@ def schedule_status(obj: Context, runs: int, cron_database: str | None, as_json:
 @json_option
 @pass_ctx
 def schedule_remove(obj: Context, cron_database: str | None, as_json: bool) -> int:
-    """Unschedule deenroll's jobs for this database (names starting with deenroll-); no other job."""
-    removed = schedule.remove(obj.target, cron_database)
+    """Unschedule deenroll's jobs for this database (named deenroll-..., or calling its functions)
+    that this login may remove; no other job. Those of other roles it may not remove are named,
+    with their owner and the statement that removes them (exit status 0 all the same)."""
+    done = schedule.remove(obj.target, cron_database)
     if as_json:
-        print_json(obj, {"removed": removed, "exit_code": 0})
+        print_json(obj, {**done, "exit_code": 0})
         return 0
-    for j in removed:
+    for j in done["removed"]:
         click.echo(f"removed {j['name']} (job {j['jobid']}, as {j['username']})")
-    if not removed:
+    for j in done["kept"]:
+        click.echo(f"kept    {j['name']} (job {j['jobid']}, as {j['username']}): {j['why']}; as {j['username']} "
+                   f"(or a role with DELETE on cron.job) `{j['statement']}` removes it")
+    if not done["removed"] and not done["kept"]:
         click.echo("nothing to do: no deenroll job in pg_cron for this database")
     return 0

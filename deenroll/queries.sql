@@ -151,15 +151,27 @@ SELECT r.rolname::text
 
 -- name: cron_rights
 -- In pg_cron's database: whether the role may use the schema cron and schedule in another
--- database, and whether this pg_cron has schedule_in_database at all (1.4+).
--- (Read from pg_proc: looking a name up in the schema cron needs USAGE on it.)
-WITH f AS (SELECT p.oid FROM pg_catalog.pg_proc AS p
-            WHERE p.pronamespace = 'cron'::regnamespace AND p.proname = 'schedule_in_database')
+-- database, and whether this pg_cron has schedule_in_database at all (1.4+); and who, not
+-- being a superuser, holds each right WITH GRANT OPTION and so may give it (on Supabase,
+-- postgres). (Read from the catalog: looking a name up in the schema cron needs USAGE on it.)
+WITH f AS (SELECT p.oid, p.proacl, p.proowner FROM pg_catalog.pg_proc AS p
+            WHERE p.pronamespace = 'cron'::regnamespace AND p.proname = 'schedule_in_database'),
+     n AS (SELECT s.nspacl, s.nspowner FROM pg_catalog.pg_namespace AS s WHERE s.nspname = 'cron')
 SELECT pg_catalog.has_schema_privilege(%(role)s::text, 'cron', 'USAGE') AS usage_on_cron,
        EXISTS (SELECT 1 FROM f) AS has_schedule_in_database,
        EXISTS (SELECT 1 FROM f WHERE pg_catalog.has_function_privilege(%(role)s::text, f.oid, 'EXECUTE'))
            AS may_schedule_in_database,
-       (SELECT e.extversion FROM pg_catalog.pg_extension AS e WHERE e.extname = 'pg_cron') AS version;
+       (SELECT e.extversion FROM pg_catalog.pg_extension AS e WHERE e.extname = 'pg_cron') AS version,
+       ARRAY(SELECT DISTINCT r.rolname::text
+               FROM n CROSS JOIN LATERAL pg_catalog.aclexplode(coalesce(n.nspacl, pg_catalog.acldefault('n', n.nspowner))) AS a
+               JOIN pg_catalog.pg_roles AS r ON r.oid = a.grantee
+              WHERE a.privilege_type = 'USAGE' AND a.is_grantable AND NOT r.rolsuper
+              ORDER BY 1) AS usage_grantors,
+       ARRAY(SELECT DISTINCT r.rolname::text
+               FROM f CROSS JOIN LATERAL pg_catalog.aclexplode(coalesce(f.proacl, pg_catalog.acldefault('f', f.proowner))) AS a
+               JOIN pg_catalog.pg_roles AS r ON r.oid = a.grantee
+              WHERE a.privilege_type = 'EXECUTE' AND a.is_grantable AND NOT r.rolsuper
+              ORDER BY 1) AS schedule_in_database_grantors;
 
 -- name: cron_job_named
 -- A job of this name scheduled by this role (pg_cron keys named jobs by name and role).
@@ -171,6 +183,10 @@ SELECT j.jobid, j.schedule, j.command, j.database, j.username, j.active
 -- Act as the role the jobs should run as: pg_cron gives a job the role that schedules it.
 SELECT pg_catalog.set_config('role', %(role)s, true);
 
+-- name: reset_role
+-- Back to the login, within the transaction.
+SELECT pg_catalog.set_config('role', 'none', true);
+
 -- name: cron_schedule
 -- Create or update (same name, same role) a job in this database, run as the current role.
 SELECT cron.schedule(%(name)s, %(schedule)s, %(command)s);
@@ -180,32 +196,86 @@ SELECT cron.schedule(%(name)s, %(schedule)s, %(command)s);
 SELECT cron.schedule_in_database(%(name)s, %(schedule)s, %(command)s, %(database)s, %(username)s);
 
 -- name: cron_our_jobs
--- Our jobs (names starting with deenroll-) that run in the given database, as the login sees
--- them (pg_cron shows a role only its own jobs; a superuser sees every role's).
-SELECT j.jobid, j.jobname, j.schedule, j.command, j.database, j.username, j.active
+-- Our jobs that run in the given database, as the login sees them (pg_cron shows a role only
+-- its own rows; superusers and BYPASSRLS roles see every role's): named deenroll-..., or
+-- whose command calls one of the jobs' functions, with the job they stand for. The same rule
+-- as deenroll.de_enrollment_cron_jobs, which reads every role's jobs where pg_cron is in our
+-- database; this one also serves pg_cron in another database.
+SELECT j.jobid, j.jobname, j.schedule, j.command, j.database, j.username, j.active, k.kind
   FROM cron.job AS j
- WHERE j.jobname LIKE 'deenroll-%%' AND j.database = %(database)s
- ORDER BY j.jobname, j.username;
+ CROSS JOIN LATERAL (
+       SELECT CASE WHEN j.command ~ '\mrun_de_enrollment\M' OR j.jobname = 'deenroll-run' THEN 'run'
+                   WHEN j.command ~ '\mcheck_de_enrollment_health\M' OR j.jobname = 'deenroll-health' THEN 'health'
+                   WHEN j.command ~ '\marchive_de_enrollment_history\M' OR j.jobname = 'deenroll-cleanup' THEN 'cleanup'
+              END AS kind) AS k
+ WHERE j.database = %(database)s
+   AND (j.jobname LIKE 'deenroll-%%' OR k.kind IS NOT NULL)
+ ORDER BY j.jobid;
+
+-- name: cron_our_jobs_all_roles
+-- Our jobs of every role in the given database, read with the rights of the role that
+-- migrated (pg_cron in our database only; empty when that role may not read them).
+SELECT j.jobid, j.jobname, j.schedule, j.command, j.database, j.username, j.active, j.kind
+  FROM deenroll.de_enrollment_cron_jobs(%(database)s) AS j;
+
+-- name: cron_login_rights
+-- Who the login is in pg_cron's database and whether it may remove any role's job
+-- (cron.unschedule of another role's job needs DELETE on cron.job; superusers have it).
+SELECT current_user::text AS login,
+       pg_catalog.has_table_privilege('cron.job', 'DELETE') AS may_remove_any;
+
+-- name: cron_connection_settings
+-- How pg_cron's jobs connect, where the login may read it (pg_settings hides what it may not).
+SELECT (SELECT s.setting FROM pg_catalog.pg_settings AS s WHERE s.name = 'cron.host') AS host,
+       (SELECT s.setting FROM pg_catalog.pg_settings AS s WHERE s.name = 'port') AS port,
+       (SELECT s.setting FROM pg_catalog.pg_settings AS s WHERE s.name = 'cron.use_background_workers')
+           AS background_workers;
 
 -- name: cron_last_runs
--- The last runs of each of the given jobs, newest first, with their duration in milliseconds.
+-- The newest runs of each of the given jobs by pg_cron's run id (a run that never connected
+-- has no start time), newest first, with their duration in milliseconds, whether the job
+-- failed before its command ran (no start time), and how many runs pg_cron keeps for it.
 SELECT d.jobid, d.runid, d.job_pid, d.status, d.return_message, d.start_time, d.end_time,
-       round(extract(epoch FROM coalesce(d.end_time, now()) - d.start_time) * 1000)::bigint AS duration_ms
+       round(extract(epoch FROM coalesce(d.end_time, now()) - d.start_time) * 1000)::bigint AS duration_ms,
+       d.status = 'failed' AND d.start_time IS NULL AS failed_before_command
   FROM unnest(%(jobids)s::bigint[]) AS j (jobid)
  CROSS JOIN LATERAL (SELECT *
                        FROM cron.job_run_details AS r
                       WHERE r.jobid = j.jobid
-                      ORDER BY r.start_time DESC NULLS FIRST, r.runid DESC
+                      ORDER BY r.runid DESC
                       LIMIT %(limit)s) AS d
- ORDER BY d.jobid, d.start_time DESC NULLS FIRST, d.runid DESC;
+ ORDER BY d.jobid, d.runid DESC;
 
 -- name: cron_unschedule
--- Remove one job by its id (its owner or a superuser may).
+-- Remove one job by its id (its owner, a superuser, or a role with DELETE on cron.job may).
 SELECT cron.unschedule(%(jobid)s::bigint);
+
+-- name: job_command_calls
+-- For each command (in the order given, from 1), the functions it calls (schema.name) and
+-- which of them do not exist in this database: a job calling those fails every time it runs.
+WITH c AS (SELECT t.command, t.i FROM unnest(%(commands)s::text[]) WITH ORDINALITY AS t (command, i)),
+     calls AS (SELECT DISTINCT c.i, lower(x[1]) || '.' || lower(x[2]) AS name
+                 FROM c CROSS JOIN LATERAL
+                      regexp_matches(c.command, '([A-Za-z_][A-Za-z0-9_]*)\.([A-Za-z_][A-Za-z0-9_]*)\s*\(', 'g') AS x)
+SELECT c.i::integer AS command_index,
+       ARRAY(SELECT m.name FROM calls AS m WHERE m.i = c.i ORDER BY m.name) AS calls,
+       ARRAY(SELECT m.name
+               FROM calls AS m
+              WHERE m.i = c.i
+                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc AS p
+                                 WHERE p.pronamespace::regnamespace::text || '.' || p.proname = m.name)
+              ORDER BY m.name) AS missing
+  FROM c
+ ORDER BY c.i;
 
 -- name: runs_of_job_runs
 -- The de-enrollment runs each job run made (windows in the order given, numbered from 1).
 SELECT * FROM public.count_de_enrollment_runs_in_windows(%(starts)s::timestamptz[], %(ends)s::timestamptz[],
+                                                         %(pids)s::integer[]);
+
+-- name: held_of_job_runs
+-- The leads still held by the de-enrollment runs each job run made, by reason.
+SELECT * FROM public.count_de_enrollment_held_in_windows(%(starts)s::timestamptz[], %(ends)s::timestamptz[],
                                                          %(pids)s::integer[]);
 
 -- name: missing_functions

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +30,18 @@ JOB_FUNCTIONS = ("deenroll.run_de_enrollment", "public.archive_de_enrollment_his
 SCHEDULE_IN_DATABASE = "cron.schedule_in_database(text,text,text,text,text,boolean)"
 
 
+# At five past the hour: a run every 15 (or 5, 10, 20, 30) minutes never starts on that minute,
+# so the health check does not count as stuck the leads that minute's run is de-enrolling.
+HEALTH_SCHEDULE = "5 * * * *"
+CLEANUP_SCHEDULE = "30 3 1 * *"
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
     schedule: str
     command: str
+    kind: str  # run, health or cleanup: what deenroll.de_enrollment_cron_jobs calls a job of ours
 
 
 def jobs(every_schedule: str) -> list[Job]:
@@ -42,9 +49,9 @@ def jobs(every_schedule: str) -> list[Job]:
     kept with the other statements in queries_schedule.sql."""
     command = queries.all_queries()
     return [
-        Job(RUN_JOB, every_schedule, command["job_run"]),
-        Job("deenroll-health", "0 * * * *", command["job_health"]),
-        Job("deenroll-cleanup", "30 3 1 * *", command["job_cleanup"]),
+        Job(RUN_JOB, every_schedule, command["job_run"], "run"),
+        Job("deenroll-health", HEALTH_SCHEDULE, command["job_health"], "health"),
+        Job("deenroll-cleanup", CLEANUP_SCHEDULE, command["job_cleanup"], "cleanup"),
     ]
 
 
@@ -160,10 +167,12 @@ class Installed:
     cron_database: str
     role: str
     notes: list[str] = field(default_factory=list)
+    replaced: list[dict[str, Any]] = field(default_factory=list)  # other jobs of ours for this database, removed
 
     def to_json(self) -> dict[str, Any]:
         # the database the jobs run in is the document's "database" (print_json adds it)
-        return {"jobs": self.jobs, "cron_database": self.cron_database, "role": self.role, "notes": self.notes}
+        return {"jobs": self.jobs, "replaced": self.replaced, "cron_database": self.cron_database,
+                "role": self.role, "notes": self.notes}
 
 
 def _job_role(where: Where, as_role: str | None, notes: list[str]) -> str:
@@ -200,13 +209,19 @@ def _job_role(where: Where, as_role: str | None, notes: list[str]) -> str:
     return role
 
 
+def who_may_grant(grantors: list[str]) -> str:
+    """Who can give a pg_cron right: a superuser, or a role holding it WITH GRANT OPTION."""
+    holders = f"here {', '.join(grantors)}; " if grantors else ""
+    return f"a superuser or a role holding it WITH GRANT OPTION ({holders}on Supabase, postgres)"
+
+
 def _check_cron_rights(where: Where, acting: str, acting_is_superuser: bool) -> None:
     if acting_is_superuser:
         return
     rights = queries.rows(where.cron, "cron_rights", role=acting)[0]
-    in_db = f"in database {where.cron_database} a superuser runs"
     if not rights["usage_on_cron"]:
-        raise UserError(f"role {acting} may not use pg_cron: {in_db} `GRANT USAGE ON SCHEMA cron TO {acting};`")
+        raise UserError(f"role {acting} may not use pg_cron: in database {where.cron_database}, "
+                        f"{who_may_grant(rights['usage_grantors'])} runs `GRANT USAGE ON SCHEMA cron TO {acting};`")
     if where.same_database:
         return
     if not rights["has_schedule_in_database"]:
@@ -215,21 +230,85 @@ def _check_cron_rights(where: Where, acting: str, acting_is_superuser: bool) -> 
                         f"or migrate deenroll into {where.cron_database}")
     if not rights["may_schedule_in_database"]:
         raise UserError(f"role {acting} may not schedule jobs for database {where.dbname} (pg_cron keeps its jobs "
-                        f"in {where.cron_database}): {in_db} `GRANT EXECUTE ON FUNCTION {SCHEDULE_IN_DATABASE} "
-                        f"TO {acting};`")
+                        f"in {where.cron_database}): in database {where.cron_database}, "
+                        f"{who_may_grant(rights['schedule_in_database_grantors'])} runs "
+                        f"`GRANT EXECUTE ON FUNCTION {SCHEDULE_IN_DATABASE} TO {acting};`")
+
+
+# --------------------------------------------------------------------------- the jobs of a database
+
+
+def _found_jobs(where: Where) -> list[dict[str, Any]]:
+    """Our jobs for this database (named deenroll-..., or calling the jobs' functions), each with
+    the job it stands for (kind) and whether this login may remove it; every role's where pg_cron
+    lives in our database and the role that migrated may read them, else those the login sees.
+    The run's first, then health, cleanup, and any other of ours."""
+    found = {j["jobid"]: j for j in queries.rows(where.cron, "cron_our_jobs", database=where.dbname)}
+    if where.same_database and not queries.rows(where.conn, "missing_functions",
+                                                functions=["deenroll.de_enrollment_cron_jobs"]):
+        try:
+            for j in queries.rows(where.cron, "cron_our_jobs_all_roles", database=where.dbname):
+                found.setdefault(j["jobid"], j)
+        except psycopg.errors.InsufficientPrivilege:
+            pass  # a login that is not a member of deenroll_runner: the jobs it sees
+    me = queries.rows(where.cron, "cron_login_rights")[0]
+    for j in found.values():
+        j["may_remove"] = j["username"] == me["login"] or me["may_remove_any"]
+    if found:
+        calls = queries.rows(where.conn, "job_command_calls", commands=[j["command"] for j in found.values()])
+        for j, c in zip(found.values(), calls):
+            j["calls"], j["calls_missing"] = c["calls"], c["missing"]
+    order = ["run", "health", "cleanup"]
+    return sorted(found.values(), key=lambda j: (order.index(j["kind"]) if j["kind"] in order else len(order),
+                                                 j["jobname"], j["username"], j["jobid"]))
+
+
+def unschedule_statement(j: dict[str, Any]) -> str:
+    return (f"{j['jobname']} (role {j['username']}, job {j['jobid']}, {j['schedule']}): as {j['username']} "
+            f"(or a role with DELETE on cron.job) `SELECT cron.unschedule({j['jobid']});`")
+
+
+def _brief(j: dict[str, Any]) -> dict[str, Any]:
+    return {"jobid": j["jobid"], "name": j["jobname"], "schedule": j["schedule"], "username": j["username"]}
+
+
+# --------------------------------------------------------------------------- install
 
 
 def install(target: database.Target, every_schedule: str, as_role: str | None,
             cron_database: str | None = None) -> Installed:
-    """Create or update our jobs, all of them or none (one transaction in pg_cron's database)."""
+    """Create or update our jobs, all of them or none (one transaction in pg_cron's database).
+    One schedule per database: another job of ours of the same kind for this database (another
+    role's, or another name) is replaced where the login may remove it; otherwise nothing
+    changes and the error names each with the statement that removes it."""
     notes: list[str] = []
     with located(target, cron_database) as where:
         role = _job_role(where, as_role, notes)
         by_name = where.superuser and role != where.login  # a superuser names the job's role
         acting = where.login if by_name or role == where.login else role
         _check_cron_rights(where, acting, where.superuser and acting == where.login)
+        ours = {(job.name, role) for job in jobs(every_schedule)}
+        kinds = {job.kind for job in jobs(every_schedule)}
+        others = [j for j in _found_jobs(where)
+                  if j["kind"] in kinds and (j["jobname"], j["username"]) not in ours]
+        replace = [j for j in others if j["active"]]
+        blocked = [j for j in replace if not j["may_remove"]]
+        if blocked:
+            raise UserError(
+                f"database {where.dbname} already has deenroll jobs that login {where.login} may not remove, and "
+                f"pg_cron would run both schedules: " + "; ".join(unschedule_statement(j) for j in blocked)
+                + "; then install again (or keep those and skip this install)"
+            )
+        for j in others:
+            if not j["active"]:
+                notes.append(f"inactive job {j['jobname']} of role {j['username']} (job {j['jobid']}) left as it is: "
+                             f"`SELECT cron.unschedule({j['jobid']});` removes it")
         done: list[dict[str, Any]] = []
+        replaced: list[dict[str, Any]] = []
         with where.cron.transaction():
+            for j in replace:
+                queries.run(where.cron, "cron_unschedule", jobid=j["jobid"])
+                replaced.append(_brief(j))
             if acting != where.login:
                 queries.run(where.cron, "set_role", role=role)
             for job in jobs(every_schedule):
@@ -263,81 +342,156 @@ def install(target: database.Target, every_schedule: str, as_role: str | None,
                     notes.append(f"job {job.name} is inactive (cron.alter_job(..., active := true) resumes it)")
                 done.append({"jobid": jobid, "name": job.name, "schedule": job.schedule, "command": job.command,
                              "username": role, "active": active, "action": action})
-        return Installed(done, where.dbname, where.cron_database, role, notes)
+        return Installed(done, where.dbname, where.cron_database, role, notes, replaced)
 
 
 # --------------------------------------------------------------------------- status and remove
 
 
-JOB_ORDER = [job.name for job in jobs(DEFAULT_EVERY)]
+def _pgpass_field(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
-def _our_jobs(where: Where) -> list[dict[str, Any]]:
-    """Our jobs for this database: the run's first, then health, cleanup, and any other of ours."""
-    found = queries.rows(where.cron, "cron_our_jobs", database=where.dbname)
-    return sorted(found, key=lambda j: (JOB_ORDER.index(j["jobname"]) if j["jobname"] in JOB_ORDER
-                                        else len(JOB_ORDER), j["jobname"], j["username"]))
+def _not_started_note(where: Where, j: dict[str, Any], message: str) -> str:
+    """Why a job run failed before its command ran, and what to do."""
+    head = f"job {j['jobid']} ({j['jobname']}, as {j['username']}) failed before its command ran ({message})"
+    if message != "connection failed":
+        return (f"{head}: pg_cron could not start it; the server's log says why (with "
+                "cron.use_background_workers = on, max_worker_processes must leave room for the jobs)")
+    s = queries.rows(where.cron, "cron_connection_settings")[0]
+    host = s["host"] or "localhost"
+    known = "" if s["host"] else " (cron.host's default; this login may not read the setting)"
+    line = ":".join(_pgpass_field(v) for v in (host, s["port"], j["database"], j["username"])) \
+        + f":<password of {j['username']}>"
+    return (f"{head}: in its default mode pg_cron connects each job over TCP to cron.host, {host}{known}, as the "
+            f"job's role, and this server asks that role for a password. Either give the server's operating-system "
+            f"user (usually postgres) this line in its ~/.pgpass (mode 0600): `{line}` (libpq matches the host field "
+            f"as written: 127.0.0.1 there does not match {host}); or set cron.host to the server's socket directory "
+            f"(e.g. /var/run/postgresql) with a pg_hba.conf `local` line that admits {j['username']} without a "
+            "password (peer with a map from the operating-system user, or trust); or set "
+            "cron.use_background_workers = on and restart the server (jobs then need no connection). "
+            "Supabase's own pg_cron needs none of this")
+
+
+def _windows(where: Where, runs: list[dict[str, Any]]) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, int]]]:
+    """For runs of run jobs that started: the de-enrollment runs each made, and the leads those
+    still hold by reason, keyed by pg_cron's run id."""
+    started = [r for r in runs if r["start_time"] is not None]  # a job that could not connect never started
+    # A job run's window lasts until the job's next run starts (or now): pg_cron's end_time may
+    # come before the last run rows of a CALL that ran in a background worker. The server
+    # process that ran the job, recorded in both, tells the runs apart.
+    ends = []
+    for i, r in enumerate(started):
+        newer = [n["start_time"] for n in started[:i] if n["jobid"] == r["jobid"]]
+        ends.append(newer[-1] if newer else None)
+    made: dict[int, dict[str, Any]] = {}
+    held: dict[int, dict[str, int]] = {}
+    if not started:
+        return made, held
+    windows = {"pids": [r["job_pid"] for r in started], "starts": [r["start_time"] for r in started], "ends": ends}
+    present = {"public.count_de_enrollment_runs_in_windows", "public.count_de_enrollment_held_in_windows"} - {
+        r["name"] for r in queries.rows(where.conn, "missing_functions", functions=[
+            "public.count_de_enrollment_runs_in_windows", "public.count_de_enrollment_held_in_windows"])}
+    if "public.count_de_enrollment_runs_in_windows" in present:
+        for row in queries.rows(where.conn, "runs_of_job_runs", **windows):
+            made[started[row.pop("window_index") - 1]["runid"]] = row
+    if "public.count_de_enrollment_held_in_windows" in present:
+        for row in queries.rows(where.conn, "held_of_job_runs", **windows):
+            held.setdefault(started[row["window_index"] - 1]["runid"], {})[row["reason"]] = row["leads"]
+    return made, held
 
 
 def status(target: database.Target, runs: int, cron_database: str | None = None) -> dict[str, Any]:
-    """Our jobs in pg_cron, each with its last runs and the de-enrollment runs they made."""
+    """Our jobs in pg_cron, each with its newest runs (by pg_cron's run id), the de-enrollment
+    runs they made and the leads those left held; the newest run of each decides `latest_status`."""
     with located(target, cron_database) as where:
-        found = _our_jobs(where)
-        last = queries.rows(where.cron, "cron_last_runs", jobids=[j["jobid"] for j in found], limit=runs)
-        made: dict[int, dict[str, Any]] = {}
-        run_job_runs = [r for r in last if r["start_time"] is not None  # a job that could not connect never started
-                        and any(j["jobid"] == r["jobid"] and j["jobname"] == RUN_JOB for j in found)]
-        # A job run's window lasts until the job's next run starts (or now): pg_cron's end_time may
-        # come before the last run rows of a CALL that ran in a background worker. The server
-        # process that ran the job, recorded in both, tells the runs apart.
-        ends: list[Any] = []
-        for i, r in enumerate(run_job_runs):
-            newer = [n["start_time"] for n in run_job_runs[:i] if n["jobid"] == r["jobid"]]
-            ends.append(newer[-1] if newer else None)
-        if run_job_runs and not queries.rows(where.conn, "missing_functions",
-                                             functions=["public.count_de_enrollment_runs_in_windows"]):
-            for row in queries.rows(
-                where.conn, "runs_of_job_runs", pids=[r["job_pid"] for r in run_job_runs],
-                starts=[r["start_time"] for r in run_job_runs], ends=ends,
-            ):
-                made[run_job_runs[row.pop("window_index") - 1]["runid"]] = row
+        found = _found_jobs(where)
+        last = queries.rows(where.cron, "cron_last_runs", jobids=[j["jobid"] for j in found], limit=max(runs, 1))
+        run_jobs = {j["jobid"] for j in found if j["kind"] == "run"}
+        made, held = _windows(where, [r for r in last if r["jobid"] in run_jobs and runs > 0])
         out = []
+        notes = []
         for j in found:
-            job_runs = [
+            job_runs = [r for r in last if r["jobid"] == j["jobid"]]
+            newest = job_runs[0] if job_runs else None
+            if newest and newest["failed_before_command"]:
+                notes.append(_not_started_note(where, j, (newest["return_message"] or "").strip()))
+            if j["calls_missing"]:
+                notes.append(f"job {j['jobid']} ({j['jobname']}, as {j['username']}) calls "
+                             f"{', '.join(j['calls_missing'])}, which does not exist in database {where.dbname}: "
+                             f"every run fails; `deenroll migrate` installs it, or as {j['username']} "
+                             f"`SELECT cron.unschedule({j['jobid']});` removes the job")
+            shown = [
                 {"runid": r["runid"], "start_time": r["start_time"], "end_time": r["end_time"],
                  "duration_ms": r["duration_ms"], "status": r["status"], "message": r["return_message"],
-                 **({"de_enrollment_runs": made[r["runid"]]} if r["runid"] in made else {})}
-                for r in last if r["jobid"] == j["jobid"]
+                 **({"de_enrollment_runs": made[r["runid"]]} if r["runid"] in made else {}),
+                 **({"held": held.get(r["runid"], {})} if r["runid"] in made else {})}
+                for r in job_runs[:runs]
             ]
-            out.append({"jobid": j["jobid"], "name": j["jobname"], "schedule": j["schedule"],
+            out.append({"jobid": j["jobid"], "name": j["jobname"], "kind": j["kind"], "schedule": j["schedule"],
                         "command": j["command"], "username": j["username"], "active": j["active"],
-                        "last_runs": job_runs})
-        notes = []
+                        "calls_missing": j["calls_missing"], "latest_status": newest["status"] if newest else None,
+                        "last_runs": shown})
+        for kind in ("run", "health", "cleanup"):
+            twins = [j for j in found if j["kind"] == kind and j["active"]]
+            if len(twins) > 1:
+                notes.append(f"{len(twins)} active {kind} jobs for database {where.dbname}, so pg_cron runs each: "
+                             + "; ".join(unschedule_statement(j) for j in twins[1:])
+                             + " (or `deenroll schedule install` as the login whose jobs should stay)")
         if not found and not where.superuser:
             notes.append(f"pg_cron shows login {where.login} only its own jobs: jobs another role scheduled "
-                         "are not listed")
+                         "may not be listed")
         return {"database": where.dbname, "cron_database": where.cron_database, "jobs": out, "notes": notes}
 
 
-def remove(target: database.Target, cron_database: str | None = None) -> list[dict[str, Any]]:
-    """Unschedule our jobs (names starting with deenroll-) that run in this database."""
+def remove(target: database.Target, cron_database: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Unschedule our jobs for this database that the login may remove; the others, kept, with
+    their owners and the statement that removes them. Never fails on a permission."""
     with located(target, cron_database) as where:
-        with where.cron.transaction():
-            found = _our_jobs(where)
-            for j in found:
+        return unschedule(where, _found_jobs(where))
+
+
+def unschedule(where: Where, found: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    removed: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
+    for j in found:
+        if j["may_remove"]:
+            try:
                 queries.run(where.cron, "cron_unschedule", jobid=j["jobid"])
-        return [{"jobid": j["jobid"], "name": j["jobname"], "schedule": j["schedule"], "username": j["username"]}
-                for j in found]
+                removed.append(_brief(j))
+                continue
+            except psycopg.errors.InsufficientPrivilege:
+                pass
+        kept.append({**_brief(j), "why": f"login {where.login} may not remove a job of role {j['username']}",
+                     "statement": f"SELECT cron.unschedule({j['jobid']});"})
+    return {"removed": removed, "kept": kept}
+
+
+@contextmanager
+def jobs_of_database(target: database.Target) -> Iterator[tuple[Where | None, list[dict[str, Any]]]]:
+    """For migrate's commands: pg_cron's place and our jobs for this database, or (None, []) where
+    pg_cron is not available or the login may not read its jobs."""
+    stack = ExitStack()
+    try:
+        where = stack.enter_context(located(target))
+        found = _found_jobs(where)
+    except (UserError, psycopg.errors.InsufficientPrivilege):
+        stack.close()
+        yield None, []
+        return
+    with stack:
+        yield where, found
 
 
 def summary(target: database.Target) -> dict[str, Any]:
     """For `deenroll status`: whether an in-database schedule exists; never raises."""
     try:
         with located(target) as where:
-            found = _our_jobs(where)
+            found = _found_jobs(where)
             return {"pg_cron": True, "cron_database": where.cron_database,
-                    "jobs": [{"name": j["jobname"], "schedule": j["schedule"], "active": j["active"],
-                              "username": j["username"]} for j in found]}
+                    "jobs": [{"jobid": j["jobid"], "name": j["jobname"], "kind": j["kind"], "schedule": j["schedule"],
+                              "active": j["active"], "username": j["username"], "calls_missing": j["calls_missing"]}
+                             for j in found]}
     except UserError as exc:
         return {"pg_cron": False, "jobs": [], "reason": str(exc)}
     except psycopg.Error as exc:
@@ -348,7 +502,9 @@ def summary(target: database.Target) -> dict[str, Any]:
 def summary_line(s: dict[str, Any]) -> str:
     """summary() in a few words, for `deenroll status`."""
     if s["jobs"]:
-        return ", ".join(f"{j['name']} {j['schedule']}" + ("" if j["active"] else " (inactive)") for j in s["jobs"])
+        return ", ".join(f"{j['name']} {j['schedule']} as {j['username']}" + ("" if j["active"] else " (inactive)")
+                         + (f" (calls missing {', '.join(j['calls_missing'])})" if j["calls_missing"] else "")
+                         for j in s["jobs"])
     if s["pg_cron"]:
         return "none (`deenroll schedule install` adds it)"
     return "none: " + s["reason"].removeprefix("deenroll: ")

@@ -1,11 +1,12 @@
 -- count_de_enrollment_runs_in_windows: per time window (a pg_cron job's run), the de-enrollment runs started in it and what they did
 -- requires: 0021_add_de_enrollment_monitoring
+-- after: de_enrollment_runs_in_windows
 --
 -- `deenroll schedule status` shows, beside each run of the deenroll-run job, the runs of
 -- de_enrollment_runs it made. pg_cron records when each job run started and ended and the
--- server process that ran it; a run belongs to a window when it started inside it (an open
--- window ends now) and, when both are known, was started by that process. Only counts come
--- out, so the runner role, which has no privilege on the table, may call it.
+-- server process that ran it; de_enrollment_runs_in_windows says which runs each window
+-- made. Only counts come out, so the runner role, which has no privilege on the table, may
+-- call it.
 CREATE FUNCTION public.count_de_enrollment_runs_in_windows(
     p_starts timestamptz[],
     p_ends   timestamptz[],
@@ -32,10 +33,9 @@ AS $fn$
            count(r.id) FILTER (WHERE r.status = 'failed'),
            count(r.id) FILTER (WHERE r.status = 'running'),
            coalesce(sum(r.leads_de_enrolled), 0)::bigint
-      FROM unnest(p_starts, p_ends, p_pids) WITH ORDINALITY AS w (start_time, end_time, pid, i)
-      LEFT JOIN public.de_enrollment_runs AS r
-        ON r.run_at >= w.start_time AND r.run_at <= coalesce(w.end_time, now())
-       AND (r.runner_pid IS NULL OR w.pid IS NULL OR r.runner_pid = w.pid)
+      FROM generate_series(1, cardinality(p_starts)) AS w (i)
+      LEFT JOIN public.de_enrollment_runs_in_windows(p_starts, p_ends, p_pids) AS m ON m.window_index = w.i
+      LEFT JOIN public.de_enrollment_runs AS r ON r.id = m.run_id
      GROUP BY w.i
      ORDER BY w.i
 $fn$;

@@ -51,7 +51,8 @@ DECLARE
         'de_enrollment_retry_lock_race', 'de_enrollment_join_run_group', 'de_enrollment_take_client',
         'de_enrollment_require_client', 'de_enrollment_dry_run',
         -- the pg_cron jobs' health check and `deenroll schedule status`
-        'check_de_enrollment_health', 'count_de_enrollment_runs_in_windows',
+        'check_de_enrollment_health', 'count_de_enrollment_runs_in_windows', 'count_de_enrollment_held_in_windows',
+        'de_enrollment_cron_jobs',
         -- the tables the cleanup vacuums
         'de_enrollment_maintained_tables'];
     -- Our trigger function in public (the platform's leads fire it); the others live in deenroll.

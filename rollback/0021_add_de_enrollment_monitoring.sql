@@ -10,6 +10,8 @@ DROP FUNCTION IF EXISTS public.de_enrollment_rls_blind_spots;
 DROP FUNCTION IF EXISTS public.de_enrollment_maintained_tables;
 DROP FUNCTION IF EXISTS public.de_enrollment_client_exists;
 DROP FUNCTION IF EXISTS public.count_de_enrollment_runs_in_windows;
+DROP FUNCTION IF EXISTS public.count_de_enrollment_held_in_windows;
+DROP FUNCTION IF EXISTS public.de_enrollment_runs_in_windows;
 DROP FUNCTION IF EXISTS public.archive_de_enrollment_history;
 DROP FUNCTION IF EXISTS public.apply_client_stats_deltas;
 -- end of the functions and views

@@ -161,7 +161,7 @@ def test_install_status_remove_for_another_database_as_a_runner_login(
     assert f"run as role {login} in database {dbname}, kept in pg_cron's database {cron_db}" in res.stderr
     assert _jobs(pg_server, cron_db, login) == {
         "deenroll-run": ("*/15 * * * *", "CALL deenroll.run_de_enrollment()", dbname, True),
-        "deenroll-health": ("0 * * * *", "SELECT public.check_de_enrollment_health()", dbname, True),
+        "deenroll-health": ("5 * * * *", "SELECT public.check_de_enrollment_health()", dbname, True),
         "deenroll-cleanup": ("30 3 1 * *", "SELECT public.archive_de_enrollment_history()", dbname, True),
         "nightly-report": ("0 2 * * *", "SELECT 1", dbname, True),
     }
@@ -174,7 +174,7 @@ def test_install_status_remove_for_another_database_as_a_runner_login(
     res = sched("install", "--every", "5 minutes", "--json")
     doc = json.loads(res.stdout)
     assert [(j["name"], j["action"], j["schedule"]) for j in doc["jobs"]] == [
-        ("deenroll-run", "updated", "*/5 * * * *"), ("deenroll-health", "unchanged", "0 * * * *"),
+        ("deenroll-run", "updated", "*/5 * * * *"), ("deenroll-health", "unchanged", "5 * * * *"),
         ("deenroll-cleanup", "unchanged", "30 3 1 * *")]
     assert len(_jobs(pg_server, cron_db, login)) == 4
 
@@ -196,8 +196,16 @@ def test_install_status_remove_for_another_database_as_a_runner_login(
         assert _jobs(pg_server, cron_db, login)["deenroll-run"][0] == "*/5 * * * *"  # nothing changed
 
     res = run_cli("status", db=pg_server.url(dbname))
-    assert "in-database schedule (pg_cron): deenroll-run */5 * * * *, deenroll-health 0 * * * *, " \
-           "deenroll-cleanup 30 3 1 * *" in res.stdout
+    assert f"in-database schedule (pg_cron): deenroll-run */5 * * * * as {login}, deenroll-health 5 * * * * as " \
+           f"{login}, deenroll-cleanup 30 3 1 * * as {login}" in res.stdout
+
+    # an install of an earlier release (health at :00) is updated
+    with psycopg.connect(pg_server.dsn(cron_db), autocommit=True) as conn:
+        conn.execute("UPDATE cron.job SET schedule = '0 * * * *' WHERE username = %s AND jobname = 'deenroll-health'",
+                     (login,))
+    doc = json.loads(sched("install", "--every", "5 minutes", "--json").stdout)
+    assert [(j["name"], j["action"]) for j in doc["jobs"]][1] == ("deenroll-health", "updated")
+    assert _jobs(pg_server, cron_db, login)["deenroll-health"][0] == "5 * * * *"
 
     res = sched("remove")
     assert res.code == 0, res.stderr
@@ -205,7 +213,7 @@ def test_install_status_remove_for_another_database_as_a_runner_login(
         "deenroll-cleanup", "deenroll-health", "deenroll-run"]
     assert list(_jobs(pg_server, cron_db, login)) == ["nightly-report"]
     res = sched("remove", "--json")
-    assert res.code == 0 and json.loads(res.stdout)["removed"] == []
+    assert res.code == 0 and json.loads(res.stdout)["removed"] == [] and res.stderr == ""
     res = sched("status")
     assert res.code == 1 and res.stdout.startswith("no deenroll job in pg_cron for database")
     res = run_cli("status", db=pg_server.url(dbname))
@@ -246,7 +254,8 @@ def test_logins_without_the_rights_get_one_line_naming_the_grant(
 
     no_usage = make_login(cron_usage=False, read_settings=True)
     line = one_line(run_cli("schedule", "install", db=_login_url(pg_server, dbname, no_usage)))
-    assert line == (f"deenroll: error: role {no_usage} may not use pg_cron: in database {cron_db} a superuser runs "
+    assert line == (f"deenroll: error: role {no_usage} may not use pg_cron: in database {cron_db}, a superuser or a "
+                    "role holding it WITH GRANT OPTION (on Supabase, postgres) runs "
                     f"`GRANT USAGE ON SCHEMA cron TO {no_usage};`")
 
     no_other = make_login(other_database=False, read_settings=True)
@@ -254,8 +263,8 @@ def test_logins_without_the_rights_get_one_line_naming_the_grant(
     doc = json.loads(res.stdout)
     assert res.code == 2 and doc["exit_code"] == 2
     assert doc["error"] == (f"role {no_other} may not schedule jobs for database {dbname} (pg_cron keeps its jobs in "
-                            f"{cron_db}): in database {cron_db} a superuser runs "
-                            f"`GRANT EXECUTE ON FUNCTION {SCHEDULE_IN_DATABASE} TO {no_other};`")
+                            f"{cron_db}): in database {cron_db}, a superuser or a role holding it WITH GRANT OPTION "
+                            f"(on Supabase, postgres) runs `GRANT EXECUTE ON FUNCTION {SCHEDULE_IN_DATABASE} TO {no_other};`")
     for role in (outsider, no_usage, no_other):
         assert _jobs(pg_server, cron_db, role) == {}
 

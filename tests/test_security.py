@@ -116,6 +116,8 @@ RUNNER_FUNCTIONS = {
     "check_de_enrollment_health()",
     "de_enrollment_maintained_tables()",
     "count_de_enrollment_runs_in_windows(timestamp with time zone[],timestamp with time zone[],integer[])",
+    "count_de_enrollment_held_in_windows(timestamp with time zone[],timestamp with time zone[],integer[])",
+    "deenroll.de_enrollment_cron_jobs(text)",
 }
 VIEWS = {d.name for d in schema.definitions() if d.kind == "view"}  # every view file of ours
 

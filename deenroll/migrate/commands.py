@@ -17,10 +17,10 @@ from typing import Callable, Iterator
 import psycopg
 from yoyo import exceptions as yoyo_exceptions
 
-from .. import queries
+from .. import queries, schedule
 from ..database import Target, connect
 from ..errors import UserError, one_line
-from ..sqlfiles import SCHEMA
+from ..sqlfiles import SCHEMA, definitions
 from .adoption import check_prerequisites, recognise
 from .definitions import DEFINITIONS_TABLE, RefusedDrop, apply_definitions, forget_missing_definitions
 from .execute import RETRIED_SQLSTATES, LockWatch, MigrationError, run_written
@@ -113,9 +113,45 @@ def _retrying_lock_waits(action: Callable[[], None], attempts: int = 5, first_pa
             time.sleep(first_pause * 2 ** (attempt - 1))
 
 
-def rollback(target: Target, to: str, lock_timeout: float = 60.0) -> list[str]:
-    """Roll back every migration after `to`, newest first."""
+@contextmanager
+def _jobs_follow(target: Target, doing: str, calls_dropped: Callable[[dict], bool] | None,
+                 removed: list[dict] | None) -> Iterator[None]:
+    """Our pg_cron jobs for this database that `doing` leaves calling what it drops (all of them
+    when calls_dropped is None) are removed after it, appended to `removed`. Where the login may
+    not remove one, it refuses before anything changes, naming each with its statement."""
+    with schedule.jobs_of_database(target) as (where, found):
+        hit = [j for j in found if calls_dropped is None or calls_dropped(j)]
+        blocked = [j for j in hit if not j["may_remove"]]
+        if blocked:
+            raise UserError(
+                f"{doing} would leave pg_cron jobs calling what it drops, and login {where.login} may not remove "
+                "them: " + "; ".join(schedule.unschedule_statement(j) for j in blocked) + f"; then {doing} again"
+            )
+        yield
+        if hit and where is not None:
+            done = schedule.unschedule(where, hit)
+            if removed is not None:
+                removed.extend(done["removed"])
+
+
+def _dropped_functions(target: Target, stop_at: str) -> set[str]:
+    """schema.name of every function a rollback to stop_at drops (those requiring a later migration)."""
+    with connect(target, autocommit=True) as conn:
+        applied = set(recorded_migrations(conn) or {})
+    return {f"{d.schema}.{d.name}" for d in definitions() if d.requires in applied and d.requires > stop_at}
+
+
+def rollback(target: Target, to: str, lock_timeout: float = 60.0, removed_jobs: list[dict] | None = None) -> list[str]:
+    """Roll back every migration after `to`, newest first. Our pg_cron jobs whose command calls a
+    function it drops are removed afterwards (listed in removed_jobs when given); where the login
+    may not remove one, nothing is rolled back."""
     stop_at = resolve_target(to)
+    dropped = _dropped_functions(target, stop_at)
+    with _jobs_follow(target, f"rollback --to {stop_at}", lambda j: bool(set(j["calls"]) & dropped), removed_jobs):
+        return _rollback(target, stop_at, lock_timeout)
+
+
+def _rollback(target: Target, stop_at: str, lock_timeout: float) -> list[str]:
     rolled: list[str] = []
     with backend(target) as yoyo, LockWatch(target) as watch, _one_line_errors():
         migrations = our_migrations(watch)
@@ -139,19 +175,28 @@ class UninstallResult:
     dropped_tables: list[str] = field(default_factory=list)
     dropped_roles: list[str] = field(default_factory=list)
     kept_roles: list[str] = field(default_factory=list)  # "name: why"
+    removed_jobs: list[dict] = field(default_factory=list)  # our pg_cron jobs for this database
 
 
 def uninstall(target: Target, lock_timeout: float = 60.0) -> UninstallResult:
     """Everything deenroll added, gone: every migration after the baseline rolled back, the
     bookkeeping tables dropped, and the roles a migration created (marked by their comment)
-    dropped when no login is a member and no database still grants them anything.
+    dropped when no login is a member and no database still grants them anything; then our
+    pg_cron jobs for this database removed (where the login may not remove one, nothing
+    changes and the error names it).
     The platform's campaigns and leads stay, with every row."""
     result = UninstallResult()
+    with _jobs_follow(target, "uninstall", None, result.removed_jobs):
+        _uninstall(target, lock_timeout, result)
+    return result
+
+
+def _uninstall(target: Target, lock_timeout: float, result: UninstallResult) -> None:
     with connect(target, autocommit=True) as conn:
         never = recorded_migrations(conn) is None
         roles_before = [r[0] for r in queries.run(conn, "migrate_marked_roles", mark=ROLE_MARK).fetchall()]
     if not never:
-        result.rolled_back = rollback(target, BASELINE, lock_timeout)
+        result.rolled_back = _rollback(target, BASELINE, lock_timeout)
     with connect(target) as conn:
         queries.run(conn, "migrate_uninstall_lock_wait")
         for table in BOOKKEEPING_TABLES:
@@ -171,4 +216,3 @@ def uninstall(target: Target, lock_timeout: float = 60.0) -> UninstallResult:
         conn.commit()
         left = {r[0] for r in queries.run(conn, "migrate_marked_roles", mark=ROLE_MARK).fetchall()}
         result.dropped_roles = [r for r in roles_before if r not in left]
-    return result
