@@ -9,8 +9,8 @@ import uuid
 
 import psycopg
 
-from deenroll import schema
 from deenroll.database import Target
+from deenroll.migrate import commands, files
 
 
 def lead_id(i: int) -> str:
@@ -21,7 +21,7 @@ def lead_id(i: int) -> str:
 def build(dsn: str, leads: int, clients: int, campaigns: int) -> float:
     """The baseline and the platform's rows, set-based; returns seconds."""
     started = time.perf_counter()
-    schema.migrate(Target(dsn, "bench"), to=schema.BASELINE)
+    commands.migrate(Target(dsn, "bench"), to=files.BASELINE)
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
             """INSERT INTO campaigns (id, client_id, name, messages)

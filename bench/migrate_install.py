@@ -12,8 +12,8 @@ import psycopg
 from bench import common
 from bench.baseline import build
 from bench.platform_writer import TARGET_MS, start_writer, stop_writer, waits_between
-from deenroll import schema
 from deenroll.database import Target
+from deenroll.migrate import commands
 
 say = partial(common.say, "migrate-wait")
 
@@ -26,7 +26,7 @@ def measure(dsn: str, leads: int, clients: int = 20, campaigns: int = 200, inter
     say(f"{leads:,} leads: built in {build_s:.1f} s; migrating while the platform writes")
     writer = start_writer(dsn, leads, interval_ms)
     started = time.perf_counter()
-    result = schema.migrate(Target(dsn, "bench"))
+    result = commands.migrate(Target(dsn, "bench"))
     finished = time.perf_counter()
     stop_at = time.monotonic() + 1.0
     while time.monotonic() < stop_at and writer.error is None:

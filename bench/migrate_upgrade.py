@@ -16,7 +16,8 @@ from bench.baseline import build
 from bench.common import RUNNER_MAX_RUNTIME_MS, Child
 from bench.platform_writer import TARGET_MS, start_writer, stop_writer, waits_between
 from bench.release import previous_release, previous_release_code
-from deenroll import schema
+from deenroll.migrate.definitions import DEFINITIONS_TABLE
+from deenroll.migrate.files import migration_files
 
 BATCHES_BEFORE_MIGRATE = 3
 
@@ -74,7 +75,7 @@ def measure(dsn: str, leads: int, clients: int = 20, campaigns: int = 200, inter
 
 def upgrade(dsn: str, tmp: Path, leads: int, clients: int, campaigns: int, interval_ms: float,
             batch_size: int) -> dict[str, Any]:
-    previous, latest = previous_release(), schema.migration_files()[-1].stem
+    previous, latest = previous_release(), migration_files()[-1].stem
     commit = previous_release_code(tmp)
     say(f"upgrade, {leads:,} leads: building the baseline data set")
     build_s = build(dsn, leads, clients, campaigns)
@@ -83,7 +84,7 @@ def upgrade(dsn: str, tmp: Path, leads: int, clients: int, campaigns: int, inter
     if setup.code != 0:
         raise RuntimeError(f"`deenroll migrate` of the previous release exited {setup.code}: {setup.last_line}")
     with psycopg.connect(dsn, autocommit=True) as conn:
-        marked = conn.execute(f"UPDATE public.{schema.DEFINITIONS_TABLE} SET file_sha256 = 'old'").rowcount
+        marked = conn.execute(f"UPDATE public.{DEFINITIONS_TABLE} SET file_sha256 = 'old'").rowcount
         conn.execute("VACUUM ANALYZE leads")
         due = conn.execute("SELECT count(*) FROM public.de_enrollment_due_leads").fetchone()[0]
     say(f"upgrade: at {previous} in {setup.wall_s:.1f} s, {marked} definitions marked changed, {due:,} leads due; "

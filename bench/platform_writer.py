@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 
 from bench.baseline import lead_id
+from deenroll.errors import one_line
 
 TARGET_MS = 200.0
 
@@ -44,7 +45,7 @@ class Writer(threading.Thread):
                             (lead,),
                         )
                     except psycopg.DatabaseError as exc:  # the platform's write failed: counted, and on to the next
-                        self.failures.append((t0, str(exc).splitlines()[0]))
+                        self.failures.append((t0, one_line(exc)))
                     self.waits.append((t0, time.perf_counter() - t0))
                     self.touched.add(lead)
                     tick += self.interval

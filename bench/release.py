@@ -9,7 +9,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from deenroll import schema
+from deenroll.migrate.files import migration_files
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -26,7 +26,7 @@ def git(repo: Path, *args: str) -> bytes:
 
 def previous_release() -> str:
     """The stem of the second-to-last migration file: the release an upgrade starts from."""
-    stems = [m.stem for m in schema.migration_files()]
+    stems = [m.stem for m in migration_files()]
     if len(stems) < 2:
         raise RuntimeError("an upgrade needs at least two migrations")
     return stems[-2]
@@ -35,7 +35,7 @@ def previous_release() -> str:
 def previous_release_code(into: Path) -> str:
     """The code of the previous release, written under `into`: this checkout's commit before the one
     that added the newest migration (HEAD when that file is not committed yet). Returns the commit."""
-    latest = schema.migration_files()[-1].stem
+    latest = migration_files()[-1].stem
     added = git(REPO, "log", "-1", "--diff-filter=A", "--format=%H", "--", f"migrations/{latest}.sql").decode().strip()
     commit = git(REPO, "rev-parse", f"{added}^" if added else "HEAD").decode().strip()
     listed = git(REPO, "ls-tree", "--name-only", commit, "migrations/").decode().split()

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import psycopg
 
 from bench.common import Server
-from deenroll import schema
 from deenroll.database import Target
 from deenroll.dataset import build_dataset
+from deenroll.migrate.commands import migrate
 
 
 @dataclass
@@ -33,7 +33,7 @@ def build_template(server: Server, label: str, leads: int, clients: int, campaig
                    eligible_fraction: float, seed: str) -> DataSet:
     name = server.create_db(label)
     dsn = server.dsn(name)
-    schema.migrate(Target(dsn, "benchmark"))
+    migrate(Target(dsn, "benchmark"))
     t0 = time.perf_counter()
     with psycopg.connect(dsn) as conn:
         info = build_dataset(conn, clients=clients, campaigns=campaigns, leads=leads,

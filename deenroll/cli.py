@@ -12,9 +12,10 @@ from typing import Any, NoReturn
 import click
 import psycopg
 
-from . import __version__, cli_ops, cli_run, cli_schedule, database, pooler, schedule, schema
+from . import __version__, cli_ops, cli_run, cli_schedule, database, pooler, schedule
 from .cli_common import Context, json_option, pass_ctx, print_json
 from .errors import UserError, one_line
+from .migrate import commands, files, inspection
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -47,13 +48,13 @@ def cli() -> None:
 def migrate(obj: Context, to: str | None, lock_wait: float, break_lock: bool, as_json: bool) -> int:
     """Apply pending migrations, then the current functions and views."""
     if break_lock:
-        schema.break_lock(obj.target)
+        commands.break_lock(obj.target)
         click.echo("migration lock removed", err=True)
         if as_json:
             print_json(obj, {"lock_removed": True, "exit_code": 0})
         return 0
     pooler.require_session(obj.target, "migrate")
-    result = schema.migrate(obj.target, to=to, lock_timeout=lock_wait)
+    result = commands.migrate(obj.target, to=to, lock_timeout=lock_wait)
     if as_json:
         print_json(obj, {
             "applied": result.applied,
@@ -86,16 +87,16 @@ def rollback(obj: Context, to: str, lock_wait: float, as_json: bool) -> int:
     deenroll's pg_cron jobs that call what it dropped."""
     pooler.require_session(obj.target, "rollback")
     jobs: list[dict[str, Any]] = []
-    rolled = schema.rollback(obj.target, to, lock_timeout=lock_wait, removed_jobs=jobs)
+    rolled = commands.rollback(obj.target, to, lock_timeout=lock_wait, removed_jobs=jobs)
     if as_json:
-        print_json(obj, {"rolled_back": rolled, "kept": schema.resolve_target(to), "removed_jobs": jobs,
+        print_json(obj, {"rolled_back": rolled, "kept": files.resolve_target(to), "removed_jobs": jobs,
                          "exit_code": 0})
         return 0
     for stem in rolled:
         click.echo(f"rolled back {stem}")
     _removed_jobs(jobs)
     if not rolled:
-        click.echo(f"nothing to do: no migration after {schema.resolve_target(to)} is applied")
+        click.echo(f"nothing to do: no migration after {files.resolve_target(to)} is applied")
     return 0
 
 
@@ -105,7 +106,7 @@ def rollback(obj: Context, to: str, lock_wait: float, as_json: bool) -> int:
 def status(obj: Context, as_json: bool) -> int:
     """Applied and pending migrations; functions and views that differ from their files; whether
     pg_cron runs deenroll's jobs (`deenroll schedule`)."""
-    st = schema.status(obj.target)
+    st = inspection.status(obj.target)
     in_db = schedule.summary(obj.target)
     if as_json:
         print_json(obj, {
@@ -145,7 +146,7 @@ def uninstall(obj: Context, yes: bool, lock_wait: float, as_json: bool) -> int:
             "run it again with --yes"
         )
     pooler.require_session(obj.target, "uninstall")
-    result = schema.uninstall(obj.target, lock_timeout=lock_wait)
+    result = commands.uninstall(obj.target, lock_timeout=lock_wait)
     if as_json:
         print_json(obj, {"rolled_back": result.rolled_back, "dropped_tables": result.dropped_tables,
                          "dropped_roles": result.dropped_roles, "kept_roles": result.kept_roles,
@@ -176,7 +177,7 @@ def _removed_jobs(jobs: list[dict[str, Any]]) -> None:
 def verify(obj: Context, as_json: bool) -> int:
     """The SOP's post-migration checks (Step 2.2), pass/fail per item, and any pg_cron job of
     deenroll's calling a function that does not exist; exit 1 on any fail."""
-    checks = schema.verify(obj.target)
+    checks = inspection.verify(obj.target)
     failed = sum(1 for _, ok, _ in checks if not ok)
     code = 1 if failed else 0
     if as_json:

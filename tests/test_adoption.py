@@ -17,14 +17,15 @@ import psycopg
 import pytest
 
 from catalog import diff, snapshot
-from deenroll import paths, schema
+from deenroll import paths, sqlfiles
 from deenroll.database import Target
+from deenroll.migrate import commands, definitions, execute, files, inspection
 
 pytestmark = pytest.mark.schema
 
 REPO = Path(__file__).resolve().parent.parent
-STEMS = [m.stem for m in schema.migration_files()]
-AFTER_BASELINE = STEMS[STEMS.index(schema.BASELINE) + 1 :]
+STEMS = [m.stem for m in files.migration_files()]
+AFTER_BASELINE = STEMS[STEMS.index(files.BASELINE) + 1 :]
 SOP_ROUTE = [s for s in AFTER_BASELINE if s[:4] in ("0019", "0020", "0021")]
 
 # A platform schema as many live databases have it: varchar names, timestamps without time
@@ -100,7 +101,7 @@ def test_status_on_a_never_migrated_database_says_so_and_creates_nothing(empty_d
     assert res.code == 0, res.stderr
     assert "0019_add_campaign_completion_tracking" in res.stdout and "pending" in res.stdout
     assert _pg_class(empty_db_url) == before
-    st = schema.status(Target(empty_db_url, "test"))
+    st = inspection.status(Target(empty_db_url, "test"))
     assert st.never_migrated and all(state == "pending" for _, state in st.migrations)
     assert _pg_class(empty_db_url) == before
 
@@ -157,10 +158,10 @@ def test_migrations_applied_by_hand_with_psql_are_recognised_then_run_and_psql_r
         res = _psql(empty_db_url, "-1", "-f", f"migrations/{stem}.sql")
         assert res.returncode == 0, res.stderr
 
-    result = schema.migrate(Target(empty_db_url, "test"))
+    result = commands.migrate(Target(empty_db_url, "test"))
     assert result.applied_by_hand == SOP_ROUTE
-    assert result.applied == [schema.BASELINE] + [s for s in AFTER_BASELINE if s not in SOP_ROUTE]
-    assert all(state.startswith("applied") for _, state in schema.status(Target(empty_db_url, "test")).migrations)
+    assert result.applied == [files.BASELINE] + [s for s in AFTER_BASELINE if s not in SOP_ROUTE]
+    assert all(state.startswith("applied") for _, state in inspection.status(Target(empty_db_url, "test")).migrations)
     run = cli("run", db=empty_db_url)
     assert run.code == 0, run.stderr
     assert cli("migrate", db=empty_db_url).stdout.startswith("nothing to do")
@@ -168,13 +169,13 @@ def test_migrations_applied_by_hand_with_psql_are_recognised_then_run_and_psql_r
     # The SOP's rollback commands, newest first (in one transaction each, except the files that
     # must run outside one); then deenroll records it.
     for stem in reversed(AFTER_BASELINE):
-        one = ["-1"] if schema.is_transactional((REPO / "rollback" / f"{stem}.sql").read_text()) else []
+        one = ["-1"] if files.is_transactional((REPO / "rollback" / f"{stem}.sql").read_text()) else []
         res = _psql(empty_db_url, *one, "-f", f"migrations/rollback/{stem[:4]}_rollback.sql")
         assert res.returncode == 0, res.stderr
     assert diff(before, _catalog(empty_db_url)) == []
     refused = _one_line_error(cli("migrate", db=empty_db_url))
     assert "rolled back by hand" in refused and "deenroll rollback --to" in refused
-    assert cli("rollback", "--to", schema.BASELINE, db=empty_db_url).code == 0
+    assert cli("rollback", "--to", files.BASELINE, db=empty_db_url).code == 0
     assert diff(before, _catalog(empty_db_url)) == []
     assert cli("migrate", db=empty_db_url).code == 0
 
@@ -193,13 +194,13 @@ def test_a_half_applied_migration_is_refused_naming_what_is_there_and_missing(em
 def test_rollback_files_drop_what_the_definition_headers_say() -> None:
     """The psql route's DROP lines are written from the headers; a new or moved function or view
     fails here until scripts/sync-rollback-drops.py has rewritten them."""
-    for m in schema.migration_files():
+    for m in files.migration_files():
         text = m.rollback_path.read_text()
-        assert schema.rollback_with_drops(m.stem, text) == text, f"run scripts/sync-rollback-drops.py ({m.stem})"
-    dropped = {line for m in schema.migration_files() for line in schema.rollback_drops(m.stem)}
+        assert files.rollback_with_drops(m.stem, text) == text, f"run scripts/sync-rollback-drops.py ({m.stem})"
+    dropped = {line for m in files.migration_files() for line in files.rollback_drops(m.stem)}
     # trigger functions are restored or dropped by the rollback file itself, after their triggers
-    assert dropped == {d.drop for d in schema.definitions() if not d.fires_on_trigger}
-    health = schema.rollback_drops("0024_isolate_dirty_platform_data")
+    assert dropped == {d.drop for d in sqlfiles.definitions() if not d.fires_on_trigger}
+    health = files.rollback_drops("0024_isolate_dirty_platform_data")
     assert health.index("DROP VIEW IF EXISTS public.de_enrollment_health;") < health.index(
         "DROP VIEW IF EXISTS public.de_enrollment_stuck_leads;"
     ), "a view goes before the view it reads"
@@ -211,7 +212,7 @@ def test_sop_rollback_paths_point_at_every_rollback_and_migrate_ignores_them() -
     for link, stem in zip(links, AFTER_BASELINE):
         # A link in the checkout, a copy in the installed package: the same text either way.
         assert link.read_text() == (paths.sql_dir("rollback") / f"{stem}.sql").read_text()
-    assert [m.stem for m in schema.migration_files()] == STEMS and all("rollback" not in s for s in STEMS)
+    assert [m.stem for m in files.migration_files()] == STEMS and all("rollback" not in s for s in STEMS)
 
 
 # --------------------------------------------------------------------------- a failed migrate names its cause
@@ -219,7 +220,7 @@ def test_sop_rollback_paths_point_at_every_rollback_and_migrate_ignores_them() -
 
 def test_a_lock_timeout_names_the_migration_the_statement_and_the_blocking_session(empty_db_url: str, cli) -> None:
     _platform(empty_db_url)
-    assert cli("migrate", "--to", schema.BASELINE, db=empty_db_url).code == 0
+    assert cli("migrate", "--to", files.BASELINE, db=empty_db_url).code == 0
     with psycopg.connect(empty_db_url, application_name="platform-app") as blocker:
         blocker.execute("SELECT count(*) FROM leads")  # holds its lock until the transaction ends
         line = _one_line_error(cli("migrate", db=empty_db_url))
@@ -228,7 +229,7 @@ def test_a_lock_timeout_names_the_migration_the_statement_and_the_blocking_sessi
     assert "migration 0019_add_campaign_completion_tracking failed at migrations/0019_add_campaign_completion_tracking.sql line" in line
     assert "'ALTER TABLE leads'" in line and "lock timeout" in line
     assert f"pid {pid} (application_name 'platform-app'" in line and "'idle in transaction'" in line
-    states = dict(schema.status(Target(empty_db_url, "test")).migrations)
+    states = dict(inspection.status(Target(empty_db_url, "test")).migrations)
     assert states["0019_add_campaign_completion_tracking"] == "pending"
 
 
@@ -236,8 +237,8 @@ def test_a_failing_statement_is_named_by_its_file_line_and_first_line(empty_db_u
     path = tmp_path / "migrations" / "9999_example.sql"
     path.parent.mkdir()
     path.write_text("-- example\nSELECT 1;\n\n-- the second statement\nSELECT\n    1,\n    no_such_column\n  FROM pg_class;\n")
-    with psycopg.connect(empty_db_url) as conn, pytest.raises(schema.MigrationError) as failed:
-        schema.run_file(conn, path, "migration 9999_example")
+    with psycopg.connect(empty_db_url) as conn, pytest.raises(execute.MigrationError) as failed:
+        execute.run_file(conn, path, "migration 9999_example")
     assert failed.value.message() == (
         "migration 9999_example failed at migrations/9999_example.sql line 7 ('SELECT'): "
         'column "no_such_column" does not exist'
@@ -249,7 +250,7 @@ def test_a_failing_statement_is_named_by_its_file_line_and_first_line(empty_db_u
 
 def _forget(url: str, name: str) -> None:
     with psycopg.connect(url) as conn:
-        conn.execute(f"DELETE FROM {schema.DEFINITIONS_TABLE} WHERE name = %s", (name,))
+        conn.execute(f"DELETE FROM {definitions.DEFINITIONS_TABLE} WHERE name = %s", (name,))
 
 
 def test_a_users_view_and_grant_survive_the_re_creation_of_ours(db_url: str, cli) -> None:
@@ -287,7 +288,7 @@ def test_an_incompatible_change_is_refused_naming_the_users_view(db_url: str, cl
         assert conn.execute("SELECT count(*) FROM my_health").fetchone()[0] >= 0
         conn.execute("DROP VIEW my_health")
     assert cli("migrate", db=db_url).code == 0
-    assert all(state == "up to date" for _, _, state in schema.status(Target(db_url, "test")).definitions)
+    assert all(state == "up to date" for _, _, state in inspection.status(Target(db_url, "test")).definitions)
 
 
 @contextmanager
@@ -336,7 +337,7 @@ def test_definitions_are_retried_after_a_lock_timeout_and_then_applied(db_url: s
 
 def _migrate_or_error(url: str) -> object:
     try:
-        return schema.migrate(Target(url, "test"))
+        return commands.migrate(Target(url, "test"))
     except Exception as exc:  # noqa: BLE001 - the test reports it
         return exc
 
@@ -350,9 +351,9 @@ def test_uninstall_leaves_the_platform_schema_as_it_was(empty_db_url: str, cli) 
     before, before_rows = _catalog(empty_db_url), _pg_class(empty_db_url)
     assert cli("migrate", db=empty_db_url).code == 0
     assert cli("run", db=empty_db_url).code == 0
-    result = schema.uninstall(Target(empty_db_url, "test"))
+    result = commands.uninstall(Target(empty_db_url, "test"))
     assert result.rolled_back == list(reversed(AFTER_BASELINE))
-    assert sorted(result.dropped_tables) == sorted(schema.BOOKKEEPING_TABLES)
+    assert sorted(result.dropped_tables) == sorted(commands.BOOKKEEPING_TABLES)
     assert diff(before, _catalog(empty_db_url)) == []
     assert _pg_class(empty_db_url) == before_rows
     with psycopg.connect(empty_db_url) as conn:
@@ -365,7 +366,7 @@ def test_uninstall_leaves_the_platform_schema_as_it_was(empty_db_url: str, cli) 
         assert any(k.startswith(f"{name}: ") for k in result.kept_roles), (name, result)
     assert set(result.dropped_roles).isdisjoint(name for (name,) in ours)
     # Uninstalling again finds nothing to do and changes nothing.
-    again = schema.uninstall(Target(empty_db_url, "test"))
+    again = commands.uninstall(Target(empty_db_url, "test"))
     assert again.rolled_back == [] and again.dropped_tables == []
     assert _pg_class(empty_db_url) == before_rows
 
@@ -374,7 +375,7 @@ def test_each_rollback_file_drops_the_functions_and_views_that_need_its_migratio
     """The SOP's psql rollbacks run the files alone: each must drop what `-- requires:` its migration."""
     missing = [
         f"rollback/{d.requires}.sql does not drop {d.kind} {d.name}"
-        for d in schema.definitions()
+        for d in sqlfiles.definitions()
         if not d.fires_on_trigger and not re.search(
             rf"DROP\s+{d.routine}\s+IF\s+EXISTS\s+(\w+\.)?{d.name}\b",
             (paths.sql_dir("rollback") / f"{d.requires}.sql").read_text(),

@@ -16,12 +16,12 @@ import pytest
 from psycopg import conninfo
 
 from bench import checks, measures, rounds
-from deenroll import schema
 from deenroll.dataset import build_dataset
+from deenroll.migrate.files import migration_files
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench" / "benchmark.py"
-STEMS = [m.stem for m in schema.migration_files()]
+STEMS = [m.stem for m in migration_files()]
 
 
 def _dbname(url: str) -> str:

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from conftest import deenroll_exe
-from deenroll import schema
+from deenroll.migrate.files import migration_files
 
 pytestmark = pytest.mark.schema
 
@@ -66,7 +66,7 @@ def test_rollback_then_migrate_by_number(db_url: str, cli) -> None:
     res = cli("rollback", "--to", "19", db=db_url)
     assert res.code == 0, res.stderr
     rolled = [line.split()[-1] for line in res.stdout.splitlines()]
-    later = [m.stem for m in schema.migration_files() if m.stem > "0019_add_campaign_completion_tracking"]
+    later = [m.stem for m in migration_files() if m.stem > "0019_add_campaign_completion_tracking"]
     assert rolled == list(reversed(later))  # newest first
     again = cli("migrate", db=db_url)
     assert "applied   0020_unify_campaign_model" in again.stdout

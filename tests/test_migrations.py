@@ -9,8 +9,9 @@ import uuid
 import psycopg
 import pytest
 
-from deenroll import schema
+from deenroll import sqlfiles
 from deenroll.database import Target
+from deenroll.migrate import commands, definitions, files, inspection
 
 from catalog import diff, snapshot
 from conftest import deenroll_exe
@@ -18,8 +19,8 @@ from engine_data import recount, stored
 
 pytestmark = pytest.mark.schema
 
-STEMS = [m.stem for m in schema.migration_files()]
-BASELINE = schema.BASELINE
+STEMS = [m.stem for m in files.migration_files()]
+BASELINE = files.BASELINE
 AFTER_BASELINE = STEMS[STEMS.index(BASELINE) + 1 :]
 
 
@@ -73,14 +74,14 @@ def _use_new_objects(url: str) -> None:
 
 def test_up_then_down_to_baseline_restores_catalog_and_rows(empty_db_url: str) -> None:
     target = Target(empty_db_url, "test")
-    schema.migrate(target, to=BASELINE)
+    commands.migrate(target, to=BASELINE)
     _seed_platform_rows(empty_db_url)
     before_catalog, before_rows = _catalog(empty_db_url), _platform_rows(empty_db_url)
 
-    result = schema.migrate(target)
+    result = commands.migrate(target)
     assert result.applied == AFTER_BASELINE
     _use_new_objects(empty_db_url)
-    assert schema.rollback(target, BASELINE) == list(reversed(AFTER_BASELINE))
+    assert commands.rollback(target, BASELINE) == list(reversed(AFTER_BASELINE))
 
     assert diff(before_catalog, _catalog(empty_db_url)) == []
     with psycopg.connect(empty_db_url) as conn:
@@ -94,10 +95,10 @@ def test_up_then_down_to_baseline_restores_catalog_and_rows(empty_db_url: str) -
     assert len(_platform_rows(empty_db_url)) == len(before_rows)
 
     # Up again: the same catalog as the first time up (river's up/down/up round trip).
-    schema.migrate(target)
+    commands.migrate(target)
     full_again = _catalog(empty_db_url)
-    schema.rollback(target, BASELINE)
-    schema.migrate(target)
+    commands.rollback(target, BASELINE)
+    commands.migrate(target)
     assert diff(full_again, _catalog(empty_db_url)) == []
 
 
@@ -105,12 +106,12 @@ def test_up_then_down_to_baseline_restores_catalog_and_rows(empty_db_url: str) -
 def test_each_single_step_rollback_restores_the_catalog(empty_db_url: str, stem: str) -> None:
     target = Target(empty_db_url, "test")
     previous = STEMS[STEMS.index(stem) - 1]
-    schema.migrate(target, to=previous)
+    commands.migrate(target, to=previous)
     _seed_platform_rows(empty_db_url)
     before_catalog, before_rows = _catalog(empty_db_url), _platform_rows(empty_db_url)
 
-    assert schema.migrate(target, to=stem).applied == [stem]
-    assert schema.rollback(target, previous) == [stem]
+    assert commands.migrate(target, to=stem).applied == [stem]
+    assert commands.rollback(target, previous) == [stem]
 
     assert diff(before_catalog, _catalog(empty_db_url)) == []
     assert len(_platform_rows(empty_db_url)) == len(before_rows)
@@ -119,19 +120,19 @@ def test_each_single_step_rollback_restores_the_catalog(empty_db_url: str, stem:
 def test_migrate_twice_changes_nothing(db_url: str) -> None:
     before = _catalog(db_url)
     with psycopg.connect(db_url) as conn:
-        recorded = conn.execute(f"SELECT name, file_sha256, catalog_md5, applied_at FROM {schema.DEFINITIONS_TABLE} ORDER BY name").fetchall()
-    result = schema.migrate(Target(db_url, "test"))
+        recorded = conn.execute(f"SELECT name, file_sha256, catalog_md5, applied_at FROM {definitions.DEFINITIONS_TABLE} ORDER BY name").fetchall()
+    result = commands.migrate(Target(db_url, "test"))
     assert result.applied == [] and result.definitions == []
     assert diff(before, _catalog(db_url)) == []
     with psycopg.connect(db_url) as conn:
-        assert conn.execute(f"SELECT name, file_sha256, catalog_md5, applied_at FROM {schema.DEFINITIONS_TABLE} ORDER BY name").fetchall() == recorded
+        assert conn.execute(f"SELECT name, file_sha256, catalog_md5, applied_at FROM {definitions.DEFINITIONS_TABLE} ORDER BY name").fetchall() == recorded
 
 
 def test_counters_are_backfilled_and_then_kept_by_the_triggers(empty_db_url: str) -> None:
     target = Target(empty_db_url, "test")
-    schema.migrate(target, to=BASELINE)
+    commands.migrate(target, to=BASELINE)
     _seed_platform_rows(empty_db_url)
-    schema.migrate(target)
+    commands.migrate(target)
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         assert sum(active for active, *_ in stored(conn).values()) > 0
         assert stored(conn) == recount(conn)
@@ -169,10 +170,10 @@ def test_existing_platform_tables_are_left_alone(empty_db_url: str) -> None:
             """
         )
     before = _catalog(empty_db_url)
-    schema.migrate(Target(empty_db_url, "test"), to=BASELINE)
+    commands.migrate(Target(empty_db_url, "test"), to=BASELINE)
     assert diff(before, _catalog(empty_db_url)) == []
-    schema.migrate(Target(empty_db_url, "test"))
-    schema.rollback(Target(empty_db_url, "test"), BASELINE)
+    commands.migrate(Target(empty_db_url, "test"))
+    commands.rollback(Target(empty_db_url, "test"), BASELINE)
     assert diff(before, _catalog(empty_db_url)) == []
 
 
@@ -213,14 +214,14 @@ def test_two_migrate_processes_at_once_are_safe(empty_db_url: str, pg_server) ->
     name = f"deenroll_single_{uuid.uuid4().hex[:10]}"
     other = pg_server.create_db(name)
     try:
-        schema.migrate(Target(other, "test"))
+        commands.migrate(Target(other, "test"))
         assert diff(_catalog(other), _catalog(empty_db_url)) == []
     finally:
         pg_server.drop_db(name)
 
 
 def test_changed_function_is_reapplied_and_hand_edits_are_reported(db_url: str, cli) -> None:
-    defs = schema.definitions()
+    defs = sqlfiles.definitions()
     if not defs:
         pytest.skip("no function or view files yet")
     victim = next(d for d in defs if d.kind == "function")
@@ -250,16 +251,16 @@ def test_a_changed_file_is_reapplied_alone_and_rolled_back_objects_stay_gone(db_
 
     edited = copy / "functions" / "apply_campaign_stats_deltas.sql"
     edited.write_text(edited.read_text() + "\n-- a changed line\n")
-    result = schema.migrate(target)
+    result = commands.migrate(target)
     assert result.applied == [] and result.definitions == ["apply_campaign_stats_deltas"]
-    assert all(state == "up to date" for _, _, state in schema.status(target).definitions)
+    assert all(state == "up to date" for _, _, state in inspection.status(target).definitions)
 
     # Rolled back to 0020: what needs 0021 is dropped and a migrate up to 0020 does not bring it back.
-    schema.rollback(target, "0020_unify_campaign_model")
-    schema.migrate(target, to="0020_unify_campaign_model")
+    commands.rollback(target, "0020_unify_campaign_model")
+    commands.migrate(target, to="0020_unify_campaign_model")
     with psycopg.connect(db_url) as conn:
         assert conn.execute("SELECT to_regproc('get_leads_for_de_enrollment')").fetchone()[0] is None
         assert conn.execute("SELECT to_regclass('de_enrollment_health')").fetchone()[0] is None
         assert conn.execute("SELECT to_regproc('apply_campaign_stats_deltas')").fetchone()[0] is not None
-    states = dict((name, state) for name, _, state in schema.status(target).definitions)
+    states = dict((name, state) for name, _, state in inspection.status(target).definitions)
     assert states["get_leads_for_de_enrollment"].startswith("waits for 002")

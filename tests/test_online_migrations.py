@@ -15,15 +15,15 @@ from typing import Callable
 import psycopg
 import pytest
 
-from deenroll import schema
 from deenroll.database import Target
+from deenroll.migrate import commands, files
 from engine_data import recount, stored
 
 pytestmark = pytest.mark.schema
 
 REPO = Path(__file__).resolve().parent.parent
-STEMS = [m.stem for m in schema.migration_files()]
-ONLINE = next(m.stem for m in schema.migration_files() if m.stem.startswith("0026_"))
+STEMS = [m.stem for m in files.migration_files()]
+ONLINE = next(m.stem for m in files.migration_files() if m.stem.startswith("0026_"))
 BEFORE_ONLINE = STEMS[STEMS.index(ONLINE) - 1]
 INDEXES = [
     "de_enrollment_leads_candidates_idx",
@@ -64,21 +64,21 @@ def _wait_for(what: str, probe: Callable[[], object], deadline_s: float = 60.0) 
 
 
 class Migrating(threading.Thread):
-    """schema.migrate in a thread; its outcome kept for the test."""
+    """commands.migrate in a thread; its outcome kept for the test."""
 
     def __init__(self, url: str, to: str | None = None) -> None:
         super().__init__(daemon=True)
         self.url, self.to = url, to
-        self.result: schema.MigrateResult | None = None
+        self.result: commands.MigrateResult | None = None
         self.error: BaseException | None = None
 
     def run(self) -> None:
         try:
-            self.result = schema.migrate(Target(self.url, "test"), to=self.to)
+            self.result = commands.migrate(Target(self.url, "test"), to=self.to)
         except BaseException as exc:  # reported by finish()
             self.error = exc
 
-    def finish(self) -> schema.MigrateResult:
+    def finish(self) -> commands.MigrateResult:
         self.join(timeout=120)
         assert not self.is_alive(), "migrate did not finish"
         assert self.error is None, repr(self.error)
@@ -156,14 +156,14 @@ def _invalid_index(url: str, name: str) -> None:
 
 def test_an_invalid_index_left_by_a_cancelled_build_is_dropped_and_built_again(empty_db_url: str) -> None:
     target = Target(empty_db_url, "test")
-    schema.migrate(target, to=BEFORE_ONLINE)
+    commands.migrate(target, to=BEFORE_ONLINE)
     _seed(empty_db_url)
     _invalid_index(empty_db_url, INDEXES[0])
     with psycopg.connect(empty_db_url) as conn:
         (left_oid, valid), = [_index_states(conn)[INDEXES[0]]]
     assert valid is False
 
-    assert ONLINE in schema.migrate(target).applied
+    assert ONLINE in commands.migrate(target).applied
     with psycopg.connect(empty_db_url) as conn:
         states = _index_states(conn)
         assert sorted(states) == sorted(INDEXES)
@@ -178,10 +178,10 @@ def test_by_hand_the_file_refuses_a_transaction_block_and_stops_on_an_invalid_in
     psql = shutil.which("psql")
     if psql is None:
         pytest.skip("psql is not installed")
-    schema.migrate(Target(empty_db_url, "test"), to=BEFORE_ONLINE)
+    commands.migrate(Target(empty_db_url, "test"), to=BEFORE_ONLINE)
     _seed(empty_db_url, campaigns=5)
     _invalid_index(empty_db_url, INDEXES[2])
-    path = next(m.apply_path for m in schema.migration_files() if m.stem == ONLINE)
+    path = next(m.apply_path for m in files.migration_files() if m.stem == ONLINE)
     res = subprocess.run([psql, "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", empty_db_url, "-f", str(path)],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode != 0 and "must run outside a transaction block" in res.stderr and "without -1" in res.stderr
@@ -205,7 +205,7 @@ def test_by_hand_the_file_refuses_a_transaction_block_and_stops_on_an_invalid_in
 def test_index_builds_hold_only_a_lock_that_lets_the_platform_write(empty_db_url: str) -> None:
     """While a concurrent build waits for an older transaction, the migration holds no lock on
     leads that blocks writes, and a platform UPDATE of a lead goes through."""
-    schema.migrate(Target(empty_db_url, "test"), to=BEFORE_ONLINE)
+    commands.migrate(Target(empty_db_url, "test"), to=BEFORE_ONLINE)
     _seed(empty_db_url)
     with psycopg.connect(empty_db_url) as snapshot, psycopg.connect(empty_db_url, autocommit=True) as watch:
         snapshot.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
@@ -231,7 +231,7 @@ def test_counting_goes_in_committed_batches_without_locking_leads(empty_db_url: 
     """A campaign of the second batch is held by someone else: the migration waits for that one
     row only, with the first batch's counters already committed, no lock on leads, and the
     platform's writes going through. Released, every counter ends exact."""
-    schema.migrate(Target(empty_db_url, "test"), to=BEFORE_ONLINE)
+    commands.migrate(Target(empty_db_url, "test"), to=BEFORE_ONLINE)
     _seed(empty_db_url, campaigns=150)
     with psycopg.connect(empty_db_url, autocommit=True) as conn:
         ids = [str(r[0]) for r in conn.execute("SELECT id FROM campaigns ORDER BY id").fetchall()]
@@ -268,7 +268,7 @@ def test_a_migration_that_gives_up_on_a_lock_is_retried_and_applied_once_the_loc
     reader is done."""
     target = Target(empty_db_url, "test")
     stem = next(s for s in STEMS if s.startswith("0020_"))
-    schema.migrate(target, to=STEMS[STEMS.index(stem) - 1])
+    commands.migrate(target, to=STEMS[STEMS.index(stem) - 1])
     _seed(empty_db_url, campaigns=5)
     with psycopg.connect(empty_db_url) as reader, psycopg.connect(empty_db_url, autocommit=True) as watch:
         reader.execute("SELECT count(*) FROM campaigns")
@@ -301,7 +301,7 @@ def test_existing_indexes_are_left_alone_and_counters_recounted(db_url: str) -> 
     with psycopg.connect(db_url, autocommit=True) as conn:
         before = _index_states(conn)
         conn.execute("UPDATE campaigns SET active_leads_count = active_leads_count + 5")
-    schema.rollback(target, BEFORE_ONLINE)
+    commands.rollback(target, BEFORE_ONLINE)
     with psycopg.connect(db_url, autocommit=True) as conn:
         assert _index_states(conn) == {}
         for name, (_, _) in before.items():  # as an earlier 0019 and 0024 left them
@@ -313,7 +313,7 @@ def test_existing_indexes_are_left_alone_and_counters_recounted(db_url: str) -> 
                    "de_enrollment_leads_client_opted_out_idx": "(client_id) WHERE is_active AND opted_out"}[name]
             )
         old = _index_states(conn)
-    assert schema.migrate(target).applied[0] == ONLINE
+    assert commands.migrate(target).applied[0] == ONLINE
     with psycopg.connect(db_url) as conn:
         assert _index_states(conn) == old
         assert stored(conn) == recount(conn)
@@ -324,8 +324,8 @@ def test_a_migration_and_its_rollback_agree_on_running_outside_a_transaction(
 ) -> None:
     from deenroll import paths
 
-    assert not schema.is_transactional("-- transactional: false\nSELECT 1;")
-    assert schema.is_transactional("-- 0019: ...\nSELECT 1;\n-- transactional: false\n")
+    assert not files.is_transactional("-- transactional: false\nSELECT 1;")
+    assert files.is_transactional("-- 0019: ...\nSELECT 1;\n-- transactional: false\n")
     copy = tmp_path / "sql"
     for folder in ("migrations", "rollback", "functions", "views"):
         shutil.copytree(paths.sql_dir(folder), copy / folder, symlinks=True)
@@ -333,4 +333,4 @@ def test_a_migration_and_its_rollback_agree_on_running_outside_a_transaction(
     rollback.write_text(rollback.read_text().replace("-- transactional: false\n", "", 1))
     monkeypatch.setattr(paths, "sql_root", lambda: copy)
     with pytest.raises(RuntimeError, match="must both begin with '-- transactional: false'"):
-        schema.migrate(Target(empty_db_url, "test"))
+        commands.migrate(Target(empty_db_url, "test"))

@@ -24,8 +24,8 @@ import pytest
 from psycopg import conninfo
 
 from conftest import Server, add_campaign, add_leads, new_id, run_cli
-from deenroll import schema
 from deenroll.database import Target
+from deenroll.migrate.commands import migrate
 
 SCHEDULE_IN_DATABASE = "cron.schedule_in_database(text,text,text,text,text,boolean)"
 
@@ -295,7 +295,7 @@ def cron_db_migrated(pg_server: Server, cron_db: str) -> Iterator[str]:
     with pg_server.admin() as lock:
         lock.execute("SELECT pg_advisory_lock(hashtext('deenroll test_schedule cron_db'))")
         url = pg_server.url(cron_db)
-        schema.migrate(Target(url, "test"))
+        migrate(Target(url, "test"))
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("TRUNCATE leads, campaigns, de_enrollment_runs CASCADE")
         yield url
@@ -399,7 +399,7 @@ def test_a_job_that_cannot_connect_is_shown_failed_with_pg_crons_message(cron_db
             url = f"postgresql://postgres@/postgres?host={home}&port=54317"
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("CREATE EXTENSION pg_cron")
-            schema.migrate(Target(url, "test"))
+            migrate(Target(url, "test"))
             res = run_cli("schedule", "install", "--every", "1 minute", db=url)
             assert res.code == 0, res.stderr
             end = time.monotonic() + 130

@@ -18,8 +18,8 @@ from psycopg import sql
 
 import cron_default_mode as cdm
 from conftest import add_campaign, add_leads, new_id, run_cli
-from deenroll import schema
 from deenroll.database import Target
+from deenroll.migrate.commands import migrate
 
 SCHEDULER_PASSWORD = "pw-scheduler:with\\colon"  # .pgpass escapes both
 
@@ -38,7 +38,7 @@ def supa(cluster: cdm.Cluster) -> Iterator[cdm.Cluster]:
     """The cluster migrated by the owner, with the scheduler login (deenroll_runner, USAGE on
     cron given by the owner); afterwards no job, no grant on cron.job, no test table."""
     owner = cluster.url(cdm.OWNER)
-    schema.migrate(Target(owner, "test"))
+    migrate(Target(owner, "test"))
     with psycopg.connect(owner, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (cdm.SCHEDULER,)).fetchone():
             conn.execute(f"CREATE ROLE {cdm.SCHEDULER} LOGIN IN ROLE deenroll_runner")

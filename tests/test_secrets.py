@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from psycopg import conninfo
 
 from conftest import Server, run_cli
-from deenroll import schema
 from deenroll.cli import cli, main
+from deenroll.migrate.files import migration_files
 from webhooks import closed_port_url
 
 MARKERS = ("pwA7q", "pwB7q", "pwC7q")
@@ -45,7 +45,7 @@ def commands(group: click.Group = cli, path: tuple[str, ...] = ()) -> Iterator[t
 
 def minimal_args(path: tuple[str, ...], command: click.Command) -> list[str]:
     """The command's path plus a valid value for each required parameter."""
-    known = {"to": schema.migration_files()[-1].stem, "day": "20000101"}
+    known = {"to": migration_files()[-1].stem, "day": "20000101"}
     args = list(path)
     for param in command.params:
         if not param.required:

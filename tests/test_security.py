@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from deenroll import schema
+from deenroll.sqlfiles import definitions
 
 from conftest import Server, run_cli
 from security_helpers import API_ROLES, Shared, shared_database
@@ -119,7 +119,7 @@ RUNNER_FUNCTIONS = {
     "count_de_enrollment_held_in_windows(timestamp with time zone[],timestamp with time zone[],integer[])",
     "deenroll.de_enrollment_cron_jobs(text)",
 }
-VIEWS = {d.name for d in schema.definitions() if d.kind == "view"}  # every view file of ours
+VIEWS = {d.name for d in definitions() if d.kind == "view"}  # every view file of ours
 
 
 def test_privilege_matrix_is_exactly_the_list(shared: Shared) -> None:

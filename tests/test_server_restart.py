@@ -31,8 +31,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from deenroll import schema
 from deenroll.database import Target
+from deenroll.migrate.commands import migrate
 from engine_data import assert_exactly_once, de_enrolled, recount, stored
 from processes import CALL_SCRIPT, due_now, make_clients, slow_batches, spawn, wait_for_a_batch, wait_until
 
@@ -92,7 +92,7 @@ def server(request: pytest.FixtureRequest) -> Iterator[PrivateServer]:
             srv.pg_ctl("start")
             with srv.admin() as conn:
                 conn.execute("CREATE DATABASE deenroll_template")
-            schema.migrate(Target(srv.url("deenroll_template"), "test"))
+            migrate(Target(srv.url("deenroll_template"), "test"))
             yield srv
         finally:
             subprocess.run(

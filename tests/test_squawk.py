@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deenroll import schema
+from deenroll.migrate.files import is_transactional
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = {"migrations": REPO / ".squawk.toml", "rollback": REPO / ".squawk-rollback.toml"}
@@ -34,7 +34,7 @@ def _files(folder: str) -> list[Path]:
 @pytest.mark.parametrize("folder", ["migrations", "rollback"])
 @pytest.mark.parametrize("transactional", [True, False], ids=["in-transaction", "no-transaction"])
 def test_squawk_finds_nothing(folder: str, transactional: bool) -> None:
-    files = [p for p in _files(folder) if schema.is_transactional(p.read_text()) == transactional]
+    files = [p for p in _files(folder) if is_transactional(p.read_text()) == transactional]
     if not files:
         pytest.skip(f"no {folder} file of this kind")
     flag = "--assume-in-transaction" if transactional else "--no-assume-in-transaction"

@@ -19,7 +19,8 @@ import pytest
 from bench import release
 from bench.common import Child
 from conftest import run_cli
-from deenroll import schema
+from deenroll.errors import one_line
+from deenroll.migrate.files import migration_files
 from engine_data import assert_exactly_once, de_enrolled, recount, stored
 from processes import due_now, make_clients, wait_until
 
@@ -27,7 +28,7 @@ pytestmark = pytest.mark.schema
 
 HOLD_KEY = 1717  # the advisory lock the test holds to keep the run's batch open
 WRITER_APP = "platform writer"
-LATEST = schema.migration_files()[-1].stem
+LATEST = migration_files()[-1].stem
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ class Writer(threading.Thread):
                 try:
                     conn.execute("UPDATE leads SET is_active = NOT is_active WHERE id = %s", (lead,))
                 except psycopg.DatabaseError as exc:
-                    self.failures.append(str(exc).splitlines()[0])
+                    self.failures.append(one_line(exc))
                 self.writes += 1
                 self.stop.wait(0.005)
 

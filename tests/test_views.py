@@ -5,12 +5,13 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from deenroll import schema
+from deenroll import sqlfiles
 from deenroll.database import Target
+from deenroll.migrate import commands
 
 from conftest import add_campaign, add_leads, add_run, new_id
 
-VIEWS = sorted(d.name for d in schema.definitions() if d.kind == "view")  # every view file of ours
+VIEWS = sorted(d.name for d in sqlfiles.definitions() if d.kind == "view")  # every view file of ours
 
 
 def health_rows(conn) -> dict[str, dict]:
@@ -266,20 +267,20 @@ def test_recreated_view_keeps_its_grant_and_rollback_revokes_all(db_url: str, co
     assert _analyst_grants(conn) == sorted(VIEWS)
     # migrate re-creates a dropped (or changed) view: its file grants again.
     conn.execute("DROP VIEW de_enrollment_health")
-    schema.migrate(target)
+    commands.migrate(target)
     assert _analyst_grants(conn) == sorted(VIEWS)
 
-    schema.rollback(target, "0021_add_de_enrollment_monitoring")
+    commands.rollback(target, "0021_add_de_enrollment_monitoring")
     assert _analyst_grants(conn) == []
     assert conn.execute("SELECT to_regproc('grant_analyst_select')").fetchone()[0] is None
     # Other databases of this server (the test template) still use the role: it stays.
     assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'deenroll_analyst'").fetchone()[0] == 1
     # Views re-created while 0022 is not applied get no grant, although the role exists.
     conn.execute("DROP VIEW de_enrollment_daily_summary")
-    schema.migrate(target, to="0021_add_de_enrollment_monitoring")
+    commands.migrate(target, to="0021_add_de_enrollment_monitoring")
     assert _analyst_grants(conn) == []
 
-    schema.migrate(target)
+    commands.migrate(target)
     assert _analyst_grants(conn) == sorted(VIEWS)
 
 

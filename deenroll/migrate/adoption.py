@@ -16,7 +16,7 @@ import psycopg
 
 from .. import queries
 from ..database import Target, connect
-from ..errors import UserError, flatten
+from ..errors import UserError, flatten, one_line
 from ..sqlfiles import SCHEMA
 from .execute import LockWatch, MigrationError, run_file, run_written
 from .files import BASELINE, is_transactional, migration_files, sop_rollback_path
@@ -100,7 +100,7 @@ def _footprints(
                 found[m.stem] = frozenset(now - before)
                 before = now
         except psycopg.Error as exc:
-            return flatten(exc.diag.message_primary or str(exc))
+            return one_line(exc)
         except MigrationError as exc:
             return exc.message()
         finally:

@@ -60,7 +60,7 @@ def _sql_error(exc: BaseException) -> UserError:
         cause = cause.__cause__
     if isinstance(cause, psycopg.Error) and cause.diag.message_primary:
         return UserError(one_line(cause, details=True))
-    return UserError(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+    return UserError(one_line(exc))
 
 
 def migrate(target: Target, to: str | None = None, lock_timeout: float = 60.0) -> MigrateResult:
