@@ -241,12 +241,15 @@ def maintenance_group() -> None:
 
 
 @maintenance_group.command("cleanup")
-@click.option("--runs-days", type=int, default=90, show_default=True, help="Keep runs this many days; archive older.")
-@click.option("--logs-days", type=int, default=30, show_default=True, help="Keep lead logs this many days; delete older.")
+# No default here: what the user does not give, archive_de_enrollment_history's own default decides.
+@click.option("--runs-days", type=int,
+              help=f"Keep runs this many days; archive older.  [default: {maintenance.RETENTION.runs_days}]")
+@click.option("--logs-days", type=int,
+              help=f"Keep lead logs this many days; delete older.  [default: {maintenance.RETENTION.logs_days}]")
 @click.option("--dry-run", is_flag=True, help="Count what would be archived and deleted; change nothing.")
 @json_option
 @pass_ctx
-def maintenance_cleanup(obj: Context, runs_days: int, logs_days: int, dry_run: bool, as_json: bool) -> int:
+def maintenance_cleanup(obj: Context, runs_days: int | None, logs_days: int | None, dry_run: bool, as_json: bool) -> int:
     """Archive old runs into de_enrollment_runs_archive, delete old lead logs (one
     transaction), then VACUUM ANALYZE both tables."""
     maintenance.check_days(runs_days, logs_days)

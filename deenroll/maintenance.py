@@ -4,6 +4,7 @@ inside a transaction block, which is what breaks the SOP's own block)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,9 +12,26 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from . import queries
+from . import paths, queries
 from .errors import UserError
 
+
+@dataclass(frozen=True)
+class Retention:
+    runs_days: int
+    logs_days: int
+
+
+def retention_defaults() -> Retention:
+    """How many days of runs and of lead logs the cleanup keeps when not told: the defaults
+    archive_de_enrollment_history declares, read from its file (their one home; the CLI passes
+    only what the user gave, and shows these in --help)."""
+    text = (paths.sql_dir("functions") / "archive_de_enrollment_history.sql").read_text()
+    found = dict(re.findall(r"^\s*(p_runs_days|p_logs_days)\s+integer\s+DEFAULT\s+(\d+)\b", text, re.M))
+    return Retention(int(found["p_runs_days"]), int(found["p_logs_days"]))
+
+
+RETENTION = retention_defaults()
 
 
 @dataclass
@@ -31,8 +49,11 @@ class CleanupResult:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def check_days(runs_days: int, logs_days: int) -> None:
-    """The same rules as the SQL function, checked before connecting: one clear line."""
+def check_days(given_runs_days: int | None, given_logs_days: int | None) -> None:
+    """The same rules as the SQL function, checked before connecting: one clear line. What is
+    not given is the function's default."""
+    runs_days = RETENTION.runs_days if given_runs_days is None else given_runs_days
+    logs_days = RETENTION.logs_days if given_logs_days is None else given_logs_days
     if runs_days < 1 or logs_days < 1:
         raise UserError(f"--runs-days and --logs-days must be at least 1 (got {runs_days} and {logs_days})")
     if runs_days < logs_days:
@@ -41,12 +62,19 @@ def check_days(runs_days: int, logs_days: int) -> None:
         )
 
 
-def cleanup(conn: psycopg.Connection, runs_days: int, logs_days: int, dry_run: bool) -> CleanupResult:
-    """conn must be in autocommit mode (VACUUM)."""
+def cleanup(conn: psycopg.Connection, runs_days: int | None, logs_days: int | None, dry_run: bool) -> CleanupResult:
+    """conn must be in autocommit mode (VACUUM). A retention of None is the function's default."""
     check_days(runs_days, logs_days)
     queries.require_function(conn, "archive_de_enrollment_history(integer, integer, boolean)")
+    given = {"p_runs_days": runs_days, "p_logs_days": logs_days}
+    retention = sql.SQL("").join(
+        sql.SQL("{} => {}::integer, ").format(sql.Identifier(name), sql.Placeholder(name))
+        for name, days in given.items() if days is not None
+    )
+    statement = sql.SQL(queries.all_queries()["archive_history"]).format(retention=retention)
     with conn.transaction():
-        row = queries.one(conn, "archive_history", runs_days=runs_days, logs_days=logs_days, dry_run=dry_run)
+        row = conn.execute(statement, {**given, "dry_run": dry_run}).fetchone()
+        assert row is not None
     result = CleanupResult(*row, dry_run=dry_run)
     if not dry_run:
         # the tables the cleanup shrinks: the database's list (de_enrollment_maintained_tables)

@@ -82,7 +82,9 @@ SELECT * FROM public.recalculate_campaign_stats(%(client_id)s::uuid);
 
 -- name: archive_history
 -- The monthly cleanup: archive old runs, delete old lead logs (or only count, on a dry run).
-SELECT * FROM public.archive_de_enrollment_history(%(runs_days)s::integer, %(logs_days)s::integer, %(dry_run)s::boolean);
+-- {retention}: the retention the user gave, as named arguments (filled in by maintenance.py);
+-- what is not given, the function's own default decides.
+SELECT * FROM public.archive_de_enrollment_history({retention}p_dry_run => %(dry_run)s::boolean);
 
 -- name: maintained_tables
 -- The tables the cleanup vacuums, in order.

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 import psycopg
 import pytest
 
-from deenroll import dataset
+from deenroll import dataset, paths
 from conftest import add_campaign, add_leads, add_run, new_id
 from webhooks import Webhook, closed_port_url
 
@@ -384,3 +385,27 @@ def test_maintenance_cleanup_bad_input_changes_nothing(db_url, conn, cli, args) 
     assert res.code == 2 and "Traceback" not in res.stderr
     assert res.stderr.startswith("deenroll: error:")
     assert snapshot(conn) == before
+
+
+def test_maintenance_cleanup_defaults_are_the_functions_own(db_url, conn, cli) -> None:
+    """The retention a user does not give is not sent: the installed function's defaults decide, and
+    --help shows the defaults its file declares."""
+    declared = conn.execute(
+        "SELECT pg_get_function_arguments('public.archive_de_enrollment_history(integer, integer, boolean)'::regprocedure)"
+    ).fetchone()[0]
+    assert "p_runs_days integer DEFAULT 90" in declared and "p_logs_days integer DEFAULT 30" in declared
+    shown = " ".join(cli("maintenance", "cleanup", "--help").stdout.split())
+    assert "[default: 90]" in shown and "[default: 30]" in shown
+
+    # A database whose function keeps other defaults: the cleanup follows them, not the CLI.
+    text = (paths.sql_dir("functions") / "archive_de_enrollment_history.sql").read_text()
+    conn.execute(text.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+                 .replace("p_runs_days integer DEFAULT 90", "p_runs_days integer DEFAULT 91")
+                 .replace("p_logs_days integer DEFAULT 30", "p_logs_days integer DEFAULT 31"))
+    now = conn.execute("SELECT now()").fetchone()[0]
+    doc = json.loads(cli("maintenance", "cleanup", "--dry-run", "--json", db=db_url).stdout)
+    days = {k: round((now - datetime.fromisoformat(doc[k])).total_seconds() / 86400) for k in ("runs_cutoff", "logs_cutoff")}
+    assert days == {"runs_cutoff": 91, "logs_cutoff": 31}
+    doc = json.loads(cli("maintenance", "cleanup", "--dry-run", "--logs-days", "7", "--json", db=db_url).stdout)
+    assert round((now - datetime.fromisoformat(doc["logs_cutoff"])).total_seconds() / 86400) == 7
+    assert round((now - datetime.fromisoformat(doc["runs_cutoff"])).total_seconds() / 86400) == 91
