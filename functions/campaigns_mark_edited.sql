@@ -1,6 +1,6 @@
 -- campaigns_mark_edited: trigger function on campaigns marking a new or edited sequence for the next run
 -- requires: 0027_track_due_campaigns
--- after: de_enrollment_due_outcome
+-- after: de_enrollment_due_outcome, de_enrollment_sequence_length
 CREATE FUNCTION deenroll.campaigns_mark_edited()
 RETURNS trigger
 LANGUAGE plpgsql
@@ -16,8 +16,7 @@ BEGIN
          WHERE l.campaign_link_id = NEW.id
            AND l.is_active AND l.completed_at IS NULL AND l.opted_out IS NOT TRUE
            AND l.client_id IS NOT NULL
-           AND l.current_message_position >= CASE WHEN jsonb_typeof(NEW.messages) = 'array'
-                                                  THEN nullif(jsonb_array_length(NEW.messages), 0) END
+           AND l.current_message_position >= nullif(deenroll.de_enrollment_sequence_length(NEW.messages), 0)
            AND public.de_enrollment_due_outcome(l.is_active, l.completed_at, l.opted_out,
                                                 l.current_message_position, NEW.id, NEW.messages) = 'completed';
     ELSE

@@ -1,6 +1,6 @@
 -- count_leads_for_de_enrollment: per client and campaign, how many leads a run would de-enroll now (the dry run; locks and changes nothing)
 -- requires: 0027_track_due_campaigns
--- after: de_enrollment_finished_leads, de_enrollment_opted_out_leads, de_enrollment_marked_campaigns
+-- after: de_enrollment_finished_leads, de_enrollment_opted_out_leads, de_enrollment_marked_campaigns, de_enrollment_sequence_length
 -- after: de_enrollment_due_leads
 --
 -- The same leads as get_leads_for_de_enrollment (see there), from the same functions
@@ -48,7 +48,7 @@ BEGIN
     v_campaigns := ARRAY(SELECT m.campaign_id FROM public.de_enrollment_marked_campaigns(p_client_id) AS m);
     RETURN QUERY
     SELECT p_client_id, cc.id, cc.name,
-           CASE WHEN jsonb_typeof(cc.messages) = 'array' THEN jsonb_array_length(cc.messages) END,
+           deenroll.de_enrollment_sequence_length(cc.messages),
            count(*) FILTER (WHERE due.outcome = 'completed'),
            count(*) FILTER (WHERE due.outcome = 'opted_out')
       FROM (SELECT o.campaign_id, o.outcome

@@ -1,5 +1,6 @@
 -- de_enrollment_due_outcome: the one rule for "is this lead due?": 'completed', 'opted_out' or NULL (not due)
 -- requires: 0024_isolate_dirty_platform_data
+-- after: de_enrollment_sequence_length
 --
 -- Arguments: the lead's is_active, completed_at, opted_out, current_message_position, and
 -- its campaign's id and messages (both NULL when the lead has no campaign, or its link
@@ -38,8 +39,7 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE
 RETURN CASE
     WHEN p_is_active IS NOT TRUE OR p_campaign_id IS NULL THEN NULL
     WHEN p_completed_at IS NULL
-         AND jsonb_typeof(p_messages) = 'array'
-         AND p_position >= CASE WHEN jsonb_typeof(p_messages) = 'array' THEN nullif(jsonb_array_length(p_messages), 0) END
+         AND p_position >= nullif(deenroll.de_enrollment_sequence_length(p_messages), 0)
         THEN 'completed'
     WHEN p_opted_out IS TRUE THEN 'opted_out'
 END;

@@ -1,6 +1,6 @@
 -- de_enrollment_finished_leads: a client's leads that finished the sequence of one of the given campaigns, campaign by campaign in the given order; reads, locks nothing
 -- requires: 0024_isolate_dirty_platform_data
--- after: de_enrollment_due_outcome, de_enrollment_lead_fingerprint
+-- after: de_enrollment_due_outcome, de_enrollment_lead_fingerprint, de_enrollment_sequence_length
 --
 -- The finished half of "due" (de_enrollment_due_outcome() = 'completed') for the leads whose
 -- own client is p_client_id, looked for only in p_campaign_ids: per campaign, the range
@@ -28,8 +28,7 @@ BEGIN ATOMIC
     SELECT l.ctid, l.id, c.id, l.current_message_position, c.total, c.messages, c.ord
       FROM (SELECT x.id, x.messages, x.total, x.ord
               FROM (SELECT cc.id, cc.messages, u.ord,
-                           CASE WHEN jsonb_typeof(cc.messages) = 'array'
-                                THEN nullif(jsonb_array_length(cc.messages), 0) END AS total
+                           nullif(deenroll.de_enrollment_sequence_length(cc.messages), 0) AS total
                       FROM unnest(p_campaign_ids) WITH ORDINALITY AS u (id, ord)
                       JOIN public.campaigns AS cc ON cc.id = u.id) AS x
              WHERE x.total IS NOT NULL

@@ -1,6 +1,6 @@
 -- de_enrollment_opted_out_leads: a client's active opted-out leads that are due, with their outcome; reads, locks nothing
 -- requires: 0024_isolate_dirty_platform_data
--- after: de_enrollment_due_outcome, de_enrollment_lead_fingerprint
+-- after: de_enrollment_due_outcome, de_enrollment_lead_fingerprint, de_enrollment_sequence_length
 --
 -- The opted-out half of "due": leads whose own client is p_client_id, active and opted out
 -- (a range of de_enrollment_leads_client_opted_out_idx), for which de_enrollment_due_outcome()
@@ -24,7 +24,7 @@ BEGIN ATOMIC
     SELECT o.ctid, o.id, o.campaign_link_id, o.current_message_position, o.total, o.messages, o.outcome
       FROM (SELECT ll.ctid, ll.id, ll.campaign_link_id, ll.current_message_position, ll.xmin, cc.messages,
                    cc.id AS campaign_id,
-                   CASE WHEN jsonb_typeof(cc.messages) = 'array' THEN jsonb_array_length(cc.messages) END AS total,
+                   deenroll.de_enrollment_sequence_length(cc.messages) AS total,
                    public.de_enrollment_due_outcome(ll.is_active, ll.completed_at, ll.opted_out,
                                                     ll.current_message_position, cc.id, cc.messages) AS outcome
               FROM public.leads AS ll

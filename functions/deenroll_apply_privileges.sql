@@ -13,8 +13,10 @@
 --                     run as their owner (SECURITY DEFINER) and do the writing; the procedure
 --                     runs with its caller's rights and only calls them. On PostgreSQL 17+
 --                     also MAINTAIN on the monitoring tables, for the cleanup's VACUUM.
---   both              EXECUTE on every function one of our views calls (read from the
---                     catalog): a view runs the functions it calls with its reader's rights.
+--   both              EXECUTE on every function one of our views calls, and on what the
+--                     bound bodies of those (not SECURITY DEFINER) call in turn (read from
+--                     the catalog): a view runs the functions it calls with its reader's
+--                     rights, and so do the functions inlined into it.
 --   PUBLIC            EXECUTE on the helpers that CHECK constraints of ours call (read from
 --                     the catalog): a constraint runs with the rights of whoever writes the
 --                     row. They are IMMUTABLE, not SECURITY DEFINER, and free of side effects.
@@ -78,7 +80,7 @@ BEGIN
 
     -- the statements are gathered first: no query of the catalog is open while they run
     FOREACH v_sql IN ARRAY ARRAY(
-        WITH ours AS (
+        WITH RECURSIVE ours AS (
             SELECT p.oid, p.proname::text AS name
               FROM pg_proc AS p
              WHERE (p.pronamespace = 'public'::regnamespace
@@ -93,6 +95,13 @@ BEGIN
               JOIN public._deenroll_definitions AS k ON k.name = v.relname AND k.kind = 'view'
              WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_proc'::regclass
                AND v.relnamespace = 'public'::regnamespace
+            UNION
+            -- and what their bound bodies call, with the same reader's rights (not SECURITY DEFINER)
+            SELECT d.refobjid
+              FROM called_by_views AS c
+              JOIN pg_proc AS p ON p.oid = c.oid AND NOT p.prosecdef
+              JOIN pg_depend AS d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                                 AND d.refclassid = 'pg_proc'::regclass
         ), called_by_checks AS (
             SELECT DISTINCT d.refobjid AS oid
               FROM pg_depend AS d

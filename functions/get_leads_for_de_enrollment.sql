@@ -1,6 +1,6 @@
 -- get_leads_for_de_enrollment: claim (row-lock) up to p_batch_size of a client's leads that are due for de-enrollment
 -- requires: 0027_track_due_campaigns
--- after: de_enrollment_due_outcome, de_enrollment_finished_leads, de_enrollment_opted_out_leads, de_enrollment_marked_campaigns, de_enrollment_unmark_campaigns
+-- after: de_enrollment_due_outcome, de_enrollment_finished_leads, de_enrollment_opted_out_leads, de_enrollment_marked_campaigns, de_enrollment_unmark_campaigns, de_enrollment_sequence_length
 --
 -- The client's leads are those whose own leads.client_id is p_client_id, in whatever
 -- campaign they are linked to (the client's, another client's, or one without a client).
@@ -97,8 +97,7 @@ BEGIN
         SELECT DISTINCT l.client_id, c.id
           FROM (SELECT DISTINCT s.campaign_id FROM settled AS s) AS s
           JOIN public.campaigns AS c ON c.id = s.campaign_id
-         CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(c.messages) = 'array'
-                                         THEN nullif(jsonb_array_length(c.messages), 0) END AS total) AS t
+         CROSS JOIN LATERAL (SELECT nullif(deenroll.de_enrollment_sequence_length(c.messages), 0) AS total) AS t
          CROSS JOIN LATERAL (SELECT ll.client_id, ll.is_active, ll.completed_at, ll.opted_out, ll.current_message_position
                                FROM public.leads AS ll
                               WHERE ll.campaign_link_id = c.id

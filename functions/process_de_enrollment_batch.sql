@@ -1,6 +1,6 @@
 -- process_de_enrollment_batch: de-enroll the given leads for a run, holding the ones the database refuses; returns what it did
 -- requires: 0024_isolate_dirty_platform_data
--- after: de_enrollment_due_outcome, de_enrollment_lead_fingerprint
+-- after: de_enrollment_due_outcome, de_enrollment_lead_fingerprint, de_enrollment_sequence_length
 --
 -- For each lead of p_lead_ids whose own client_id is the run's client and that is (still)
 -- due by de_enrollment_due_outcome() in the campaign it is linked to (any client's), in
@@ -142,7 +142,7 @@ BEGIN
                        public.de_enrollment_due_outcome(l.is_active, l.completed_at, l.opted_out,
                                                         l.current_message_position, c.id, c.messages) AS outcome,
                        l.current_message_position AS received,
-                       CASE WHEN jsonb_typeof(c.messages) = 'array' THEN jsonb_array_length(c.messages) END AS total
+                       deenroll.de_enrollment_sequence_length(c.messages) AS total
                   FROM public.leads AS l
                   JOIN public.campaigns AS c ON c.id = l.campaign_link_id
                  WHERE l.id = ANY (v_part)

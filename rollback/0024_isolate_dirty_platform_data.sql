@@ -28,6 +28,7 @@ DROP VIEW IF EXISTS public.de_enrollment_stuck_leads;
 DROP VIEW IF EXISTS public.de_enrollment_due_leads;
 DROP FUNCTION IF EXISTS public.de_enrollment_lead_fingerprint;
 DROP FUNCTION IF EXISTS public.de_enrollment_due_outcome;
+DROP FUNCTION IF EXISTS deenroll.de_enrollment_sequence_length;
 -- end of the functions and views
 
 DROP TABLE IF EXISTS deenroll.held_leads;

@@ -127,16 +127,25 @@ def test_privilege_matrix_is_exactly_the_list(shared: Shared) -> None:
     assert run_cli("migrate", db=shared.admin).code == 0
     with psycopg.connect(shared.admin, autocommit=True) as conn:
         granted = _matrix(conn)
+        # what the views call, and what those functions' bound bodies call with the reader's rights
         view_functions = {
             sig for (sig,) in conn.execute(
-                """SELECT DISTINCT d.refobjid::regprocedure::text
-                     FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid
-                    WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_proc'::regclass
-                      AND w.ev_class IN (SELECT ('public.' || v)::regclass FROM unnest(%s::text[]) AS v)
-                      AND (SELECT pronamespace FROM pg_proc WHERE oid = d.refobjid) <> 'pg_catalog'::regnamespace""",
+                """WITH RECURSIVE called AS (
+                       SELECT d.refobjid AS oid
+                         FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid
+                        WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_proc'::regclass
+                          AND w.ev_class IN (SELECT ('public.' || v)::regclass FROM unnest(%s::text[]) AS v)
+                       UNION
+                       SELECT d.refobjid
+                         FROM called c JOIN pg_proc p ON p.oid = c.oid AND NOT p.prosecdef
+                         JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                                         AND d.refclassid = 'pg_proc'::regclass)
+                   SELECT oid::regprocedure::text FROM called
+                    WHERE (SELECT pronamespace FROM pg_proc WHERE oid = called.oid) <> 'pg_catalog'::regnamespace""",
                 (sorted(VIEWS),),
             ).fetchall()
         }
+        assert "deenroll.de_enrollment_sequence_length(jsonb)" in view_functions  # through de_enrollment_due_outcome
         # Helpers of CHECK constraints run with the writer's rights: every role may execute them.
         check_helpers = {
             sig for (sig,) in conn.execute(
@@ -233,6 +242,8 @@ INLINED = {
     "public.de_enrollment_marked_campaigns(uuid)",
     # the counter rule, evaluated for every lead a recount or the drift view reads
     "public.de_enrollment_counts_as_active(boolean,boolean)",
+    # a sequence's length, read for every campaign the claim, the batch and the views look into
+    "deenroll.de_enrollment_sequence_length(jsonb)",
 }
 # Procedures that commit: a SET clause or SECURITY DEFINER would make their COMMIT fail, so they
 # run with their caller's rights and pin search_path themselves, first and after every COMMIT.

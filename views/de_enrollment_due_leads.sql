@@ -1,6 +1,6 @@
 -- de_enrollment_due_leads: every lead due for de-enrollment now, with its outcome and, when a run holds it, why
 -- requires: 0024_isolate_dirty_platform_data
--- after: de_enrollment_due_outcome, de_enrollment_lead_fingerprint
+-- after: de_enrollment_due_outcome, de_enrollment_lead_fingerprint, de_enrollment_sequence_length
 --
 -- Due is de_enrollment_due_outcome() (see there). One branch per partial index of 0019:
 -- finished leads campaign by campaign (position >= length of a non-empty sequence), then
@@ -36,8 +36,7 @@ SELECT d.lead_id,
                l.updated_at,
                public.de_enrollment_lead_fingerprint(l.xmin, c.id, c.messages) AS fingerprint
           FROM public.campaigns AS c
-         CROSS JOIN LATERAL (SELECT CASE WHEN jsonb_typeof(c.messages) = 'array'
-                                         THEN nullif(jsonb_array_length(c.messages), 0) END AS total) AS m
+         CROSS JOIN LATERAL (SELECT nullif(deenroll.de_enrollment_sequence_length(c.messages), 0) AS total) AS m
          -- per campaign, the range position >= length (OFFSET 0 keeps it a parameterized index scan)
          CROSS JOIN LATERAL (SELECT ll.id, ll.client_id, ll.is_active, ll.completed_at, ll.opted_out,
                                     ll.current_message_position, ll.updated_at, ll.xmin
@@ -59,7 +58,7 @@ SELECT d.lead_id,
                public.de_enrollment_due_outcome(l.is_active, l.completed_at, l.opted_out,
                                                 l.current_message_position, c.id, c.messages),
                l.current_message_position,
-               CASE WHEN jsonb_typeof(c.messages) = 'array' THEN jsonb_array_length(c.messages) END,
+               deenroll.de_enrollment_sequence_length(c.messages),
                true,
                l.updated_at,
                public.de_enrollment_lead_fingerprint(l.xmin, c.id, c.messages)
