@@ -1,6 +1,6 @@
 -- start_de_enrollment_run: take a client's lease and open its 'running' de_enrollment_runs row (NULL: another live run has the client)
 -- requires: 0028_detect_dead_runs
--- after: de_enrollment_run_settings
+-- after: de_enrollment_run_settings, de_enrollment_run_death
 --
 -- One run per client at a time, through a lease (deenroll.client_leases) rather than a lock
 -- of the caller's session: nothing outlives this transaction, so it works the same through
@@ -16,12 +16,9 @@
 -- the announced pid is the pooler's own and nothing is recorded: the server session then
 -- belongs to the pooler and says nothing about the runner.
 --
--- The client's lease belongs to a dead run, and is taken over at once, when
---   * its run's last sign of life is older than the server's last start
---     (pg_postmaster_start_time()): every session of that time is gone;
---   * its run's recorded session has ended (no server session with that pid and start time);
---   * otherwise, when it has expired: the only sign the database has behind a pooler.
--- A live lease means the client is skipped: NULL is returned, nothing is written, and a
+-- The client's lease is taken over at once when its run is dead by de_enrollment_run_death
+-- (the server restarted since its last sign of life, its recorded session has ended, or its
+-- lease has expired: the only sign the database has behind a pooler). A live lease means the client is skipped: NULL is returned, nothing is written, and a
 -- NOTICE names the run that holds it. The lease row is never waited for: a row another
 -- transaction holds locked (its run renewing it, another run taking it over) is busy too.
 -- Of two runs that find a dead lease at once, the one that locks its row takes it over.
@@ -64,30 +61,14 @@ BEGIN
     v_ttl := make_interval(secs => deenroll.de_enrollment_run_options(p_batch_size, p_max_runtime_ms, p_lease_ms) / 1000.0);
     PERFORM public.de_enrollment_run_settings(true);
 
-    SELECT l.run_id, l.runner_host, l.runner_pid, l.heartbeat_at, l.expires_at,
-           s.backend_pid, s.backend_start
+    SELECT l.run_id, l.runner_host, l.runner_pid, l.heartbeat_at, l.expires_at
       INTO v_held
       FROM deenroll.client_leases AS l
-      LEFT JOIN deenroll.lease_sessions AS s ON s.run_id = l.run_id
      WHERE l.client_id = p_client_id
        FOR UPDATE OF l SKIP LOCKED;
     v_found := FOUND;
     IF v_found THEN
-        v_why := CASE
-            WHEN v_held.heartbeat_at < pg_postmaster_start_time() THEN
-                format('the database server restarted at %s, after its last sign of life at %s',
-                       to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'),
-                       to_char(v_held.heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'))
-            WHEN v_held.backend_pid IS NOT NULL
-                 AND NOT EXISTS (SELECT FROM pg_stat_get_activity(v_held.backend_pid) AS a
-                                  WHERE a.backend_start IS NULL OR v_held.backend_start IS NULL
-                                     OR a.backend_start = v_held.backend_start) THEN
-                format('its database session (backend pid %s) ended', v_held.backend_pid)
-            WHEN v_held.expires_at < clock_timestamp() THEN
-                format('its lease expired at %s, with no sign of life since %s',
-                       to_char(v_held.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'),
-                       to_char(v_held.heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"'))
-        END;
+        v_why := deenroll.de_enrollment_run_death(v_held.run_id);
         IF v_why IS NULL THEN
             RAISE NOTICE 'client % is being processed by run % (runner % pid %, last sign of life %, lease until %)',
                   p_client_id, v_held.run_id, coalesce(v_held.runner_host, '?'), coalesce(v_held.runner_pid::text, '?'),

@@ -4,7 +4,6 @@
 SET LOCAL lock_timeout = '5s';
 
 -- functions and views that require this migration, newest first (scripts/sync-rollback-drops.py)
-DROP VIEW IF EXISTS public.de_enrollment_daily_summary;
 DROP VIEW IF EXISTS public.campaign_stats_drift;
 DROP FUNCTION IF EXISTS public.de_enrollment_rls_blind_spots;
 DROP FUNCTION IF EXISTS public.de_enrollment_maintained_tables;

@@ -276,7 +276,7 @@ def test_recreated_view_keeps_its_grant_and_rollback_revokes_all(db_url: str, co
     # Other databases of this server (the test template) still use the role: it stays.
     assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = 'deenroll_analyst'").fetchone()[0] == 1
     # Views re-created while 0022 is not applied get no grant, although the role exists.
-    conn.execute("DROP VIEW de_enrollment_daily_summary")
+    conn.execute("DROP VIEW campaign_stats_drift")
     commands.migrate(target, to="0021_add_de_enrollment_monitoring")
     assert _analyst_grants(conn) == []
 

@@ -1,14 +1,14 @@
 -- de_enrollment_daily_summary: runs per day and client, with outcomes, leads de-enrolled and durations (the SOP's weekly review)
--- requires: 0021_add_de_enrollment_monitoring
+-- requires: 0024_isolate_dirty_platform_data
+-- after: de_enrollment_run_death
 --
 -- `day` is DATE(run_at) in the session's time zone, as in the SOP's query. A run still
--- 'running' after twice its budget died and counts as failed, as in de_enrollment_health.
+-- 'running' that is dead (de_enrollment_run_death) counts as failed, as in de_enrollment_health.
 CREATE VIEW public.de_enrollment_daily_summary AS
 WITH runs AS (
     SELECT r.run_at, r.client_id, r.leads_evaluated, r.leads_de_enrolled, r.leads_completed,
            r.leads_opted_out, r.duration_ms,
-           CASE WHEN r.status = 'running'
-                 AND r.run_at < now() - 2 * coalesce(r.max_runtime_ms, 240000)::bigint * interval '1 millisecond'
+           CASE WHEN r.status = 'running' AND deenroll.de_enrollment_run_death(r.id) IS NOT NULL
                 THEN 'failed' ELSE r.status END AS effective_status
       FROM public.de_enrollment_runs AS r
 )
@@ -36,7 +36,7 @@ COMMENT ON COLUMN public.de_enrollment_daily_summary.day IS 'DATE(run_at) in the
 COMMENT ON COLUMN public.de_enrollment_daily_summary.client_id IS 'The client.';
 COMMENT ON COLUMN public.de_enrollment_daily_summary.runs IS 'Runs started that day.';
 COMMENT ON COLUMN public.de_enrollment_daily_summary.successful_runs IS 'Of those, status success.';
-COMMENT ON COLUMN public.de_enrollment_daily_summary.failed_runs IS 'Of those, status failed, or still running after twice their budget.';
+COMMENT ON COLUMN public.de_enrollment_daily_summary.failed_runs IS 'Of those, status failed, or still running and dead (lease gone stale, session ended, server restarted; without a lease, past twice their budget).';
 COMMENT ON COLUMN public.de_enrollment_daily_summary.partial_runs IS 'Of those, status partial (stopped by the runtime budget).';
 COMMENT ON COLUMN public.de_enrollment_daily_summary.running_runs IS 'Of those, still running within their budget.';
 COMMENT ON COLUMN public.de_enrollment_daily_summary.success_rate IS 'Percent of the finished runs that succeeded; null without finished runs.';

@@ -1,6 +1,6 @@
 -- de_enrollment_health: one row per client: its runs of the last 24 hours, stuck leads and an ok/warning/error status by the SOP's thresholds
 -- requires: 0024_isolate_dirty_platform_data
--- after: de_enrollment_stuck_leads
+-- after: de_enrollment_stuck_leads, de_enrollment_run_death
 --
 -- Clients: every client_id of campaigns and of de_enrollment_runs.
 -- Thresholds (the SOP's "Key Metrics" table):
@@ -9,8 +9,9 @@
 --            stuck_leads > 500
 --   warning: success_rate_24h < 95, failed_runs_24h > 5, stuck_leads > 100,
 --            avg_duration_ms_24h > 240000 (4 min)
--- A run still 'running' after twice its budget (max_runtime_ms, default 240000) died:
--- it counts as failed. A client that never had a successful run counts its hours
+-- A run still 'running' that is dead (de_enrollment_run_death) counts as failed. The due
+-- leads of a client whose run is in progress and alive are not stuck: that run is taking them
+-- (held leads are: no run takes them). A client that never had a successful run counts its hours
 -- from when it was first seen (its oldest campaign or first run): a new client has
 -- the same 2 hours of grace as everyone, then is an error like any client without
 -- a success, and the SOP's `hours_since_success > 2` query lists it.
@@ -26,8 +27,7 @@ WITH clients AS (
 ),
 runs_24h AS (
     SELECT r.client_id,
-           CASE WHEN r.status = 'running'
-                 AND r.run_at < now() - 2 * coalesce(r.max_runtime_ms, 240000)::bigint * interval '1 millisecond'
+           CASE WHEN r.status = 'running' AND deenroll.de_enrollment_run_death(r.id) IS NOT NULL
                 THEN 'failed' ELSE r.status END AS status,
            r.leads_de_enrolled,
            r.duration_ms
@@ -53,10 +53,18 @@ last_runs AS (
       FROM public.de_enrollment_runs
      GROUP BY client_id
 ),
+in_progress AS (
+    SELECT DISTINCT r.client_id
+      FROM public.de_enrollment_runs AS r
+     WHERE r.status = 'running'
+       AND deenroll.de_enrollment_run_death(r.id) IS NULL
+),
 stuck AS (
-    SELECT client_id, count(*) AS stuck_leads
-      FROM public.de_enrollment_stuck_leads
-     GROUP BY client_id
+    SELECT s.client_id, count(*) AS stuck_leads
+      FROM public.de_enrollment_stuck_leads AS s
+     WHERE s.held_reason IS NOT NULL
+        OR NOT EXISTS (SELECT 1 FROM in_progress AS p WHERE p.client_id = s.client_id)
+     GROUP BY s.client_id
 ),
 metrics AS (
     SELECT c.client_id,
@@ -115,11 +123,11 @@ SELECT client_id,
   FROM judged;
 
 COMMENT ON VIEW public.de_enrollment_health IS
-    'One row per client (from campaigns and runs): runs of the last 24 hours, stuck leads, and status ok/warning/error by the SOP''s thresholds. Error: no successful run for more than 2 hours (clients with an active campaign or stuck leads; a client that never succeeded counts from when it was first seen), or more than 500 stuck leads. Warning: success rate under 95%, more than 5 failed runs, more than 100 stuck leads, or an average run over 4 minutes. A run still running after twice its budget counts as failed.';
+    'One row per client (from campaigns and runs): runs of the last 24 hours, stuck leads, and status ok/warning/error by the SOP''s thresholds. Error: no successful run for more than 2 hours (clients with an active campaign or stuck leads; a client that never succeeded counts from when it was first seen), or more than 500 stuck leads. Warning: success rate under 95%, more than 5 failed runs, more than 100 stuck leads, or an average run over 4 minutes. A run still running that died counts as failed; due leads of a client whose run is in progress and alive are not stuck.';
 COMMENT ON COLUMN public.de_enrollment_health.client_id IS 'The client.';
 COMMENT ON COLUMN public.de_enrollment_health.runs_24h IS 'Runs started in the last 24 hours, whatever their status.';
 COMMENT ON COLUMN public.de_enrollment_health.successful_runs_24h IS 'Of those, runs with status success.';
-COMMENT ON COLUMN public.de_enrollment_health.failed_runs_24h IS 'Of those, runs with status failed, plus runs still running after twice their runtime budget (they died).';
+COMMENT ON COLUMN public.de_enrollment_health.failed_runs_24h IS 'Of those, runs with status failed, plus runs still running that died (lease gone stale, session ended, server restarted; without a lease, past twice their budget).';
 COMMENT ON COLUMN public.de_enrollment_health.partial_runs_24h IS 'Of those, runs with status partial (stopped by the runtime budget).';
 COMMENT ON COLUMN public.de_enrollment_health.success_rate_24h IS 'Percent of the finished runs of the last 24 hours that succeeded (partial counts as not successful); null without finished runs.';
 COMMENT ON COLUMN public.de_enrollment_health.last_run_at IS 'Start of the client''s latest run, any status, any age.';
@@ -127,6 +135,6 @@ COMMENT ON COLUMN public.de_enrollment_health.last_success_at IS 'Start of the c
 COMMENT ON COLUMN public.de_enrollment_health.hours_since_success IS 'Hours since last_success_at; for a client that never succeeded, hours since it was first seen (oldest campaign or first run).';
 COMMENT ON COLUMN public.de_enrollment_health.leads_de_enrolled_24h IS 'Leads de-enrolled by the runs of the last 24 hours.';
 COMMENT ON COLUMN public.de_enrollment_health.avg_duration_ms_24h IS 'Average duration of the finished runs of the last 24 hours, in milliseconds.';
-COMMENT ON COLUMN public.de_enrollment_health.stuck_leads IS 'The client''s rows in de_enrollment_stuck_leads now.';
+COMMENT ON COLUMN public.de_enrollment_health.stuck_leads IS 'The client''s rows in de_enrollment_stuck_leads now; while a run of the client is in progress and alive, only its held leads (the run is taking the others).';
 COMMENT ON COLUMN public.de_enrollment_health.status IS 'ok, warning or error by the thresholds in the view''s comment.';
 COMMENT ON COLUMN public.de_enrollment_health.status_reasons IS 'Why the status is not ok, errors first; empty when ok.';
