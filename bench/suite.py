@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 from bench import campaign_scaling, common, migrate_install, migrate_upgrade
-from bench.common import machine_info, open_server
+from bench.common import machine_info, new_db, open_server
 from bench.idle import idle
 from bench.rounds import measure_rounds
 from bench.targets import targets
@@ -78,14 +78,14 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
             result["migrate_wait"] = []
             for n in migrate_wait_leads:
                 say(f"platform writes while migrating {n:,} leads")
-                name = server.create_db(f"mw_{n}")
+                name = new_db(server, f"mw_{n}")
                 x = migrate_install.measure(server.dsn(name), n)
                 x["loadavg"] = round(os.getloadavg()[0], 2)
                 result["migrate_wait"].append(x)
                 server.drop_db(name)
         if migrate_upgrade_leads:
             say(f"platform writes while upgrading {migrate_upgrade_leads:,} leads during a run")
-            name = server.create_db(f"mu_{migrate_upgrade_leads}")
+            name = new_db(server, f"mu_{migrate_upgrade_leads}")
             try:
                 x = migrate_upgrade.measure(server.dsn(name), migrate_upgrade_leads)
                 x["loadavg"] = round(os.getloadavg()[0], 2)
