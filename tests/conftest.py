@@ -22,6 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from hypothesis import settings
+from psycopg import conninfo
 
 REPO = Path(__file__).resolve().parent.parent
 # The checkout's top, for the package `bench`; after site-packages, so that `deenroll` is the
