@@ -12,7 +12,7 @@ from typing import Any
 
 import psycopg
 
-from bench import campaign_scaling, common, migrate_install, migrate_upgrade
+from bench import campaign_scaling, common, debian, migrate_install, migrate_upgrade
 from bench.common import machine_info, new_db, open_server
 from bench.idle import idle
 from bench.rounds import measure_rounds
@@ -38,7 +38,8 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
               trigger_statements: int, client_statements: int, skip_triggers: bool,
               campaign_scaling_options: dict[str, Any] | None = None,
               migrate_wait_leads: tuple[int, ...] = (), migrate_upgrade_leads: int | None = None,
-              skip_previous: bool = False, previous_release: str | None = None) -> dict[str, Any]:
+              skip_previous: bool = False, previous_release: str | None = None,
+              skip_debian: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     result: dict[str, Any] = {"options": {"leads": leads, "clients": clients, "campaigns": campaigns,
                                           "eligible_fraction": eligible_fraction, "seed": seed,
@@ -55,6 +56,9 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
 
         figures, keep_for_idle = measure_rounds(server, data, repeats, not skip_idle, skip_previous, previous_release)
         result |= figures
+
+        if not skip_debian:
+            result["debian_pg15"] = debian.measure(leads, clients, campaigns, eligible_fraction, seed, repeats)
 
         if not skip_idle:
             say(f"idle runs at {idle_small_leads:,} and {leads:,} leads")
