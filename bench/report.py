@@ -7,7 +7,8 @@ import statistics
 from typing import Any
 
 from bench import campaign_scaling
-from bench.targets import TARGET_CALL_RATIO_100, TARGET_PREVIOUS_RATIO, TARGET_QUEUED_MS
+from bench.targets import (TARGET_CALL_RATIO_100, TARGET_JIT_RATIO, TARGET_PREVIOUS_RATIO, TARGET_QUEUED_MAX_JIT_MS,
+                           TARGET_QUEUED_MS)
 
 
 def _n(x: float | int | None, digits: int = 0) -> str:
@@ -60,6 +61,8 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"  queued CALL run_de_enrollment() right after a complete run (nothing to do, a new session each): "
                      f"median {x['queued_median_ms']:.1f} ms, longest {x['queued_max_ms']:.1f} ms of {len(x['queued_ms'])} "
                      f"(target < {TARGET_QUEUED_MS:.0f} ms)")
+    if r.get("debian_pg15"):
+        lines += render_debian(r["debian_pg15"])
     if r.get("previous_release"):
         x = r["previous_release"]
         lines.append("  previous release: n/a (" + x["error"] + ")" if "error" in x else
@@ -119,6 +122,25 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"  {t['name']:<52}{t['value']:>10}  {'<=':>2} {t['limit']:<6} {verdict(t['met'])}")
     lines.append(f"total benchmark time {r['total_s']:.0f} s")
     return "\n".join(lines)
+
+
+def render_debian(x: dict[str, Any]) -> list[str]:
+    """The CALLs on Debian's PostgreSQL 15 as shipped (bench/debian.py)."""
+    if "error" in x:
+        return [f"  on Debian's PostgreSQL 15: n/a ({x['error']})"]
+    st = x["settings"]
+    call, queued, longest = x["call_100_median_s"], x["queued_median_ms"], x["queued_max_ms"]
+    n = len(x["queued_ms"]["on"])
+    lines = [
+        f"  the same on Debian's PostgreSQL {x['version']} as shipped (jit={st['jit']}, jit_above_cost={st['jit_above_cost']}), "
+        f"its own copy of the data set, median of {x['rounds']} round(s), JIT on and jit = off for the login alternating:",
+        f"    one CALL at batch 100: JIT on {call['on']:.3f} s, jit = off {call['off']:.3f} s: "
+        f"ratio {x['call_100_ratio_on_off']:.2f} (target <= {TARGET_JIT_RATIO})",
+        f"    queued CALL right after it: JIT on median {queued['on']:.1f} ms, longest {longest['on']:.1f} ms of {n} "
+        f"(target < {TARGET_QUEUED_MS:.0f} ms and < {TARGET_QUEUED_MAX_JIT_MS:.0f} ms); "
+        f"jit = off median {queued['off']:.1f} ms, longest {longest['off']:.1f} ms",
+    ]
+    return lines + [f"    BROKEN: {b}" for b in x["broken"]]
 
 
 def render_upgrade(u: dict[str, Any]) -> list[str]:

@@ -14,9 +14,10 @@ from typing import Any
 
 from bench import common
 from bench.checks import differences, end_state, invariants
-from bench.common import Server
+from bench.common import checkpoint, new_db
 from bench.measures import Measurement, call_run, lower_bound, previous_run, queued_calls, runner, workers_supported
 from bench.release import code_at, previous_release_commit
+from bench.servers import Server
 from bench.templates import DataSet
 
 QUEUED_CALLS = 3  # queued no-op CALLs after each complete CALL run, each on a new session
@@ -54,9 +55,9 @@ def measure_rounds(server: Server, data: DataSet, repeats: int, keep_for_idle: b
         # during the benchmark touches every side alike.
         for rep in range(1, repeats + 1):
             for key in attempts:
-                name = server.create_db(key.replace(" ", "_"), template=data.template)
+                name = new_db(server, key.replace(" ", "_"), data.template)
                 dsn = server.dsn(name)
-                server.checkpoint()
+                checkpoint(server)
                 say(f"round {rep}/{repeats}: {key}")
                 attempts[key].append(measure_side(key, dsn, previous))
                 label = f"{key} #{rep}"

@@ -12,8 +12,8 @@ from typing import Any
 
 import psycopg
 
-from bench import campaign_scaling, common, migrate_install, migrate_upgrade
-from bench.common import machine_info, open_server
+from bench import campaign_scaling, common, debian, migrate_install, migrate_upgrade
+from bench.common import machine_info, new_db, open_server
 from bench.idle import idle
 from bench.rounds import measure_rounds
 from bench.targets import targets
@@ -38,7 +38,8 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
               trigger_statements: int, client_statements: int, skip_triggers: bool,
               campaign_scaling_options: dict[str, Any] | None = None,
               migrate_wait_leads: tuple[int, ...] = (), migrate_upgrade_leads: int | None = None,
-              skip_previous: bool = False, previous_release: str | None = None) -> dict[str, Any]:
+              skip_previous: bool = False, previous_release: str | None = None,
+              skip_debian: bool = False) -> dict[str, Any]:
     started = time.perf_counter()
     result: dict[str, Any] = {"options": {"leads": leads, "clients": clients, "campaigns": campaigns,
                                           "eligible_fraction": eligible_fraction, "seed": seed,
@@ -55,6 +56,9 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
 
         figures, keep_for_idle = measure_rounds(server, data, repeats, not skip_idle, skip_previous, previous_release)
         result |= figures
+
+        if not skip_debian:
+            result["debian_pg15"] = debian.measure(leads, clients, campaigns, eligible_fraction, seed, repeats)
 
         if not skip_idle:
             say(f"idle runs at {idle_small_leads:,} and {leads:,} leads")
@@ -78,14 +82,14 @@ def benchmark(database_url: str | None, leads: int, clients: int, campaigns: int
             result["migrate_wait"] = []
             for n in migrate_wait_leads:
                 say(f"platform writes while migrating {n:,} leads")
-                name = server.create_db(f"mw_{n}")
+                name = new_db(server, f"mw_{n}")
                 x = migrate_install.measure(server.dsn(name), n)
                 x["loadavg"] = round(os.getloadavg()[0], 2)
                 result["migrate_wait"].append(x)
                 server.drop_db(name)
         if migrate_upgrade_leads:
             say(f"platform writes while upgrading {migrate_upgrade_leads:,} leads during a run")
-            name = server.create_db(f"mu_{migrate_upgrade_leads}")
+            name = new_db(server, f"mu_{migrate_upgrade_leads}")
             try:
                 x = migrate_upgrade.measure(server.dsn(name), migrate_upgrade_leads)
                 x["loadavg"] = round(os.getloadavg()[0], 2)

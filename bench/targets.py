@@ -15,6 +15,8 @@ TARGET_RSS_MB = 100.0
 TARGET_CALL_RATIO_100 = 1.2  # one CALL, the way pg_cron drives the run
 TARGET_PREVIOUS_RATIO = 1.0  # deenroll run / the previous release's, same data, same rounds
 TARGET_QUEUED_MS = 50.0
+TARGET_QUEUED_MAX_JIT_MS = 100.0  # the longest queued CALL on a server with JIT on (its median: TARGET_QUEUED_MS)
+TARGET_JIT_RATIO = 1.1  # one CALL at batch 100 with the server's JIT on / with jit = off: the same, within the noise
 
 
 def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
@@ -30,6 +32,14 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
                     "limit": TARGET_CALL_RATIO_100, "met": x["call_100_ratio"] <= TARGET_CALL_RATIO_100})
         out.append({"name": "queued CALL with nothing to do, longest (ms)", "value": f"{x['queued_max_ms']:.1f}",
                     "limit": TARGET_QUEUED_MS, "met": x["queued_max_ms"] < TARGET_QUEUED_MS})
+    if r.get("debian_pg15") and "error" not in r["debian_pg15"]:
+        x = r["debian_pg15"]
+        out.append({"name": "queued CALL on PG 15 with JIT on, median (ms)", "value": f"{x['queued_median_ms']['on']:.1f}",
+                    "limit": TARGET_QUEUED_MS, "met": x["queued_median_ms"]["on"] < TARGET_QUEUED_MS})
+        out.append({"name": "queued CALL on PG 15 with JIT on, longest (ms)", "value": f"{x['queued_max_ms']['on']:.1f}",
+                    "limit": TARGET_QUEUED_MAX_JIT_MS, "met": x["queued_max_ms"]["on"] < TARGET_QUEUED_MAX_JIT_MS})
+        out.append({"name": "one CALL at batch 100 on PG 15, JIT on / jit off", "value": f"{x['call_100_ratio_on_off']:.2f}",
+                    "limit": TARGET_JIT_RATIO, "met": x["call_100_ratio_on_off"] <= TARGET_JIT_RATIO and not x["broken"]})
     if r.get("previous_release") and "error" not in r["previous_release"]:
         v = r["previous_release"]["ratio"]
         out.append({"name": "ratio run/previous release's run, batch size 100", "value": f"{v:.2f}",

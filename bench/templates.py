@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import psycopg
 
-from bench.common import Server
+from bench.common import new_db
+from bench.servers import Server
 from deenroll.database import Target
 from deenroll.dataset import build_dataset
 from deenroll.migrate.commands import migrate
@@ -31,7 +32,7 @@ class DataSet:
 
 def build_template(server: Server, label: str, leads: int, clients: int, campaigns: int,
                    eligible_fraction: float, seed: str) -> DataSet:
-    name = server.create_db(label)
+    name = new_db(server, label)
     dsn = server.dsn(name)
     migrate(Target(dsn, "benchmark"))
     t0 = time.perf_counter()

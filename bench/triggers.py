@@ -9,7 +9,8 @@ from typing import Any
 
 import psycopg
 
-from bench.common import Server
+from bench.common import new_db
+from bench.servers import Server
 from bench.templates import DataSet
 
 TRIGGER_CASES = {
@@ -40,7 +41,7 @@ def trigger_overhead(server: Server, data: DataSet, statements: int, client_stat
     is rolled back, so every round starts from the same data. Client: one autocommit
     transaction per statement over the socket, as an application sends them.
     """
-    name = server.create_db("triggers", template=data.template)
+    name = new_db(server, "triggers", data.template)
     dsn = server.dsn(name)
     out: dict[str, Any] = {"statements": statements, "rounds": rounds, "client_statements": client_statements,
                            "client_rounds": client_rounds, "cases": {}}

@@ -11,7 +11,9 @@
 -- reach at the head of the queue for the next run, so none is starved.
 -- Cost: the active campaigns (a partial index), the campaigns deenroll.due_campaigns marks
 -- (one probe each), and the active opted-out leads (a partial index, empty after a run);
--- never the campaigns that finished long ago, nor the leads in progress.
+-- never the campaigns that finished long ago, nor the leads in progress. No JIT: the
+-- planner's estimate (every lead of the partial indexes) is far above jit_above_cost while
+-- the work is a few index probes, and a server with JIT on would compile it on every call.
 CREATE FUNCTION public.de_enrollment_clients()
 RETURNS TABLE (client_id uuid, last_run_at timestamptz)
 LANGUAGE sql
@@ -20,6 +22,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
 SET enable_bitmapscan = off
+SET jit = off
 AS $fn$
     WITH marked AS (
         SELECT DISTINCT m.client_id, m.campaign_id

@@ -6,12 +6,15 @@
 -- de_enrollment_clients()'s (least recently run first); the counts are
 -- count_leads_for_de_enrollment's (the claim's leads, counted instead of claimed), the
 -- campaigns whose messages is not an array de_enrollment_invalid_campaigns's, and the
--- leads runs hold de_enrollment_held_leads's, by reason. Locks nothing.
+-- leads runs hold de_enrollment_held_leads's, by reason. Locks nothing. No JIT, like the
+-- run's own transactions: its statements are estimated far above jit_above_cost and cost
+-- a few index probes per client.
 CREATE FUNCTION deenroll.de_enrollment_dry_run(p_client_id uuid DEFAULT NULL)
 RETURNS TABLE (client_id uuid, campaigns jsonb, invalid_campaigns jsonb, held jsonb)
 LANGUAGE plpgsql
 STABLE
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $fn$
 BEGIN
     IF p_client_id IS NOT NULL THEN

@@ -9,7 +9,8 @@
 -- 'string', ...), or 'missing' for SQL NULL. active_leads counts the client's active leads
 -- in it that are neither completed nor opted out (those a sequence length would decide on).
 -- Cost follows the client's active leads' campaigns (a loose scan of the client index of
--- 0024), or, for all clients, the campaigns table.
+-- 0024), or, for all clients, the campaigns table. No JIT: its estimate is far above
+-- jit_above_cost, the work a loose index scan.
 CREATE FUNCTION public.de_enrollment_invalid_campaigns(p_client_id uuid DEFAULT NULL)
 RETURNS TABLE (
     client_id          uuid,
@@ -25,6 +26,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET enable_seqscan = off
 SET enable_bitmapscan = off
+SET jit = off
 AS $fn$
     WITH bad AS (
         SELECT c.id, c.name, c.client_id, c.messages

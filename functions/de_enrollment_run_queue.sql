@@ -10,13 +10,15 @@
 -- than p_idle_ms ago: no finished lead in the campaigns marked for it (looked for only when
 -- a campaign is marked: a statement that finishes a lead marks its campaign, a run's claim
 -- clears the marks it finds stale) and no active opted-out lead. Due leads are never
--- passed over.
+-- passed over. No JIT, like de_enrollment_clients: its estimate (a probe per client, every
+-- lead of theirs) is far above jit_above_cost, the work a few index probes.
 CREATE FUNCTION deenroll.de_enrollment_run_queue(p_idle_ms integer)
 RETURNS TABLE (client_id uuid)
 LANGUAGE sql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $fn$
     SELECT c.client_id
       FROM public.de_enrollment_clients() AS c

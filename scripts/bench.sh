@@ -11,7 +11,9 @@
 # --migrate-upgrade-leads N, --skip-migrate-upgrade to choose; the upgrade takes the previous
 # release's code from this checkout's git history).
 # Besides `deenroll run`, the run's procedure is timed as one CALL (as pg_cron sends it) and the
-# previous release's `deenroll run` (from git history) runs on the same data.
+# previous release's `deenroll run` (from git history) runs on the same data. The CALLs are timed
+# again on Debian's PostgreSQL 15 as Debian ships it (JIT on), in a throwaway cluster of its own
+# with the same data set, with JIT on and with jit = off for the login (--skip-debian-pg15).
 # Figures go to stdout, progress to stderr.
 #   scripts/bench.sh                          # the full benchmark (tens of minutes)
 #   scripts/bench.sh --json-out bench.json    # also write the figures as JSON

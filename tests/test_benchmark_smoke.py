@@ -15,13 +15,14 @@ import psycopg
 import pytest
 from psycopg import conninfo
 
-from bench import checks, measures, rounds
+from bench import checks, measures, rounds, servers
 from deenroll.dataset import build_dataset
 from deenroll.migrate.files import migration_files
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "bench" / "benchmark.py"
 STEMS = [m.stem for m in migration_files()]
+DEBIAN_PG15 = (servers.DEBIAN_PG15 / "postgres").exists()  # the benchmark's row for it runs where it is installed
 
 
 def _dbname(url: str) -> str:
@@ -113,6 +114,19 @@ def test_tiny_benchmark_reports_every_figure_and_cleans_up(pg_server, tmp_path):
     assert len(x["queued_ms"]) == 2 * 2 * rounds.QUEUED_CALLS and all(ms > 0 for ms in x["queued_ms"])
     assert min(x["queued_ms"]) <= x["queued_median_ms"] <= x["queued_max_ms"] == max(x["queued_ms"])
 
+    # the same CALLs on Debian's PostgreSQL 15 as shipped, JIT on and off for the login, same data
+    pg15 = r["debian_pg15"]
+    if DEBIAN_PG15:
+        assert pg15["version"].startswith("15.") and pg15["settings"]["jit"] == "on", pg15
+        assert pg15["eligible"] == eligible and pg15["broken"] == []
+        for jit in ("on", "off"):
+            assert len(pg15["call_100_s"][jit]) == 2 and all(s > 0 for s in pg15["call_100_s"][jit])
+            assert len(pg15["queued_ms"][jit]) == 2 * rounds.QUEUED_CALLS and pg15["queued_max_ms"][jit] == max(pg15["queued_ms"][jit])
+        assert _consistent(pg15["call_100_ratio_on_off"], 2, pg15["call_100_median_s"]["on"], pg15["call_100_median_s"]["off"], 3)
+        assert "on Debian's PostgreSQL 15" in proc.stdout
+    else:
+        assert "error" in pg15 and "on Debian's PostgreSQL 15: n/a" in proc.stdout
+
     # this checkout's run beside the previous release's, same data, same rounds
     pr = r["previous_release"]
     assert pr["commit"] == previous and pr["batch_size"] == 100
@@ -178,7 +192,9 @@ def test_tiny_benchmark_reports_every_figure_and_cleans_up(pg_server, tmp_path):
     # every target, each judged
     assert [t["name"] for t in r["targets"]] == [
         "ratio run/lower bound at batch size 100", "ratio run/lower bound at batch size 1000",
-        "ratio one CALL/lower bound at batch size 100", "queued CALL with nothing to do, longest (ms)",
+        "ratio one CALL/lower bound at batch size 100", "queued CALL with nothing to do, longest (ms)"] + (
+        ["queued CALL on PG 15 with JIT on, median (ms)", "queued CALL on PG 15 with JIT on, longest (ms)",
+         "one CALL at batch 100 on PG 15, JIT on / jit off"] if DEBIAN_PG15 else []) + [
         "ratio run/previous release's run, batch size 100"] + (
         ["ratio run/lower bound at batch size 100, 2 workers"] if with_workers else []) + [
         "run 22 / 2 campaigns per client (runner ms)", "idle run 22 / 2 campaigns per client (runner ms)",
