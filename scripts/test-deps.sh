@@ -7,9 +7,9 @@
 # PostgreSQL 15 has no pg_net yet, what building it takes. All of it before any test cluster
 # starts: postgresql-server-dev-15 may upgrade postgresql-15.
 pg_net_source=../shared/vendor/pg_net-0.20.4.tar.gz
-pg_net_control=/usr/share/postgresql/15/extension/pg_net.control
+pg_net_script=/usr/share/postgresql/15/extension/pg_net--0.20.4.sql  # what CREATE EXTENSION runs
 build_pg_net=""
-if [ -f "$pg_net_source" ] && ! { [ -f "$pg_net_control" ] && [ -f /usr/lib/postgresql/15/lib/pg_net.so ]; }; then
+if [ -f "$pg_net_source" ] && ! { [ -f "$pg_net_script" ] && [ -f /usr/lib/postgresql/15/lib/pg_net.so ]; }; then
     build_pg_net=1
 fi
 need=()
@@ -34,7 +34,8 @@ if ((${#need[@]})); then
 fi
 
 # pg_net (Supabase's HTTP extension; Debian has no package of it), built from its source for
-# PostgreSQL 15 in a directory of its own. Without the source the pg_net tests skip.
+# PostgreSQL 15 in a directory of its own. Without the source the pg_net tests skip. Two make
+# runs: the first writes the version's install script, which the second's install then finds.
 if [ -n "$build_pg_net" ]; then
     echo "$0: building pg_net for PostgreSQL 15 from $pg_net_source" >&2
     pg_net_build=$(mktemp -d /tmp/deenroll-pg_net.XXXXXX)

@@ -33,7 +33,7 @@ if [ -z "${DEENROLL_TEST_DATABASE_URL:-}" ] && [ -x "$pg15/postgres" ]; then
     # worker sends the requests queued in one database, deenroll_net (tests/test_alerts_pg_net.py).
     preload=pg_cron
     net_options=()
-    if [ -f "$("$pg15/pg_config" --sharedir)/extension/pg_net.control" ]; then
+    if [ -f "$("$pg15/pg_config" --sharedir)/extension/pg_net--0.20.4.sql" ]; then
         preload=pg_cron,pg_net
         net_options=(-o "-c pg_net.database_name=deenroll_net")
     fi
