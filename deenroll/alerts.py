@@ -1,6 +1,8 @@
 """Alerts: one JSON document POSTed to DE_ENROLLMENT_ALERT_WEBHOOK.
 
-Used by `run` (a failed or partial run) and by `health-check` (errors found).
+Used by `run` (a failed or partial run) and by `health-check` (errors found). The document
+is built by the database (de_enrollment_run_alert, de_enrollment_health_alert: the same
+functions the database's own alerts use); this module only delivers it.
 Posting never raises: a webhook that is down, slow, redirecting, refusing or
 misconfigured gives an AlertResult saying so, which the caller reports on stderr
 and in its --json output; the run's own outcome never depends on it. Redirects
@@ -19,11 +21,14 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
-from . import __version__
+import psycopg
+from psycopg.types.json import Jsonb
+
+from . import __version__, database, queries
 from .errors import one_line
 
 WEBHOOK_ENV = "DE_ENROLLMENT_ALERT_WEBHOOK"
@@ -155,33 +160,37 @@ def _post(url: str, body: bytes, deadline: float) -> tuple[int | None, str | Non
         return None, _safe_reason(exc, url)
 
 
-def document(kind: str, payload: dict[str, Any], summary: str | None = None) -> dict[str, Any]:
-    """The JSON document an alert carries: who, what, when, and the caller's details."""
-    return {
-        "source": "deenroll",
-        "version": __version__,
-        "kind": kind,
-        "text": summary or f"deenroll {kind} alert",
-        "host": socket.gethostname(),
-        "sent_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "details": payload,
-    }
+def run_document(target: database.Target, payload: dict[str, Any], host: str) -> dict[str, Any] | None:
+    """A run's alert document from the database (None: nothing in the run needs attention),
+    on a connection of its own: the run's own may be gone by then.
+
+    payload: {"clients": [each client's --json object], "fold_error": str | None}.
+    """
+    clients = Jsonb(payload["clients"], dumps=lambda obj: json.dumps(obj, default=str))
+    with database.connect(target, autocommit=True) as conn:
+        return queries.value(
+            conn, "alert_run_document", clients=clients, fold_error=payload.get("fold_error"), host=host
+        )
+
+
+def health_document(conn: psycopg.Connection, host: str) -> dict[str, Any] | None:
+    """The health check's alert document from the database (None: no client in error)."""
+    return queries.value(conn, "alert_health_document", host=host)
 
 
 def post_alert(
-    kind: str,
-    payload: dict[str, Any],
+    document: Callable[[], dict[str, Any] | None],
     *,
-    summary: str | None = None,
     url: str | None = None,
     timeout: float | None = None,
 ) -> AlertResult:
     """POST one alert document to `url` (default: the webhook from the environment).
 
-    kind names the sender ("run", "health-check"); payload is its JSON-able details;
-    summary is a one-line human text (Slack-style webhooks show the "text" field).
-    timeout bounds the whole POST (default: DE_ENROLLMENT_ALERT_TIMEOUT, else 10 s).
-    Returns AlertResult(attempted=False) when no webhook is configured; never raises.
+    document builds the document (run_document, health_document) and is called only when a
+    webhook is configured and valid; None from it means there is nothing to send. timeout
+    bounds the whole POST (default: DE_ENROLLMENT_ALERT_TIMEOUT, else 10 s). Returns
+    AlertResult(attempted=False) when no webhook is configured or nothing is to be sent;
+    never raises.
     """
     url = url or webhook_url()
     if not url:
@@ -194,7 +203,13 @@ def post_alert(
             timeout = alert_timeout()
         except ValueError as exc:
             return AlertResult(True, False, target, None, str(exc))
-    body = json.dumps(document(kind, payload, summary), default=str).encode()
+    try:
+        built = document()
+    except Exception as exc:  # noqa: BLE001 - a database that cannot build it: reported, not raised
+        return AlertResult(True, False, target, None, f"the alert could not be built: {one_line(exc)}")
+    if built is None:
+        return AlertResult(attempted=False)
+    body = json.dumps(built, default=str).encode()
     outcome: list[tuple[int | None, str | None]] = []
     worker = threading.Thread(
         target=lambda: outcome.append(_post(url, body, timeout)), name="deenroll-alert", daemon=True

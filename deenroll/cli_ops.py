@@ -7,6 +7,8 @@ and returns its exit code. With --json, stdout carries one JSON document (print_
 
 from __future__ import annotations
 
+import socket
+
 import click
 import psycopg
 
@@ -38,20 +40,14 @@ def health_check(obj: Context, as_json: bool, prometheus: bool) -> int:
     """
     if as_json and prometheus:
         raise click.UsageError("--json and --prometheus exclude each other")
+    alert = alerts.AlertResult(attempted=False)
     with _connect(obj) as conn:
         report = health.health(conn)
-    alert = alerts.AlertResult(attempted=False)
-    if report.status == "error":
-        errors = report.errors()
-        alert = alerts.post_alert(
-            "health-check",
-            {"counts": report.to_json()["counts"], "clients": errors},
-            summary=f"deenroll health check: {len(errors)} client(s) in error: "
-            + "; ".join(f"{c['client_id']}: {', '.join(c['status_reasons'])}" for c in errors[:5]),
-        )
-        if alert.attempted:
-            level = "" if alert.delivered else "warning: "
-            click.echo(f"deenroll: {level}{alert.describe()}", err=True)
+        if report.status == "error":  # the document comes from the database, on this connection
+            alert = alerts.post_alert(lambda: alerts.health_document(conn, socket.gethostname()))
+    if alert.attempted:
+        level = "" if alert.delivered else "warning: "
+        click.echo(f"deenroll: {level}{alert.describe()}", err=True)
     if prometheus:
         click.echo(metrics.exposition(report), nl=False)
         return 0

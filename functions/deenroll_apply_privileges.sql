@@ -56,7 +56,13 @@ DECLARE
         'check_de_enrollment_health', 'count_de_enrollment_runs_in_windows', 'count_de_enrollment_held_in_windows',
         'de_enrollment_cron_jobs',
         -- the tables the cleanup vacuums
-        'de_enrollment_maintained_tables'];
+        'de_enrollment_maintained_tables',
+        -- alerts: the documents `deenroll run` and `health-check` post; the database's own alerts
+        -- (queued through pg_net by a definer function, the health job that alerts); whether they
+        -- are on and how their deliveries went. Keeping or clearing the webhook is the owner's.
+        'de_enrollment_version', 'de_enrollment_run_exit_code', 'de_enrollment_alert_document',
+        'de_enrollment_run_alert', 'de_enrollment_health_alert', 'send_de_enrollment_alert',
+        'alert_de_enrollment_health', 'de_enrollment_alert_webhook', 'de_enrollment_alert_deliveries'];
     -- Our trigger function in public (the platform's leads fire it); the others live in deenroll.
     c_public_trigger_functions CONSTANT text[] := ARRAY['leads_record_stats_delta'];
     c_maintained CONSTANT text[] := ARRAY(SELECT 'public.' || m.table_name

@@ -118,6 +118,17 @@ RUNNER_FUNCTIONS = {
     "count_de_enrollment_runs_in_windows(timestamp with time zone[],timestamp with time zone[],integer[])",
     "count_de_enrollment_held_in_windows(timestamp with time zone[],timestamp with time zone[],integer[])",
     "deenroll.de_enrollment_cron_jobs(text)",
+    # alerts: the documents, the database's sending (a definer function) and its health job,
+    # whether alerts are on and their deliveries; keeping the webhook is the owner's alone
+    "deenroll.de_enrollment_version()",
+    "deenroll.de_enrollment_run_exit_code(jsonb,text,boolean)",
+    "deenroll.de_enrollment_alert_document(text,text,jsonb,text)",
+    "deenroll.de_enrollment_run_alert(jsonb,text,text)",
+    "deenroll.de_enrollment_health_alert(text)",
+    "deenroll.send_de_enrollment_alert(jsonb)",
+    "deenroll.alert_de_enrollment_health()",
+    "deenroll.de_enrollment_alert_webhook()",
+    "deenroll.de_enrollment_alert_deliveries(integer)",
 }
 VIEWS = {d.name for d in definitions() if d.kind == "view"}  # every view file of ours
 
@@ -253,6 +264,7 @@ COMMITTING = {
     "deenroll.run_de_enrollment_client(uuid,integer,integer,integer,timestamp with time zone,bigint,text,integer,integer,uuid,boolean,jsonb)",
     "deenroll.run_de_enrollment_batches(uuid,uuid,integer,timestamp with time zone,boolean,jsonb)",
     "deenroll.help_de_enrollment_run(uuid,uuid,integer,timestamp with time zone,boolean,jsonb)",
+    "deenroll.alert_de_enrollment_health()",  # the health job that commits its alert before it fails
 }
 PIN = "PERFORM deenroll.de_enrollment_pin_settings();"
 # What that call runs: a SQL-standard body (bound when created) that sets search_path and jit for

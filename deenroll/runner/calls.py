@@ -26,7 +26,7 @@ from .. import alerts, database, queries, sqlfiles
 from ..errors import UserError, one_line
 from . import options as run_options
 from .options import RunOptions, Terminated
-from .report import ClientResult, LogObserver, RunReport, alert_payload, alert_summary, fill
+from .report import ClientResult, LogObserver, RunReport, alert_payload, fill
 from .session import Event, Session
 
 log = logging.getLogger("deenroll.run")
@@ -222,7 +222,8 @@ class Run:
         report.fold_error = report.fold_error or self.lost  # a lost call's last steps (help, fold) were cut
         report.duration_ms = int((time.monotonic() - t0) * 1000)
         if not self.options.dry_run and report.exit_code:
-            report.alert = alerts.post_alert("run", alert_payload(report), summary=alert_summary(report, socket.gethostname()))
+            report.alert = alerts.post_alert(
+                lambda: alerts.run_document(self.target, alert_payload(report), socket.gethostname()))
         return report
 
 

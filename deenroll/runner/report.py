@@ -150,21 +150,8 @@ def fill(result: ClientResult, summary: dict[str, Any]) -> None:
 
 
 def alert_payload(report: RunReport) -> dict[str, Any]:
-    return {
-        "command": "run",
-        "exit_code": report.exit_code,
-        "totals": report.totals(),
-        "clients": [c.to_json() for c in report.clients if c.status in ("failed", "partial") or c.held],
-        "fold_error": report.fold_error,
-    }
-
-
-def alert_summary(report: RunReport, host: str) -> str:
-    held = sum(c.leads_held for c in report.clients)
-    return (
-        f"deenroll run on {host}: {report.count('failed')} failed, {report.count('partial')} partial "
-        f"of {len(report.clients)} client(s)" + (f", {held} lead(s) held" if held else "")
-    )
+    """The run's results as the database builds its alert from them (alerts.run_document)."""
+    return {"clients": [c.to_json() for c in report.clients], "fold_error": report.fold_error}
 
 
 def summary_lines(report: RunReport) -> Iterable[str]:

@@ -1,0 +1,1 @@
+../../rollback/0030_alert_webhook.sql
