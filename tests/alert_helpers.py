@@ -56,16 +56,16 @@ def call_run(url: str) -> dict[str, Any]:
     return summary
 
 
-def command_document(url: str, summary: dict[str, Any]) -> dict[str, Any] | None:
-    """The document `deenroll run` posts for these results: its clients filled from the
-    procedure's summary as the runner fills them, then its own payload."""
+def command_document(url: str, summary: dict[str, Any], host: str = HOST) -> dict[str, Any] | None:
+    """The document `deenroll run` on `host` posts for these results: its clients filled from
+    the procedure's summary as the runner fills them, then its own payload."""
     report = RunReport(RunOptions(None, 100, 240000), datetime.now(timezone.utc))
     for client in summary["clients"]:
         result = ClientResult(client["client_id"])
         fill(result, client)
         report.clients.append(result)
     report.fold_error = summary.get("fold_error")
-    return alerts.run_document(database.Target(url, "test"), alert_payload(report), HOST)
+    return alerts.run_document(database.Target(url, "test"), alert_payload(report), host)
 
 
 def without_time(document: dict[str, Any], *keys: str) -> dict[str, Any]:
