@@ -16,7 +16,7 @@ import deenroll
 from alert_helpers import HOST, call_run, command_document, runner_login, troubled_dataset, without_time
 from conftest import add_campaign, add_run, new_id
 from deenroll.runner.options import RunOptions
-from deenroll.runner.report import CampaignIssue, ClientResult, RunReport
+from deenroll.runner.report import ClientResult, RunReport
 from engine_data import CLIENT_A, CLIENT_B, CLIENT_C, build_dataset
 from webhooks import Webhook
 
@@ -38,7 +38,8 @@ def test_the_exit_status_of_a_run_is_the_databases_rule(conn: psycopg.Connection
         for n, (status, held, invalid) in enumerate(mix):
             result = ClientResult(f"c{n}", status=status, held={"check_violation": 2} if held else {})
             if invalid:
-                result.invalid_campaigns = [CampaignIssue(new_id(), "broken", "string", 1)]
+                result.invalid_campaigns = [{"campaign_id": new_id(), "campaign_name": "broken",
+                                             "messages_type": "string", "active_leads": 1}]
             report.clients.append(result)
         clients = [c.to_json() for c in report.clients]
         sql = conn.execute(
