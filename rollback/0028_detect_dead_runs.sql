@@ -17,11 +17,12 @@ DROP FUNCTION IF EXISTS deenroll.de_enrollment_run_queue;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_run_options;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_run_lock;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_retry_lock_race;
-DROP FUNCTION IF EXISTS deenroll.de_enrollment_pin_settings;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_join_run_group;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_open_runs;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_dry_run;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_require_client;
+DROP PROCEDURE IF EXISTS deenroll.alert_de_enrollment_health;
+DROP FUNCTION IF EXISTS deenroll.de_enrollment_pin_settings;
 -- end of the functions and views
 
 DROP TABLE IF EXISTS deenroll.lease_sessions;
