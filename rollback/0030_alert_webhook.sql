@@ -4,6 +4,7 @@ SET LOCAL lock_timeout = '5s';
 
 -- functions and views that require this migration, newest first (scripts/sync-rollback-drops.py)
 DROP FUNCTION IF EXISTS deenroll.set_de_enrollment_alert_webhook;
+DROP PROCEDURE IF EXISTS deenroll.run_de_enrollment;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_run_alert;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_run_exit_code;
 DROP FUNCTION IF EXISTS deenroll.de_enrollment_alert_webhook;
