@@ -17,7 +17,7 @@ from processes import due_now, make_clients, slow_batches, spawn, wait_until
 pytestmark = pytest.mark.slow
 
 # A worker in its client's run, or helping another's: the statements of the run's procedures.
-IN_A_RUN = ("%deenroll.run_de_enrollment(%", "%deenroll.help_de_enrollment_run(%")
+IN_A_RUN = ("%deenroll.run_de_enrollment%",)  # a call of the run's loop (it helps from inside)
 
 
 def dataset(conn: psycopg.Connection) -> tuple[list[str], str]:
