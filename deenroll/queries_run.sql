@@ -40,3 +40,7 @@ SELECT id::text AS run_id, status, leads_evaluated, leads_de_enrolled, leads_com
 -- What a run would de-enroll now, per client (nothing is changed).
 SELECT client_id::text, campaigns, invalid_campaigns, held
   FROM deenroll.de_enrollment_dry_run(%(client_id)s::uuid);
+
+-- name: run_exit_code
+-- The run's exit status from its clients' results, by the database's one rule.
+SELECT deenroll.de_enrollment_run_exit_code(%(clients)s::jsonb, %(fold_error)s::text, %(dry_run)s::boolean);

@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.types.json import Jsonb
 
 from .. import alerts, database, queries, sqlfiles
 from ..errors import UserError, one_line
@@ -220,6 +221,16 @@ class Run:
             self.report.clients = list(self.results.values())
         report = self.report
         report.fold_error = report.fold_error or self.lost  # a lost call's last steps (help, fold) were cut
+        report.exit_code = 2  # unless the database says otherwise: one out of reach fails the run
+        if not self.lost:
+            try:
+                report.exit_code = queries.value(
+                    main.conn, "run_exit_code", clients=Jsonb([c.to_json() for c in report.clients]),
+                    fold_error=report.fold_error, dry_run=self.options.dry_run)
+            except (psycopg.Error, UserError) as exc:
+                report.fold_error = report.fold_error or f"the run's exit status could not be read: {one_line(exc)}"
+            finally:
+                main.close()
         report.duration_ms = int((time.monotonic() - t0) * 1000)
         if not self.options.dry_run and report.exit_code:
             report.alert = alerts.post_alert(

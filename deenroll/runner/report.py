@@ -57,21 +57,10 @@ class RunReport:
     alert: alerts.AlertResult = field(default_factory=lambda: alerts.AlertResult(attempted=False))
     deltas_folded: int = 0  # after the clients: pending counter deltas of every other campaign
     fold_error: str | None = None
+    exit_code: int = 0  # the database's rule (de_enrollment_run_exit_code), set when the run ends
 
     def count(self, status: str) -> int:
         return sum(1 for c in self.clients if c.status == status)
-
-    @property
-    def exit_code(self) -> int:
-        """2 when a client (or the final fold) failed; 1 when one ended partial (or, dry run, would) or
-        leads are held (they need someone's attention); else 0."""
-        if self.count("failed") or self.fold_error:
-            return 2
-        if self.count("partial") or any(c.held for c in self.clients):
-            return 1
-        if self.options.dry_run and any(c.invalid_campaigns for c in self.clients):
-            return 1
-        return 0
 
     def totals(self) -> dict[str, int]:
         return {"clients": len(self.clients), **{k: self.count(k) for k in ("success", "partial", "failed", "skipped")},
