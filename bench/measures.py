@@ -127,17 +127,19 @@ def queued_calls(dsn: str, calls: int) -> list[float]:
     return out
 
 
-def previous_run(dsn: str, code: Path, commit: str, batch_size: int) -> Measurement:
-    """The previous release's `deenroll run --batch-size N` on this clone: its own `migrate` first
-    (its functions back in place of this checkout's; not timed), then the run, like runner()."""
+def previous_run(dsn: str, code: Path, commit: str, batch_size: int, workers: int = 1) -> Measurement:
+    """The previous release's `deenroll run --batch-size N [--workers W]` on this clone: its own
+    `migrate` first (its functions back in place of this checkout's; not timed), then the run,
+    like runner()."""
     setup = Child.start(dsn, "migrate", code=code).finish(timeout=600)
     if setup.code != 0:
         raise click.ClickException(f"`deenroll migrate` of {commit[:12]} exited {setup.code}: {setup.last_line}")
     child = Child.start(dsn, "run", "--json", "--max-runtime", str(RUNNER_MAX_RUNTIME_MS),
-                               "--batch-size", str(batch_size), code=code).finish()
+                               "--batch-size", str(batch_size), *(["--workers", str(workers)] if workers > 1 else []),
+                               code=code).finish()
     report = child.report or {}
     totals = report.get("totals") or {}
-    name = f"previous {commit[:7]}: run --batch-size {batch_size}"
+    name = f"previous {commit[:7]}: run --batch-size {batch_size}" + (f" --workers {workers}" if workers > 1 else "")
     if child.code != 0 or totals.get("failed") or totals.get("partial"):
         raise click.ClickException(f"`{name}` exited {child.code} ({totals}); stderr: {child.stderr.strip()[-500:]}")
     n = totals["leads_de_enrolled"]

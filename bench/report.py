@@ -68,7 +68,9 @@ def render(r: dict[str, Any]) -> str:
         lines.append("  previous release: n/a (" + x["error"] + ")" if "error" in x else
                      f"  deenroll run --batch-size {x['batch_size']}: this checkout {x['current_wall_s']:.3f} s, previous "
                      f"release {x['commit'][:12]} {x['previous_wall_s']:.3f} s (its own migrate first, untimed); "
-                     f"ratio this / previous {x['ratio']:.2f} (target <= {TARGET_PREVIOUS_RATIO})")
+                     f"ratio this / previous {x['ratio']:.2f} (target <= {TARGET_PREVIOUS_RATIO})"
+                     + (f"; with --workers 2: {x['current_w2_wall_s']:.3f} s vs {x['previous_w2_wall_s']:.3f} s, "
+                        f"ratio {x['w2_ratio']:.2f}" if "w2_ratio" in x else ""))
     es = r["end_state"]
     ref = es["reference"]
     lines.append(f"end state: {'identical' if es['identical'] else 'DIFFERENT'} in all {len(es['states'])} measurements "

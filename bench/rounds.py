@@ -44,6 +44,8 @@ def measure_rounds(server: Server, data: DataSet, repeats: int, keep_for_idle: b
             try:
                 previous = code, code_at(previous_release or previous_release_commit(), code)
                 attempts["previous 100"] = []
+                if with_workers:
+                    attempts["previous 100 w2"] = []
                 say(f"previous release: {previous[1][:12]}, its code in {code}")
             except RuntimeError as exc:  # no git history to take it from
                 figures["previous_release"] = {"error": str(exc)}
@@ -86,7 +88,7 @@ def measure_side(key: str, dsn: str, previous: Previous | None) -> Measurement:
         return call_run(dsn, batch)
     if key.startswith("previous"):
         assert previous is not None
-        return previous_run(dsn, previous[0], previous[1], batch)
+        return previous_run(dsn, previous[0], previous[1], batch, 2 if key.endswith("w2") else 1)
     return runner(dsn, batch, 2 if key.endswith("w2") else 1)
 
 
@@ -112,6 +114,8 @@ def summary(attempts: dict[str, list[Measurement]], with_workers: bool, queued_m
             "commit": previous[1], "batch_size": 100,
             "previous_wall_s": round(walls["previous 100"], 3), "current_wall_s": round(walls["run 100"], 3),
             "ratio": round(walls["run 100"] / walls["previous 100"], 2),
+            **({"previous_w2_wall_s": round(walls["previous 100 w2"], 3), "current_w2_wall_s": round(walls["run 100 w2"], 3),
+                "w2_ratio": round(walls["run 100 w2"] / walls["previous 100 w2"], 2)} if "previous 100 w2" in walls else {}),
         }
     return out
 

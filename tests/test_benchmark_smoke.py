@@ -87,7 +87,8 @@ def test_tiny_benchmark_reports_every_figure_and_cleans_up(pg_server, tmp_path):
     assert names == ["lower bound: one statement", "deenroll run --batch-size 100", "deenroll run --batch-size 1000"] + (
         ["deenroll run --batch-size 100 --workers 2"] if with_workers else []) + [
         "CALL run_de_enrollment, batch 100", "CALL run_de_enrollment, batch 1000",
-        f"previous {previous[:7]}: run --batch-size 100"]
+        f"previous {previous[:7]}: run --batch-size 100"] + (
+        [f"previous {previous[:7]}: run --batch-size 100 --workers 2"] if with_workers else [])
     for m in r["measurements"]:
         assert m["leads"] == eligible, m
         assert m["wall_s"] > 0 and m["leads_per_s"] > 0 and m["ratio"] > 0
@@ -133,12 +134,15 @@ def test_tiny_benchmark_reports_every_figure_and_cleans_up(pg_server, tmp_path):
     assert pr["current_wall_s"] == by_name["deenroll run --batch-size 100"]["wall_s"]
     assert pr["previous_wall_s"] == by_name[f"previous {previous[:7]}: run --batch-size 100"]["wall_s"]
     assert pr["previous_wall_s"] > 0 and _consistent(pr["ratio"], 2, pr["current_wall_s"], pr["previous_wall_s"], 3), pr
+    if with_workers:  # and with two workers on each side
+        assert pr["previous_w2_wall_s"] == by_name[f"previous {previous[:7]}: run --batch-size 100 --workers 2"]["wall_s"]
+        assert _consistent(pr["w2_ratio"], 2, pr["current_w2_wall_s"], pr["previous_w2_wall_s"], 3), pr
 
     # the same end state on every side, and the invariants after each
     assert r["end_state"]["identical"] is True and not r["end_state"]["differences"]
     assert r["end_state"]["reference"]["de_enrolled"] == eligible == r["end_state"]["reference"]["log_rows"]
     sides = ("lower bound", "run 100", "run 1000") + (("run 100 w2",) if with_workers else ()) + (
-        "call 100", "call 1000", "previous 100")
+        "call 100", "call 1000", "previous 100") + (("previous 100 w2",) if with_workers else ())
     assert set(r["invariants"]) == {f"{k} #{i}" for k in sides for i in (1, 2)}
     assert set(r["end_state"]["states"]) == set(r["invariants"])
     assert all(inv["ok"] for inv in r["invariants"].values()), r["invariants"]
@@ -196,7 +200,8 @@ def test_tiny_benchmark_reports_every_figure_and_cleans_up(pg_server, tmp_path):
         ["queued CALL on PG 15 with JIT on, median (ms)", "queued CALL on PG 15 with JIT on, longest (ms)",
          "one CALL at batch 100 on PG 15, JIT on / jit off"] if DEBIAN_PG15 else []) + [
         "ratio run/previous release's run, batch size 100"] + (
-        ["ratio run/lower bound at batch size 100, 2 workers"] if with_workers else []) + [
+        ["ratio run/previous release's run, 2 workers",
+         "ratio run/lower bound at batch size 100, 2 workers"] if with_workers else []) + [
         "run 22 / 2 campaigns per client (runner ms)", "idle run 22 / 2 campaigns per client (runner ms)",
         "longest write wait, migrate at 2,000 leads (ms)", "longest write wait, migrate at 3,000 leads (ms)",
         "longest write wait, upgrade in a run, 3,000 (ms)", "exit code of that upgrade's migrate",
