@@ -23,6 +23,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
@@ -178,16 +179,28 @@ def health_document(conn: psycopg.Connection, host: str) -> dict[str, Any] | Non
     return queries.value(conn, "alert_health_document", host=host)
 
 
+def unbuilt_document(kind: str, problem: str) -> dict[str, Any]:
+    """The one document not built by the database: the database that builds the others could not
+    be reached. The envelope of de_enrollment_alert_document; details say only that."""
+    host = socket.gethostname()
+    return {"source": "deenroll", "version": __version__, "kind": kind,
+            "text": f"deenroll {kind} on {host}: the database could not be reached to build this alert ({problem})",
+            "host": host, "sent_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "details": {"command": kind, "exit_code": 2, "error": problem}}
+
+
 def post_alert(
     document: Callable[[], dict[str, Any] | None],
     *,
+    kind: str | None = None,
     url: str | None = None,
     timeout: float | None = None,
 ) -> AlertResult:
     """POST one alert document to `url` (default: the webhook from the environment).
 
     document builds the document (run_document, health_document) and is called only when a
-    webhook is configured and valid; None from it means there is nothing to send. timeout
+    webhook is configured and valid; None from it means there is nothing to send. When it fails
+    and `kind` is given, unbuilt_document(kind, why) is sent instead. timeout
     bounds the whole POST (default: DE_ENROLLMENT_ALERT_TIMEOUT, else 10 s). Returns
     AlertResult(attempted=False) when no webhook is configured or nothing is to be sent;
     never raises.
@@ -206,7 +219,9 @@ def post_alert(
     try:
         built = document()
     except Exception as exc:  # noqa: BLE001 - a database that cannot build it: reported, not raised
-        return AlertResult(True, False, target, None, f"the alert could not be built: {one_line(exc)}")
+        if kind is None:
+            return AlertResult(True, False, target, None, f"the alert could not be built: {one_line(exc)}")
+        built = unbuilt_document(kind, one_line(exc))
     if built is None:
         return AlertResult(attempted=False)
     body = json.dumps(built, default=str).encode()

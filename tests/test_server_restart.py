@@ -34,6 +34,7 @@ import pytest
 from deenroll.database import Target
 from deenroll.migrate.commands import migrate
 from engine_data import assert_exactly_once, de_enrolled, recount, stored
+from webhooks import Webhook
 from processes import CALL_SCRIPT, due_now, make_clients, slow_batches, spawn, wait_for_a_batch, wait_until
 
 pytestmark = pytest.mark.slow
@@ -130,7 +131,7 @@ def _outcome(proc: subprocess.Popen, timeout: float = 120) -> tuple[str, str]:
 
 
 def test_a_run_cut_by_a_server_restart_fails_and_the_next_run_takes_its_client_over_at_once(
-    server: PrivateServer, db_name: str
+    server: PrivateServer, db_name: str, webhook: Webhook
 ) -> None:
     url = server.url(db_name)
     with psycopg.connect(url, autocommit=True) as conn:
@@ -138,7 +139,8 @@ def test_a_run_cut_by_a_server_restart_fails_and_the_next_run_takes_its_client_o
         expected = due_now(conn)
         client_of = {lead: client for lead, client in conn.execute("SELECT id::text, client_id::text FROM leads")}
         slow_batches(conn, 0.3)
-        proc = spawn(url, "--json", "--batch-size", "4", env_extra={"DEENROLL_RECONNECT_WAIT": "2"})
+        proc = spawn(url, "--json", "--batch-size", "4",
+                     env_extra={"DEENROLL_RECONNECT_WAIT": "2", "DE_ENROLLMENT_ALERT_WEBHOOK": webhook.url})
         try:
             wait_for_a_batch(conn, proc)
             # The runner holds its only connection already. Refusing new ones keeps it from
@@ -163,6 +165,11 @@ def test_a_run_cut_by_a_server_restart_fails_and_the_next_run_takes_its_client_o
     # the clients it had not started yet are not listed: its loop never reached them
     assert [c["client_id"] for c in first["clients"]] == [cut["client_id"]]
     assert first["exit_code"] == 2
+    # the database that builds the alert's document is out of reach: the one document built here says so
+    assert first["alert"]["delivered"] is True, first["alert"]
+    [sent] = webhook.received
+    assert sent["body"]["kind"] == "run" and sent["body"]["details"]["exit_code"] == 2
+    assert "could not be reached" in sent["body"]["text"] and "SECRET-TOKEN" not in err + out
 
     _allow_connections(server, db_name, True)
     # the observer's session ended with the old server: a new one, on the new server

@@ -234,7 +234,7 @@ class Run:
         report.duration_ms = int((time.monotonic() - t0) * 1000)
         if not self.options.dry_run and report.exit_code:
             report.alert = alerts.post_alert(
-                lambda: alerts.run_document(self.target, alert_payload(report), socket.gethostname()))
+                lambda: alerts.run_document(self.target, alert_payload(report), socket.gethostname()), kind="run")
         return report
 
 
