@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from . import schedule
+from . import alerts, schedule
 from .cli_common import Context, json_option, pass_ctx, print_json
 from .errors import UserError
 from .runner.report import describe_held
@@ -34,21 +34,32 @@ def schedule_group() -> None:
                    "or a cron expression like '*/15 * * * *'.")
 @click.option("--as", "as_role", metavar="ROLE",
               help="The login role the jobs run as (a member of deenroll_runner). Default: the login.")
+@click.option("--alert-webhook", "alert_webhook", metavar="URL",
+              help="Where the database posts its alerts through pg_net (a run with a failed or partial client, "
+                   "a health job finding errors). Default: DE_ENROLLMENT_ALERT_WEBHOOK when set. Needs pg_net "
+                   "and the role that migrated deenroll; shown as scheme://host only.")
 @cron_database_option
 @json_option
 @pass_ctx
-def schedule_install(obj: Context, every: str, as_role: str | None, cron_database: str | None,
-                     as_json: bool) -> int:
+def schedule_install(obj: Context, every: str, as_role: str | None, alert_webhook: str | None,
+                     cron_database: str | None, as_json: bool) -> int:
     """Create or update the jobs deenroll-run (every 15 minutes), deenroll-health (hourly at :05:
     fails, naming the clients in error) and deenroll-cleanup (monthly). Safe to run again: it
     updates their schedules. One schedule per database: another role's deenroll jobs for this
     database are replaced where the login may remove them, else it refuses and names them. When
     pg_cron keeps its jobs in another database of the server, they are scheduled there with
-    cron.schedule_in_database."""
+    cron.schedule_in_database. With --alert-webhook (or DE_ENROLLMENT_ALERT_WEBHOOK) the database
+    posts the alert `deenroll run` and `health-check` post, through pg_net, after the job's
+    transaction commits; `deenroll schedule remove --alert-webhook` turns that off."""
     every_schedule = schedule.parse_every(every)
     if as_role is not None and not as_role.strip():
         raise UserError("--as needs a role name")
-    result = schedule.install(obj.target, every_schedule, as_role, cron_database)
+    if alert_webhook is not None and not alert_webhook.strip():
+        raise UserError("--alert-webhook needs a URL")
+    env_url = alerts.webhook_url()
+    webhook = (schedule.Webhook(alert_webhook.strip(), "--alert-webhook") if alert_webhook is not None
+               else schedule.Webhook(env_url, alerts.WEBHOOK_ENV) if env_url else None)
+    result = schedule.install(obj.target, every_schedule, as_role, cron_database, webhook)
     if as_json:
         print_json(obj, {**result.to_json(), "exit_code": 0})
         return 0
@@ -60,11 +71,40 @@ def schedule_install(obj: Context, every: str, as_role: str | None, cron_databas
     width = max(len(j["name"]) for j in result.jobs)
     for j in result.jobs:
         click.echo(f"{j['action']:<9} {j['name']:<{width}}  {j['schedule']:<14} {j['command']}")
+    if result.alerts is not None:
+        a = result.alerts
+        if a["set"]:
+            click.echo(f"{'set':<9} {'alerts':<{width}}  to {a['webhook']}"
+                       + ("" if a["source"] == "--alert-webhook" else f" (from {a['source']})"))
+        else:
+            click.echo(f"deenroll: {_alerts_line(a)}", err=True)
     where = (f"database {result.database}" if result.cron_database == result.database
              else f"database {result.database}, kept in pg_cron's database {result.cron_database}")
     click.echo(f"the jobs run as role {result.role} in {where}; `deenroll schedule status` shows their runs",
                err=True)
     return 0
+
+
+def _alerts_line(a: dict[str, Any]) -> str:
+    """Whether the database sends alerts, in one line (the webhook as scheme://host only)."""
+    if a["webhook"]:
+        where = a["webhook"]
+        if a["pg_net_problem"]:
+            return f"alerts from the database: NOT sent to {where}: {a['pg_net_problem']}"
+        return f"alerts from the database: on, to {where} (sent by pg_net after each job commits)"
+    return "alerts from the database: off (`deenroll schedule install --alert-webhook URL` turns them on)"
+
+
+def _delivery_line(d: dict[str, Any]) -> str:
+    if not d["answered"]:
+        answer = "no answer from pg_net (not sent yet, or answered longer ago than pg_net.ttl)"
+    elif d["status_code"] is not None:
+        answer = f"HTTP {d['status_code']}" + ("" if 200 <= d["status_code"] < 300 else " (not delivered)")
+    else:
+        reason = " ".join((d["error_msg"] or "no answer").split())
+        answer = f"not delivered: {reason}" + (" (timed out)" if d["timed_out"] and "timeout" not in reason.lower()
+                                               else "")
+    return f"  {_when(d['queued_at'])}  {d['kind']:<12} {d['target']}  {answer}"
 
 
 def _when(value: datetime | None) -> str:
@@ -119,19 +159,37 @@ def schedule_status(obj: Context, runs: int, cron_database: str | None, as_json:
             click.echo(f"  newest run {j['latest_status']} (--runs 0: runs not listed)")
         for run in j["last_runs"]:
             click.echo(_run_line(run))
+    if st["alerts"] is not None:
+        click.echo(_alerts_line(st["alerts"]).replace("alerts from the database: ", "alerts: ", 1))
+        for d in st["alerts"]["deliveries"]:
+            click.echo(_delivery_line(d))
     if failed:
         click.echo(f"deenroll: latest run failed: {', '.join(failed)}", err=True)
     return code
 
 
 @schedule_group.command("remove")
+@click.option("--alert-webhook", "alert_webhook", is_flag=True,
+              help="Instead of the jobs: forget the database's alert webhook, so that the database sends no "
+                   "more alerts (the jobs stay). Only the role that migrated deenroll may.")
 @cron_database_option
 @json_option
 @pass_ctx
-def schedule_remove(obj: Context, cron_database: str | None, as_json: bool) -> int:
+def schedule_remove(obj: Context, alert_webhook: bool, cron_database: str | None, as_json: bool) -> int:
     """Unschedule deenroll's jobs for this database (named deenroll-..., or calling its functions)
     that this login may remove; no other job. Those of other roles it may not remove are named,
-    with their owner and the statement that removes them (exit status 0 all the same)."""
+    with their owner and the statement that removes them (exit status 0 all the same). The
+    database's alert webhook stays; --alert-webhook forgets it instead."""
+    if alert_webhook:
+        cleared = schedule.remove_webhook(obj.target)
+        if as_json:
+            print_json(obj, {"alert_webhook": cleared, "exit_code": 0})
+        elif cleared["cleared"]:
+            click.echo(f"removed alerts to {cleared['webhook']}: the database sends no more alerts (those already "
+                       "queued in pg_net are sent)")
+        else:
+            click.echo("nothing to do: the database keeps no alert webhook")
+        return 0
     done = schedule.remove(obj.target, cron_database)
     if as_json:
         print_json(obj, {**done, "exit_code": 0})
@@ -143,4 +201,7 @@ def schedule_remove(obj: Context, cron_database: str | None, as_json: bool) -> i
                    f"(or a role with DELETE on cron.job) `{j['statement']}` removes it")
     if not done["removed"] and not done["kept"]:
         click.echo("nothing to do: no deenroll job in pg_cron for this database")
+    if done["alert_webhook"]:
+        click.echo(f"kept    alerts to {done['alert_webhook']}: a CALL of deenroll.run_de_enrollment() still "
+                   "sends its alert; `deenroll schedule remove --alert-webhook` turns them off")
     return 0

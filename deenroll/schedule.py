@@ -26,7 +26,11 @@ RUN_JOB = "deenroll-run"
 DEFAULT_EVERY = "15 minutes"
 # The functions the jobs' commands call: the role the jobs run as must be able to execute them.
 JOB_FUNCTIONS = ("deenroll.run_de_enrollment", "public.archive_de_enrollment_history",
-                 "public.check_de_enrollment_health")
+                 "public.check_de_enrollment_health", "deenroll.alert_de_enrollment_health")
+# What reads the database's alert webhook and its deliveries (granted to deenroll_runner).
+ALERT_FUNCTIONS = ("deenroll.de_enrollment_alert_webhook", "deenroll.de_enrollment_alert_deliveries")
+SET_WEBHOOK_SQL = "SELECT deenroll.set_de_enrollment_alert_webhook('https://...');"
+CLEAR_WEBHOOK_SQL = "SELECT deenroll.clear_de_enrollment_alert_webhook();"
 SCHEDULE_IN_DATABASE = "cron.schedule_in_database(text,text,text,text,text,boolean)"
 
 
@@ -168,11 +172,87 @@ class Installed:
     role: str
     notes: list[str] = field(default_factory=list)
     replaced: list[dict[str, Any]] = field(default_factory=list)  # other jobs of ours for this database, removed
+    # the database's alert webhook after the install: {"webhook": scheme://host or None, "set": whether
+    # this install set it, "source": where the URL came from}; None before the release that sends alerts
+    alerts: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         # the database the jobs run in is the document's "database" (print_json adds it)
         return {"jobs": self.jobs, "replaced": self.replaced, "cron_database": self.cron_database,
-                "role": self.role, "notes": self.notes}
+                "role": self.role, "alerts": self.alerts, "notes": self.notes}
+
+
+# --------------------------------------------------------------------------- the alert webhook
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A webhook URL to keep (a secret: only ever shown as scheme://host) and where it came
+    from: the option, or the environment variable the runner reads."""
+    url: str
+    source: str  # "--alert-webhook" or "DE_ENROLLMENT_ALERT_WEBHOOK"
+
+    @property
+    def explicit(self) -> bool:
+        return self.source == "--alert-webhook"
+
+
+def alert_state(conn: psycopg.Connection) -> dict[str, Any] | None:
+    """The database's webhook as scheme://host (None: none) and what keeps pg_net from sending;
+    None where the database predates alerts or the login may not read them."""
+    if queries.rows(conn, "missing_functions", functions=list(ALERT_FUNCTIONS)):
+        return None
+    try:
+        with conn.transaction():
+            return queries.rows(conn, "alert_webhook_state")[0]
+    except psycopg.errors.InsufficientPrivilege:
+        return None  # a login that is not a member of deenroll_runner
+
+
+def _may_not_keep(conn: psycopg.Connection, login: str, what: str, statement: str) -> str | None:
+    """Why this login may not keep or clear the webhook (the owner's functions), or None."""
+    r = queries.rows(conn, "alert_webhook_rights")[0]
+    if r["may_set" if statement == SET_WEBHOOK_SQL else "may_clear"]:
+        return None
+    owner = r["owner"] or "the role that migrated deenroll"
+    return (f"login {login} may not {what} the database's alert webhook: only {owner} (the role that migrated "
+            f"deenroll) or a superuser may; as {owner}, `{statement}`")
+
+
+def _check_webhook(where: Where, hook: Webhook, notes: list[str]) -> bool:
+    """Whether the webhook can be kept here, checked before anything changes: pg_net is
+    installed for this database and the login may keep it. Refused in one line for the option;
+    for the environment variable a note, and the install goes on without it."""
+    state = alert_state(where.conn)
+    problem = None
+    if state is None:
+        problem = (f"login {where.login} may not read the alert webhook of database {where.dbname} "
+                   "(`deenroll migrate` adds it and grants it to deenroll_runner)")
+    elif state["pg_net_problem"]:
+        problem = state["pg_net_problem"]
+    else:
+        problem = _may_not_keep(where.conn, where.login, "set", SET_WEBHOOK_SQL)
+    if problem is None:
+        return True
+    if hook.explicit:
+        raise UserError(f"--alert-webhook: {problem}; nothing changed")
+    notes.append(f"{hook.source} is set, but the database's alerts stay as they are: {problem}")
+    return False
+
+
+def _keep_webhook(where: Where, hook: Webhook, notes: list[str]) -> str | None:
+    """Keep the webhook (inside the install's transaction); its scheme://host, or None when the
+    environment variable's URL is refused (a note says why). The database checks the URL and
+    words its refusal without the URL's secret parts."""
+    try:
+        with where.conn.transaction():
+            return queries.value(where.conn, "alert_webhook_set", url=hook.url)
+    except (psycopg.errors.InvalidParameterValue, psycopg.errors.ObjectNotInPrerequisiteState) as exc:
+        message = exc.diag.message_primary or type(exc).__name__
+        if hook.explicit:
+            raise UserError(f"--alert-webhook: {message}; nothing changed") from None
+        notes.append(f"{hook.source} is not kept for the database's alerts: {message}")
+        return None
 
 
 def _job_role(where: Where, as_role: str | None, notes: list[str]) -> str:
@@ -276,73 +356,90 @@ def _brief(j: dict[str, Any]) -> dict[str, Any]:
 
 
 def install(target: database.Target, every_schedule: str, as_role: str | None,
-            cron_database: str | None = None) -> Installed:
+            cron_database: str | None = None, webhook: Webhook | None = None) -> Installed:
     """Create or update our jobs, all of them or none (one transaction in pg_cron's database).
     One schedule per database: another job of ours of the same kind for this database (another
     role's, or another name) is replaced where the login may remove it; otherwise nothing
-    changes and the error names each with the statement that removes it."""
+    changes and the error names each with the statement that removes it.
+    webhook: kept as the database's alert webhook in the same go (checked before any job
+    changes: pg_net, the login's right, the URL)."""
     notes: list[str] = []
     with located(target, cron_database) as where:
         role = _job_role(where, as_role, notes)
         by_name = where.superuser and role != where.login  # a superuser names the job's role
         acting = where.login if by_name or role == where.login else role
         _check_cron_rights(where, acting, where.superuser and acting == where.login)
-        ours = {(job.name, role) for job in jobs(every_schedule)}
-        kinds = {job.kind for job in jobs(every_schedule)}
-        others = [j for j in _found_jobs(where)
-                  if j["kind"] in kinds and (j["jobname"], j["username"]) not in ours]
-        replace = [j for j in others if j["active"]]
-        blocked = [j for j in replace if not j["may_remove"]]
-        if blocked:
-            raise UserError(
-                f"database {where.dbname} already has deenroll jobs that login {where.login} may not remove, and "
-                f"pg_cron would run both schedules: " + "; ".join(unschedule_statement(j) for j in blocked)
-                + "; then install again (or keep those and skip this install)"
-            )
-        for j in others:
-            if not j["active"]:
-                notes.append(f"inactive job {j['jobname']} of role {j['username']} (job {j['jobid']}) left as it is: "
-                             f"`SELECT cron.unschedule({j['jobid']});` removes it")
-        done: list[dict[str, Any]] = []
-        replaced: list[dict[str, Any]] = []
-        with where.cron.transaction():
-            for j in replace:
-                queries.run(where.cron, "cron_unschedule", jobid=j["jobid"])
-                replaced.append(_brief(j))
-            if acting != where.login:
-                queries.run(where.cron, "set_role", role=role)
-            for job in jobs(every_schedule):
-                before = queries.rows(where.cron, "cron_job_named", name=job.name, role=role)
-                if before and before[0]["database"] != where.dbname:
-                    raise UserError(
-                        f"job {job.name} of role {role} already runs in database {before[0]['database']}, and pg_cron "
-                        "keys jobs by name and role: remove it there first (`deenroll --database-url <that database> "
-                        "schedule remove`), or schedule as another role (--as)"
-                    )
-                try:
-                    if where.same_database and not by_name:
-                        jobid = queries.value(where.cron, "cron_schedule", name=job.name, schedule=job.schedule,
-                                              command=job.command)
-                    else:
-                        jobid = queries.value(where.cron, "cron_schedule_in_database", name=job.name,
-                                              schedule=job.schedule, command=job.command, database=where.dbname,
-                                              username=role if by_name else None)
-                except psycopg.errors.InvalidParameterValue as exc:
-                    seconds = " (schedules in seconds need pg_cron 1.5 or later)" if "second" in job.schedule else ""
-                    raise UserError(f"pg_cron refuses the schedule of {job.name}: {exc.diag.message_primary}"
-                                    f"{seconds}") from None
-                if not before:
-                    action = "created"
-                elif (before[0]["schedule"], before[0]["command"]) == (job.schedule, job.command):
-                    action = "unchanged"
+        if webhook is not None and not _check_webhook(where, webhook, notes):
+            webhook = None
+        with where.conn.transaction():  # the webhook is kept only if the jobs are
+            kept = _keep_webhook(where, webhook, notes) if webhook is not None else None
+            installed = _install_jobs(where, every_schedule, role, by_name, acting, notes)
+        state = alert_state(where.conn)
+        if state is not None:
+            installed.alerts = {"webhook": state["target"], "set": kept is not None,
+                                "source": webhook.source if kept is not None and webhook else None,
+                                "pg_net_problem": state["pg_net_problem"]}
+        return installed
+
+
+def _install_jobs(where: Where, every_schedule: str, role: str, by_name: bool, acting: str,
+                  notes: list[str]) -> Installed:
+    ours = {(job.name, role) for job in jobs(every_schedule)}
+    kinds = {job.kind for job in jobs(every_schedule)}
+    others = [j for j in _found_jobs(where)
+              if j["kind"] in kinds and (j["jobname"], j["username"]) not in ours]
+    replace = [j for j in others if j["active"]]
+    blocked = [j for j in replace if not j["may_remove"]]
+    if blocked:
+        raise UserError(
+            f"database {where.dbname} already has deenroll jobs that login {where.login} may not remove, and "
+            f"pg_cron would run both schedules: " + "; ".join(unschedule_statement(j) for j in blocked)
+            + "; then install again (or keep those and skip this install)"
+        )
+    for j in others:
+        if not j["active"]:
+            notes.append(f"inactive job {j['jobname']} of role {j['username']} (job {j['jobid']}) left as it is: "
+                         f"`SELECT cron.unschedule({j['jobid']});` removes it")
+    done: list[dict[str, Any]] = []
+    replaced: list[dict[str, Any]] = []
+    with where.cron.transaction():
+        for j in replace:
+            queries.run(where.cron, "cron_unschedule", jobid=j["jobid"])
+            replaced.append(_brief(j))
+        if acting != where.login:
+            queries.run(where.cron, "set_role", role=role)
+        for job in jobs(every_schedule):
+            before = queries.rows(where.cron, "cron_job_named", name=job.name, role=role)
+            if before and before[0]["database"] != where.dbname:
+                raise UserError(
+                    f"job {job.name} of role {role} already runs in database {before[0]['database']}, and pg_cron "
+                    "keys jobs by name and role: remove it there first (`deenroll --database-url <that database> "
+                    "schedule remove`), or schedule as another role (--as)"
+                )
+            try:
+                if where.same_database and not by_name:
+                    jobid = queries.value(where.cron, "cron_schedule", name=job.name, schedule=job.schedule,
+                                          command=job.command)
                 else:
-                    action = "updated"
-                active = before[0]["active"] if before else True
-                if not active:
-                    notes.append(f"job {job.name} is inactive (cron.alter_job(..., active := true) resumes it)")
-                done.append({"jobid": jobid, "name": job.name, "schedule": job.schedule, "command": job.command,
-                             "username": role, "active": active, "action": action})
-        return Installed(done, where.dbname, where.cron_database, role, notes, replaced)
+                    jobid = queries.value(where.cron, "cron_schedule_in_database", name=job.name,
+                                          schedule=job.schedule, command=job.command, database=where.dbname,
+                                          username=role if by_name else None)
+            except psycopg.errors.InvalidParameterValue as exc:
+                seconds = " (schedules in seconds need pg_cron 1.5 or later)" if "second" in job.schedule else ""
+                raise UserError(f"pg_cron refuses the schedule of {job.name}: {exc.diag.message_primary}"
+                                f"{seconds}") from None
+            if not before:
+                action = "created"
+            elif (before[0]["schedule"], before[0]["command"]) == (job.schedule, job.command):
+                action = "unchanged"
+            else:
+                action = "updated"
+            active = before[0]["active"] if before else True
+            if not active:
+                notes.append(f"job {job.name} is inactive (cron.alter_job(..., active := true) resumes it)")
+            done.append({"jobid": jobid, "name": job.name, "schedule": job.schedule, "command": job.command,
+                         "username": role, "active": active, "action": action})
+    return Installed(done, where.dbname, where.cron_database, role, notes, replaced)
 
 
 # --------------------------------------------------------------------------- status and remove
@@ -441,14 +538,49 @@ def status(target: database.Target, runs: int, cron_database: str | None = None)
         if not found and not where.superuser:
             notes.append(f"pg_cron shows login {where.login} only its own jobs: jobs another role scheduled "
                          "may not be listed")
-        return {"database": where.dbname, "cron_database": where.cron_database, "jobs": out, "notes": notes}
+        return {"database": where.dbname, "cron_database": where.cron_database, "jobs": out,
+                "alerts": alerts_status(where.conn, runs), "notes": notes}
 
 
-def remove(target: database.Target, cron_database: str | None = None) -> dict[str, list[dict[str, Any]]]:
+def alerts_status(conn: psycopg.Connection, deliveries: int) -> dict[str, Any] | None:
+    """Whether the database sends alerts (its webhook as scheme://host), what keeps pg_net from
+    sending, and the newest deliveries with pg_net's answer; None where the database predates
+    alerts."""
+    state = alert_state(conn)
+    if state is None:
+        return None
+    try:
+        with conn.transaction():
+            last = queries.rows(conn, "alert_deliveries", limit=deliveries)
+    except psycopg.errors.InsufficientPrivilege:
+        last = []
+    return {"on": state["target"] is not None and state["pg_net_problem"] is None, "webhook": state["target"],
+            "timeout_ms": state["timeout_ms"], "set_at": state["set_at"], "pg_net_problem": state["pg_net_problem"],
+            "deliveries": last}
+
+
+def remove(target: database.Target, cron_database: str | None = None) -> dict[str, Any]:
     """Unschedule our jobs for this database that the login may remove; the others, kept, with
-    their owners and the statement that removes them. Never fails on a permission."""
+    their owners and the statement that removes them; and the alert webhook, which stays (as
+    scheme://host; None when there is none). Never fails on a permission."""
     with located(target, cron_database) as where:
-        return unschedule(where, _found_jobs(where))
+        done: dict[str, Any] = unschedule(where, _found_jobs(where))
+        state = alert_state(where.conn)
+        return {**done, "alert_webhook": state["target"] if state else None}
+
+
+def remove_webhook(target: database.Target) -> dict[str, Any]:
+    """Forget the database's alert webhook: {"cleared": whether there was one, "webhook": it as
+    scheme://host}. Only its owner may: else one line naming who can, and the statement."""
+    with database.connect(target, autocommit=True) as conn:
+        state = alert_state(conn)
+        if state is None or state["target"] is None:
+            return {"cleared": False, "webhook": None}
+        login = queries.rows(conn, "cron_context")[0]["login"]
+        problem = _may_not_keep(conn, login, "clear", CLEAR_WEBHOOK_SQL)
+        if problem:
+            raise UserError(problem)
+        return {"cleared": bool(queries.value(conn, "alert_webhook_clear")), "webhook": state["target"]}
 
 
 def unschedule(where: Where, found: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

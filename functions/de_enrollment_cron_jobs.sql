@@ -36,7 +36,8 @@ BEGIN
       FROM cron.job AS j
      CROSS JOIN LATERAL (
            SELECT CASE WHEN j.command ~ '\mrun_de_enrollment\M' OR j.jobname = 'deenroll-run' THEN 'run'
-                       WHEN j.command ~ '\mcheck_de_enrollment_health\M' OR j.jobname = 'deenroll-health' THEN 'health'
+                       WHEN j.command ~ '\m(check|alert)_de_enrollment_health\M' OR j.jobname = 'deenroll-health'
+                           THEN 'health'
                        WHEN j.command ~ '\marchive_de_enrollment_history\M' OR j.jobname = 'deenroll-cleanup'
                            THEN 'cleanup'
                   END AS kind) AS k

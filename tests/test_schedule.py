@@ -161,7 +161,7 @@ def test_install_status_remove_for_another_database_as_a_runner_login(
     assert f"run as role {login} in database {dbname}, kept in pg_cron's database {cron_db}" in res.stderr
     assert _jobs(pg_server, cron_db, login) == {
         "deenroll-run": ("*/15 * * * *", "CALL deenroll.run_de_enrollment()", dbname, True),
-        "deenroll-health": ("5 * * * *", "SELECT public.check_de_enrollment_health()", dbname, True),
+        "deenroll-health": ("5 * * * *", "CALL deenroll.alert_de_enrollment_health()", dbname, True),
         "deenroll-cleanup": ("30 3 1 * *", "SELECT public.archive_de_enrollment_history()", dbname, True),
         "nightly-report": ("0 2 * * *", "SELECT 1", dbname, True),
     }
