@@ -208,7 +208,9 @@ def test_rollback_and_uninstall_take_the_jobs_with_them(supa: cdm.Cluster) -> No
     # the owner may not remove the scheduler's jobs: nothing is rolled back
     res = run_cli("rollback", "--to", "0027", db=owner)
     assert res.code == 2 and "rollback --to 0027_track_due_campaigns would leave pg_cron jobs" in res.stderr
-    assert "deenroll-run (role deenroll_scheduler, job" in res.stderr and "deenroll-health" not in res.stderr
+    # the run's job and the health job (which alerts, from 0030 on) call what it drops; cleanup does not
+    assert "deenroll-run (role deenroll_scheduler, job" in res.stderr and "deenroll-cleanup" not in res.stderr
+    assert "deenroll-health (role deenroll_scheduler, job" in res.stderr
     assert "0028_detect_dead_runs" in run_cli("status", db=owner).stdout.split("pending")[0]
     with supa.admin() as conn:
         conn.execute(f"GRANT DELETE ON cron.job TO {cdm.OWNER}")
@@ -216,7 +218,8 @@ def test_rollback_and_uninstall_take_the_jobs_with_them(supa: cdm.Cluster) -> No
     assert res.code == 0, res.stderr
     assert "rolled back 0028_detect_dead_runs" in res.stdout
     assert "removed pg_cron job deenroll-run (job " in res.stdout
-    assert [r[0] for r in _jobs(supa)] == ["deenroll-cleanup", "deenroll-extra", "deenroll-health"]
+    assert "removed pg_cron job deenroll-health (job " in res.stdout
+    assert [r[0] for r in _jobs(supa)] == ["deenroll-cleanup", "deenroll-extra"]
 
     with supa.admin() as conn:
         conn.execute(f"REVOKE DELETE ON cron.job FROM {cdm.OWNER}")
@@ -228,5 +231,5 @@ def test_rollback_and_uninstall_take_the_jobs_with_them(supa: cdm.Cluster) -> No
     res = run_cli("uninstall", "--yes", "--json", db=owner)
     assert res.code == 0, res.stderr
     doc = json.loads(res.stdout)
-    assert sorted(j["name"] for j in doc["removed_jobs"]) == ["deenroll-cleanup", "deenroll-extra", "deenroll-health"]
+    assert sorted(j["name"] for j in doc["removed_jobs"]) == ["deenroll-cleanup", "deenroll-extra"]
     assert _jobs(supa) == []
