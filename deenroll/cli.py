@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 import click
 import psycopg
 
-from . import __version__, cli_ops, cli_run, cli_schedule, database, pooler, schedule
+from . import __version__, cli_ops, cli_run, cli_schedule, database, pooler, schedule_status
 from .cli_common import Context, json_option, pass_ctx, print_json
 from .errors import UserError, one_line
 from .migrate import commands, files, inspection
@@ -107,7 +107,7 @@ def status(obj: Context, as_json: bool) -> int:
     """Applied and pending migrations; functions and views that differ from their files; whether
     pg_cron runs deenroll's jobs (`deenroll schedule`)."""
     st = inspection.status(obj.target)
-    in_db = schedule.summary(obj.target)
+    in_db = schedule_status.summary(obj.target)
     if as_json:
         print_json(obj, {
             "migrations": [
@@ -127,7 +127,7 @@ def status(obj: Context, as_json: bool) -> int:
     click.echo("functions and views:")
     for name, kind, state in st.definitions:
         click.echo(f"  {kind:<8} {name:<37} {state}")
-    click.echo(f"in-database schedule (pg_cron): {schedule.summary_line(in_db)}")
+    click.echo(f"in-database schedule (pg_cron): {schedule_status.summary_line(in_db)}")
     return 0
 
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-from . import alerts, schedule
+from . import alerts, schedule, schedule_alerts
+from .schedule_status import remove as remove_jobs, status as jobs_status
 from .cli_common import Context, json_option, pass_ctx, print_json
 from .errors import UserError
 from .runner.report import describe_held
@@ -57,8 +58,8 @@ def schedule_install(obj: Context, every: str, as_role: str | None, alert_webhoo
     if alert_webhook is not None and not alert_webhook.strip():
         raise UserError("--alert-webhook needs a URL")
     env_url = alerts.webhook_url()
-    webhook = (schedule.Webhook(alert_webhook.strip(), "--alert-webhook") if alert_webhook is not None
-               else schedule.Webhook(env_url, alerts.WEBHOOK_ENV) if env_url else None)
+    webhook = (schedule_alerts.Webhook(alert_webhook.strip(), "--alert-webhook") if alert_webhook is not None
+               else schedule_alerts.Webhook(env_url, alerts.WEBHOOK_ENV) if env_url else None)
     result = schedule.install(obj.target, every_schedule, as_role, cron_database, webhook)
     if as_json:
         print_json(obj, {**result.to_json(), "exit_code": 0})
@@ -139,7 +140,7 @@ def schedule_status(obj: Context, runs: int, cron_database: str | None, as_json:
     succeeded or failed with pg_cron's message), the de-enrollment runs each run made and the
     leads they left held; a note on what to do for a job that cannot connect.
     Exit status: 0; 1 when no job is scheduled or a job's newest run failed."""
-    st = schedule.status(obj.target, runs, cron_database)
+    st = jobs_status(obj.target, runs, cron_database)
     failed = [j["name"] for j in st["jobs"] if j["latest_status"] == "failed"]
     code = 1 if failed or not st["jobs"] else 0
     if as_json:
@@ -181,7 +182,7 @@ def schedule_remove(obj: Context, alert_webhook: bool, cron_database: str | None
     with their owner and the statement that removes them (exit status 0 all the same). The
     database's alert webhook stays; --alert-webhook forgets it instead."""
     if alert_webhook:
-        cleared = schedule.remove_webhook(obj.target)
+        cleared = schedule_alerts.remove_webhook(obj.target)
         if as_json:
             print_json(obj, {"alert_webhook": cleared, "exit_code": 0})
         elif cleared["cleared"]:
@@ -190,7 +191,7 @@ def schedule_remove(obj: Context, alert_webhook: bool, cron_database: str | None
         else:
             click.echo("nothing to do: the database keeps no alert webhook")
         return 0
-    done = schedule.remove(obj.target, cron_database)
+    done = remove_jobs(obj.target, cron_database)
     if as_json:
         print_json(obj, {**done, "exit_code": 0})
         return 0

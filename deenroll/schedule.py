@@ -1,4 +1,5 @@
-"""`deenroll schedule`: deenroll's jobs in pg_cron (Supabase Cron), and what they did.
+"""`deenroll schedule`: where pg_cron keeps its jobs, which jobs are ours, installing them.
+(Their runs and removing them: schedule_status; the database's alert webhook: schedule_alerts.)
 
 pg_cron keeps its jobs in one database of the server (the setting cron.database_name). When
 that is the database deenroll is migrated in, jobs are made with cron.schedule; when it is
@@ -20,6 +21,7 @@ from psycopg import conninfo
 
 from . import database, queries
 from .errors import UserError
+from .schedule_alerts import Webhook, alert_state, check_webhook, keep_webhook
 
 PREFIX = "deenroll-"
 RUN_JOB = "deenroll-run"
@@ -28,9 +30,6 @@ DEFAULT_EVERY = "15 minutes"
 JOB_FUNCTIONS = ("deenroll.run_de_enrollment", "public.archive_de_enrollment_history",
                  "public.check_de_enrollment_health", "deenroll.alert_de_enrollment_health")
 # What reads the database's alert webhook and its deliveries (granted to deenroll_runner).
-ALERT_FUNCTIONS = ("deenroll.de_enrollment_alert_webhook", "deenroll.de_enrollment_alert_deliveries")
-SET_WEBHOOK_SQL = "SELECT deenroll.set_de_enrollment_alert_webhook('https://...');"
-CLEAR_WEBHOOK_SQL = "SELECT deenroll.clear_de_enrollment_alert_webhook();"
 SCHEDULE_IN_DATABASE = "cron.schedule_in_database(text,text,text,text,text,boolean)"
 
 
@@ -182,79 +181,6 @@ class Installed:
                 "role": self.role, "alerts": self.alerts, "notes": self.notes}
 
 
-# --------------------------------------------------------------------------- the alert webhook
-
-
-@dataclass(frozen=True)
-class Webhook:
-    """A webhook URL to keep (a secret: only ever shown as scheme://host) and where it came
-    from: the option, or the environment variable the runner reads."""
-    url: str
-    source: str  # "--alert-webhook" or "DE_ENROLLMENT_ALERT_WEBHOOK"
-
-    @property
-    def explicit(self) -> bool:
-        return self.source == "--alert-webhook"
-
-
-def alert_state(conn: psycopg.Connection) -> dict[str, Any] | None:
-    """The database's webhook as scheme://host (None: none) and what keeps pg_net from sending;
-    None where the database predates alerts or the login may not read them."""
-    if queries.rows(conn, "missing_functions", functions=list(ALERT_FUNCTIONS)):
-        return None
-    try:
-        with conn.transaction():
-            return queries.rows(conn, "alert_webhook_state")[0]
-    except psycopg.errors.InsufficientPrivilege:
-        return None  # a login that is not a member of deenroll_runner
-
-
-def _may_not_keep(conn: psycopg.Connection, login: str, what: str, statement: str) -> str | None:
-    """Why this login may not keep or clear the webhook (the owner's functions), or None."""
-    r = queries.rows(conn, "alert_webhook_rights")[0]
-    if r["may_set" if statement == SET_WEBHOOK_SQL else "may_clear"]:
-        return None
-    owner = r["owner"] or "the role that migrated deenroll"
-    return (f"login {login} may not {what} the database's alert webhook: only {owner} (the role that migrated "
-            f"deenroll) or a superuser may; as {owner}, `{statement}`")
-
-
-def _check_webhook(where: Where, hook: Webhook, notes: list[str]) -> bool:
-    """Whether the webhook can be kept here, checked before anything changes: pg_net is
-    installed for this database and the login may keep it. Refused in one line for the option;
-    for the environment variable a note, and the install goes on without it."""
-    state = alert_state(where.conn)
-    problem = None
-    if state is None:
-        problem = (f"login {where.login} may not read the alert webhook of database {where.dbname} "
-                   "(`deenroll migrate` adds it and grants it to deenroll_runner)")
-    elif state["pg_net_problem"]:
-        problem = state["pg_net_problem"]
-    else:
-        problem = _may_not_keep(where.conn, where.login, "set", SET_WEBHOOK_SQL)
-    if problem is None:
-        return True
-    if hook.explicit:
-        raise UserError(f"--alert-webhook: {problem}; nothing changed")
-    notes.append(f"{hook.source} is set, but the database's alerts stay as they are: {problem}")
-    return False
-
-
-def _keep_webhook(where: Where, hook: Webhook, notes: list[str]) -> str | None:
-    """Keep the webhook (inside the install's transaction); its scheme://host, or None when the
-    environment variable's URL is refused (a note says why). The database checks the URL and
-    words its refusal without the URL's secret parts."""
-    try:
-        with where.conn.transaction():
-            return queries.value(where.conn, "alert_webhook_set", url=hook.url)
-    except (psycopg.errors.InvalidParameterValue, psycopg.errors.ObjectNotInPrerequisiteState) as exc:
-        message = exc.diag.message_primary or type(exc).__name__
-        if hook.explicit:
-            raise UserError(f"--alert-webhook: {message}; nothing changed") from None
-        notes.append(f"{hook.source} is not kept for the database's alerts: {message}")
-        return None
-
-
 def _job_role(where: Where, as_role: str | None, notes: list[str]) -> str:
     """The role the jobs will run as, checked: it exists, may log in, may run the commands, and
     is not a superuser while a login member of deenroll_runner could run them instead."""
@@ -318,7 +244,7 @@ def _check_cron_rights(where: Where, acting: str, acting_is_superuser: bool) -> 
 # --------------------------------------------------------------------------- the jobs of a database
 
 
-def _found_jobs(where: Where) -> list[dict[str, Any]]:
+def found_jobs(where: Where) -> list[dict[str, Any]]:
     """Our jobs for this database (named deenroll-..., or calling the jobs' functions), each with
     the job it stands for (kind) and whether this login may remove it; every role's where pg_cron
     lives in our database and the role that migrated may read them, else those the login sees.
@@ -369,10 +295,10 @@ def install(target: database.Target, every_schedule: str, as_role: str | None,
         by_name = where.superuser and role != where.login  # a superuser names the job's role
         acting = where.login if by_name or role == where.login else role
         _check_cron_rights(where, acting, where.superuser and acting == where.login)
-        if webhook is not None and not _check_webhook(where, webhook, notes):
+        if webhook is not None and not check_webhook(where, webhook, notes):
             webhook = None
         with where.conn.transaction():  # the webhook is kept only if the jobs are
-            kept = _keep_webhook(where, webhook, notes) if webhook is not None else None
+            kept = keep_webhook(where, webhook, notes) if webhook is not None else None
             installed = _install_jobs(where, every_schedule, role, by_name, acting, notes)
         state = alert_state(where.conn)
         if state is not None:
@@ -386,7 +312,7 @@ def _install_jobs(where: Where, every_schedule: str, role: str, by_name: bool, a
                   notes: list[str]) -> Installed:
     ours = {(job.name, role) for job in jobs(every_schedule)}
     kinds = {job.kind for job in jobs(every_schedule)}
-    others = [j for j in _found_jobs(where)
+    others = [j for j in found_jobs(where)
               if j["kind"] in kinds and (j["jobname"], j["username"]) not in ours]
     replace = [j for j in others if j["active"]]
     blocked = [j for j in replace if not j["may_remove"]]
@@ -442,147 +368,6 @@ def _install_jobs(where: Where, every_schedule: str, role: str, by_name: bool, a
     return Installed(done, where.dbname, where.cron_database, role, notes, replaced)
 
 
-# --------------------------------------------------------------------------- status and remove
-
-
-def _pgpass_field(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(":", "\\:")
-
-
-def _not_started_note(where: Where, j: dict[str, Any], message: str) -> str:
-    """Why a job run failed before its command ran, and what to do."""
-    head = f"job {j['jobid']} ({j['jobname']}, as {j['username']}) failed before its command ran ({message})"
-    if message != "connection failed":
-        return (f"{head}: pg_cron could not start it; the server's log says why (with "
-                "cron.use_background_workers = on, max_worker_processes must leave room for the jobs)")
-    s = queries.rows(where.cron, "cron_connection_settings")[0]
-    host = s["host"] or "localhost"
-    known = "" if s["host"] else " (cron.host's default; this login may not read the setting)"
-    line = ":".join(_pgpass_field(v) for v in (host, s["port"], j["database"], j["username"])) \
-        + f":<password of {j['username']}>"
-    return (f"{head}: in its default mode pg_cron connects each job over TCP to cron.host, {host}{known}, as the "
-            f"job's role, and this server asks that role for a password. Either give the server's operating-system "
-            f"user (usually postgres) this line in its ~/.pgpass (mode 0600): `{line}` (libpq matches the host field "
-            f"as written: 127.0.0.1 there does not match {host}); or set cron.host to the server's socket directory "
-            f"(e.g. /var/run/postgresql) with a pg_hba.conf `local` line that admits {j['username']} without a "
-            "password (peer with a map from the operating-system user, or trust); or set "
-            "cron.use_background_workers = on and restart the server (jobs then need no connection). "
-            "Supabase's own pg_cron needs none of this")
-
-
-def _windows(where: Where, runs: list[dict[str, Any]]) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, int]]]:
-    """For runs of run jobs that started: the de-enrollment runs each made, and the leads those
-    still hold by reason, keyed by pg_cron's run id."""
-    started = [r for r in runs if r["start_time"] is not None]  # a job that could not connect never started
-    # A job run's window lasts until the job's next run starts (or now): pg_cron's end_time may
-    # come before the last run rows of a CALL that ran in a background worker. The server
-    # process that ran the job, recorded in both, tells the runs apart.
-    ends = []
-    for i, r in enumerate(started):
-        newer = [n["start_time"] for n in started[:i] if n["jobid"] == r["jobid"]]
-        ends.append(newer[-1] if newer else None)
-    made: dict[int, dict[str, Any]] = {}
-    held: dict[int, dict[str, int]] = {}
-    if not started:
-        return made, held
-    windows = {"pids": [r["job_pid"] for r in started], "starts": [r["start_time"] for r in started], "ends": ends}
-    present = {"public.count_de_enrollment_runs_in_windows", "public.count_de_enrollment_held_in_windows"} - {
-        r["name"] for r in queries.rows(where.conn, "missing_functions", functions=[
-            "public.count_de_enrollment_runs_in_windows", "public.count_de_enrollment_held_in_windows"])}
-    if "public.count_de_enrollment_runs_in_windows" in present:
-        for row in queries.rows(where.conn, "runs_of_job_runs", **windows):
-            made[started[row.pop("window_index") - 1]["runid"]] = row
-    if "public.count_de_enrollment_held_in_windows" in present:
-        for row in queries.rows(where.conn, "held_of_job_runs", **windows):
-            held.setdefault(started[row["window_index"] - 1]["runid"], {})[row["reason"]] = row["leads"]
-    return made, held
-
-
-def status(target: database.Target, runs: int, cron_database: str | None = None) -> dict[str, Any]:
-    """Our jobs in pg_cron, each with its newest runs (by pg_cron's run id), the de-enrollment
-    runs they made and the leads those left held; the newest run of each decides `latest_status`."""
-    with located(target, cron_database) as where:
-        found = _found_jobs(where)
-        last = queries.rows(where.cron, "cron_last_runs", jobids=[j["jobid"] for j in found], limit=max(runs, 1))
-        run_jobs = {j["jobid"] for j in found if j["kind"] == "run"}
-        made, held = _windows(where, [r for r in last if r["jobid"] in run_jobs and runs > 0])
-        out = []
-        notes = []
-        for j in found:
-            job_runs = [r for r in last if r["jobid"] == j["jobid"]]
-            newest = job_runs[0] if job_runs else None
-            if newest and newest["failed_before_command"]:
-                notes.append(_not_started_note(where, j, (newest["return_message"] or "").strip()))
-            if j["calls_missing"]:
-                notes.append(f"job {j['jobid']} ({j['jobname']}, as {j['username']}) calls "
-                             f"{', '.join(j['calls_missing'])}, which does not exist in database {where.dbname}: "
-                             f"every run fails; `deenroll migrate` installs it, or as {j['username']} "
-                             f"`SELECT cron.unschedule({j['jobid']});` removes the job")
-            shown = [
-                {"runid": r["runid"], "start_time": r["start_time"], "end_time": r["end_time"],
-                 "duration_ms": r["duration_ms"], "status": r["status"], "message": r["return_message"],
-                 **({"de_enrollment_runs": made[r["runid"]]} if r["runid"] in made else {}),
-                 **({"held": held.get(r["runid"], {})} if r["runid"] in made else {})}
-                for r in job_runs[:runs]
-            ]
-            out.append({"jobid": j["jobid"], "name": j["jobname"], "kind": j["kind"], "schedule": j["schedule"],
-                        "command": j["command"], "username": j["username"], "active": j["active"],
-                        "calls_missing": j["calls_missing"], "latest_status": newest["status"] if newest else None,
-                        "last_runs": shown})
-        for kind in ("run", "health", "cleanup"):
-            twins = [j for j in found if j["kind"] == kind and j["active"]]
-            if len(twins) > 1:
-                notes.append(f"{len(twins)} active {kind} jobs for database {where.dbname}, so pg_cron runs each: "
-                             + "; ".join(unschedule_statement(j) for j in twins[1:])
-                             + " (or `deenroll schedule install` as the login whose jobs should stay)")
-        if not found and not where.superuser:
-            notes.append(f"pg_cron shows login {where.login} only its own jobs: jobs another role scheduled "
-                         "may not be listed")
-        return {"database": where.dbname, "cron_database": where.cron_database, "jobs": out,
-                "alerts": alerts_status(where.conn, runs), "notes": notes}
-
-
-def alerts_status(conn: psycopg.Connection, deliveries: int) -> dict[str, Any] | None:
-    """Whether the database sends alerts (its webhook as scheme://host), what keeps pg_net from
-    sending, and the newest deliveries with pg_net's answer; None where the database predates
-    alerts."""
-    state = alert_state(conn)
-    if state is None:
-        return None
-    try:
-        with conn.transaction():
-            last = queries.rows(conn, "alert_deliveries", limit=deliveries)
-    except psycopg.errors.InsufficientPrivilege:
-        last = []
-    return {"on": state["target"] is not None and state["pg_net_problem"] is None, "webhook": state["target"],
-            "timeout_ms": state["timeout_ms"], "set_at": state["set_at"], "pg_net_problem": state["pg_net_problem"],
-            "deliveries": last}
-
-
-def remove(target: database.Target, cron_database: str | None = None) -> dict[str, Any]:
-    """Unschedule our jobs for this database that the login may remove; the others, kept, with
-    their owners and the statement that removes them; and the alert webhook, which stays (as
-    scheme://host; None when there is none). Never fails on a permission."""
-    with located(target, cron_database) as where:
-        done: dict[str, Any] = unschedule(where, _found_jobs(where))
-        state = alert_state(where.conn)
-        return {**done, "alert_webhook": state["target"] if state else None}
-
-
-def remove_webhook(target: database.Target) -> dict[str, Any]:
-    """Forget the database's alert webhook: {"cleared": whether there was one, "webhook": it as
-    scheme://host}. Only its owner may: else one line naming who can, and the statement."""
-    with database.connect(target, autocommit=True) as conn:
-        state = alert_state(conn)
-        if state is None or state["target"] is None:
-            return {"cleared": False, "webhook": None}
-        login = queries.rows(conn, "cron_context")[0]["login"]
-        problem = _may_not_keep(conn, login, "clear", CLEAR_WEBHOOK_SQL)
-        if problem:
-            raise UserError(problem)
-        return {"cleared": bool(queries.value(conn, "alert_webhook_clear")), "webhook": state["target"]}
-
-
 def unschedule(where: Where, found: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     removed: list[dict[str, Any]] = []
     kept: list[dict[str, Any]] = []
@@ -606,37 +391,10 @@ def jobs_of_database(target: database.Target) -> Iterator[tuple[Where | None, li
     stack = ExitStack()
     try:
         where = stack.enter_context(located(target))
-        found = _found_jobs(where)
+        found = found_jobs(where)
     except (UserError, psycopg.errors.InsufficientPrivilege):
         stack.close()
         yield None, []
         return
     with stack:
         yield where, found
-
-
-def summary(target: database.Target) -> dict[str, Any]:
-    """For `deenroll status`: whether an in-database schedule exists; never raises."""
-    try:
-        with located(target) as where:
-            found = _found_jobs(where)
-            return {"pg_cron": True, "cron_database": where.cron_database,
-                    "jobs": [{"jobid": j["jobid"], "name": j["jobname"], "kind": j["kind"], "schedule": j["schedule"],
-                              "active": j["active"], "username": j["username"], "calls_missing": j["calls_missing"]}
-                             for j in found]}
-    except UserError as exc:
-        return {"pg_cron": False, "jobs": [], "reason": str(exc)}
-    except psycopg.Error as exc:
-        first = (exc.diag.message_primary or str(exc)).strip().splitlines()
-        return {"pg_cron": None, "jobs": [], "reason": database.redact(first[0] if first else repr(exc))}
-
-
-def summary_line(s: dict[str, Any]) -> str:
-    """summary() in a few words, for `deenroll status`."""
-    if s["jobs"]:
-        return ", ".join(f"{j['name']} {j['schedule']} as {j['username']}" + ("" if j["active"] else " (inactive)")
-                         + (f" (calls missing {', '.join(j['calls_missing'])})" if j["calls_missing"] else "")
-                         for j in s["jobs"])
-    if s["pg_cron"]:
-        return "none (`deenroll schedule install` adds it)"
-    return "none: " + s["reason"].removeprefix("deenroll: ")

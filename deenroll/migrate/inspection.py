@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import queries, schedule
+from .. import queries, schedule_status
 from ..database import Target, connect
 from ..sqlfiles import SCHEMA, definitions
 from .definitions import catalog_hash, pin_search_path, recorded
@@ -105,7 +105,7 @@ def verify(target: Target) -> list[tuple[str, bool, str]]:
             if not blind:
                 checks.append(("row-level security on leads, campaigns", True, "the engine sees every row"))
     # A pg_cron job of ours calling what does not exist fails every time it runs.
-    for j in schedule.summary(target)["jobs"]:
+    for j in schedule_status.summary(target)["jobs"]:
         if j["calls_missing"]:
             checks.append((f"pg_cron job {j['name']} (job {j['jobid']}, as {j['username']})", False,
                            f"calls {', '.join(j['calls_missing'])}, which does not exist"))
