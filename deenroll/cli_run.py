@@ -6,6 +6,8 @@ import logging
 import os
 import signal
 import sys
+import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +17,94 @@ from .runner import calls, options as run_options, report as run_report
 from .cli_common import print_json
 from .errors import UserError
 
+log = logging.getLogger("deenroll.run")
+INT_MAX = 2**31 - 1  # the parameters are PostgreSQL integers
+MAX_WORKERS = 64
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+class LogObserver(run_report.Observer):
+    """What the run reports as it goes, as plain log lines on the `deenroll.run` logger (the
+    terminal's progress display is a subclass)."""
+
+    def clients_found(self, count: int) -> None:
+        log.info("%d client(s) to process", count)
+
+    def client_started(self, client_id: str) -> None:
+        log.debug("client %s: starting", client_id)
+
+    def batch_done(self, result: run_report.ClientResult, size: int) -> None:
+        log.debug("client %s: batch %d de-enrolled %d (run total %d)", result.client_id, result.batches, size,
+                  result.leads_de_enrolled)
+
+    def client_done(self, result: run_report.ClientResult) -> None:
+        for warning in result.warnings:
+            log.warning("client %s: %s", result.client_id, warning)
+        level = {"failed": logging.ERROR, "partial": logging.WARNING, "skipped": logging.WARNING}.get(result.status, 20)
+        log.log(level, "client %s: %s", result.client_id, describe_client(result))
+
+
+def describe_client(r: run_report.ClientResult) -> str:
+    """One human line for a client's outcome."""
+    if r.status == "skipped":
+        return f"skipped: {r.error}"
+    if r.status == "dry_run":
+        text = f"would de-enroll {r.completed + r.opted_out} (completed {r.completed}, opted out {r.opted_out})"
+    else:
+        text = (
+            f"{r.status}: de-enrolled {r.leads_de_enrolled} (completed {r.completed}, "
+            f"opted out {r.opted_out}) in {r.batches} batch{'es' if r.batches != 1 else ''}, {r.duration_ms} ms"
+        )
+    if r.held:
+        text += f"; {describe_held(r.held)}"
+    if r.invalid_campaigns:
+        text += f"; {len(r.invalid_campaigns)} campaign(s) with invalid messages"
+    if r.error and r.status not in ("dry_run", "success"):  # a success's details only repeat the held leads
+        text += f"; {r.error}"
+    return text
+
+
+def describe_held(held: dict[str, int]) -> str:
+    """'held 3 (check_violation 2, refused_by_trigger 1)'."""
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(held.items()))
+    return f"held {sum(held.values())} ({reasons})"
+
+
+def summary_lines(report: run_report.RunReport) -> Iterable[str]:
+    """The short human summary printed on stdout."""
+    for c in report.clients:
+        yield f"{c.client_id}  {describe_client(c)}"
+    t = report.totals()
+    if report.options.dry_run:
+        yield (
+            f"dry run: {t['clients']} client(s), would de-enroll {t['completed'] + t['opted_out']} "
+            f"(completed {t['completed']}, opted out {t['opted_out']}), held {t['leads_held']}; nothing was changed"
+        )
+    else:
+        yield (
+            f"{t['clients']} client(s): {t['success']} success, {t['partial']} partial, {t['failed']} failed, "
+            f"{t['skipped']} skipped; de-enrolled {t['leads_de_enrolled']} (completed {t['completed']}, "
+            f"opted out {t['opted_out']}), held {t['leads_held']} in {report.duration_ms} ms; exit {report.exit_code}"
+        )
+
+
+def validate(client_id: str | None, batch_size: int, max_runtime_ms: int, dry_run: bool = False,
+             workers: int = 1, lease_ms: int = run_options.LEASE_MS) -> run_options.RunOptions:
+    """What can be checked before connecting: a UUID's syntax, the integer range of a parameter, how
+    many threads a process may start. The run checks the database's bounds (run_options.check)."""
+    cid: str | None = None
+    if client_id is not None:
+        try:
+            cid = str(uuid.UUID(client_id.strip()))
+        except ValueError:
+            raise UserError(f"--client-id: {client_id!r} is not a UUID") from None
+    if not 1 <= workers <= MAX_WORKERS:
+        raise UserError(f"--workers must be between 1 and {MAX_WORKERS}, got {workers}")
+    for option, value, unit in (("--batch-size", batch_size, ""), ("--max-runtime", max_runtime_ms, " milliseconds"),
+                                ("--lease", lease_ms, " milliseconds")):
+        if value > INT_MAX:
+            raise UserError(f"{option} must be at most {INT_MAX}{unit}, got {value}")
+    return run_options.RunOptions(cid, batch_size, max_runtime_ms, dry_run, workers, lease_ms)
 
 
 def _log_level() -> int:
@@ -39,7 +128,7 @@ class _IsoFormatter(logging.Formatter):
         return _timestamp(datetime.fromtimestamp(record.created))
 
 
-class _RichObserver(run_report.LogObserver):
+class _RichObserver(LogObserver):
     """A live progress display on a terminal; log lines go through rich so they do not tear it."""
 
     def __init__(self) -> None:
@@ -189,7 +278,7 @@ def run(
     input was bad.
     """
     level = _log_level()
-    options = run_options.validate(client_id, batch_size, max_runtime, dry_run, workers, lease)
+    options = validate(client_id, batch_size, max_runtime, dry_run, workers, lease)
     tty = sys.stderr.isatty()
     _setup_logging(level, tty)
     previous = _catch_stop_signals()
@@ -198,7 +287,7 @@ def run(
             with _RichObserver() as observer:
                 report = calls.run(obj.target, options, observer)
         else:
-            report = calls.run(obj.target, options, run_report.LogObserver())
+            report = calls.run(obj.target, options, LogObserver())
     except run_options.Terminated:
         # The client being processed was recorded 'failed'; later clients were not started.
         raise UserError("terminated (SIGTERM); the client in progress was recorded failed", 143) from None
@@ -216,7 +305,7 @@ def run(
     if as_json:
         print_json(obj, report.to_json())
     else:
-        for line in run_report.summary_lines(report):
+        for line in summary_lines(report):
             click.echo(line)
     return report.exit_code
 

@@ -15,6 +15,7 @@ from . import database, dataset, health, queries
 from .errors import UserError
 from .migrate import commands
 from .runner import calls, options as run_options, report as run_report
+from .cli_run import validate
 
 CAMPAIGNS_PER_CLIENT = 4
 ELIGIBLE_FRACTION = 0.1
@@ -110,7 +111,7 @@ def run_demo(target: database.Target, *, clients: int, leads: int, seed: str, fo
             f"the demo writes synthetic rows into {target.display()} (from {target.source}); "
             "it only uses the embedded database unless you pass --force"
         )
-    options_for = lambda cid: run_options.validate(  # noqa: E731
+    options_for = lambda cid: validate(  # noqa: E731
         cid,
         _env_int("DE_ENROLLMENT_BATCH_SIZE", run_options.BATCH_SIZE),
         _env_int("DE_ENROLLMENT_MAX_RUNTIME", run_options.MAX_RUNTIME_MS),

@@ -30,11 +30,12 @@ CALL deenroll.run_de_enrollment_loop(p_client_id => %(client_id)s::uuid, p_batch
                                      p_progress => true, p_run_group => %(run_group)s::uuid, p_idle_ms => 0);
 
 -- name: run_close_failed
--- Close a run 'failed' (a stop signal or a lost database cut its procedure); its row as it is
--- then, named like a client of the procedure's summary.
-SELECT id::text AS run_id, status, leads_evaluated, leads_de_enrolled, leads_completed AS completed,
-       leads_opted_out AS opted_out, batches, duration_ms, error_details AS error, leads_held AS newly_held
-  FROM public.finish_de_enrollment_run(%(run_id)s::uuid, 'failed', %(message)s::text);
+-- Close runs 'failed' (a stop signal or a lost database cut their procedure); their rows as they
+-- are then, named like the clients of the procedure's summary.
+SELECT f.id::text AS run_id, f.status, f.leads_evaluated, f.leads_de_enrolled, f.leads_completed AS completed,
+       f.leads_opted_out AS opted_out, f.batches, f.duration_ms, f.error_details AS error, f.leads_held AS newly_held
+  FROM pg_catalog.unnest(%(run_ids)s::uuid[]) AS r (id),
+       LATERAL public.finish_de_enrollment_run(r.id, 'failed', %(message)s::text) AS f;
 
 -- name: dry_run
 -- What a run would de-enroll now, per client (nothing is changed).

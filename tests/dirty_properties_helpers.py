@@ -182,7 +182,7 @@ def apply_op(conn: psycopg.Connection, op: tuple, next_lead: int) -> None:
         raise AssertionError(kind)
 
 
-class _Started(runner_report.LogObserver):
+class _Started(runner_report.Observer):
     """Lets the platform's writer go once the run has started its first client."""
 
     def __init__(self, go: threading.Event) -> None:

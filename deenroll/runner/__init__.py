@@ -1,8 +1,8 @@
 """`deenroll run` on the client side.
 
-The run is the database's procedure deenroll.run_de_enrollment, the one pg_cron calls: its
-loop decides which clients, in what order, how they are shared, helped and folded, and when
-to stop. `calls` makes one CALL of it per connection (`--workers N`); `session` is one such
-connection and the progress messages it receives; `options` checks what the user typed;
-`report` words what the calls reported.
+The run is the database's loop, deenroll.run_de_enrollment_loop (pg_cron's CALL runs it too): it
+decides which clients, in what order, how the calls share them, which open runs they help, the
+final fold and when to stop. Here: `calls` makes one CALL per connection and gathers what they
+report; `session` is one such connection, reopened after a restart; `options` checks what the
+user typed; `report` is what the run did.
 """

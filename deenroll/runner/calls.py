@@ -1,11 +1,5 @@
-"""`deenroll run`: one CALL of the run's procedure per connection, and what the calls report.
-
-Every decision of the run (which clients, in what order, which call takes which, helping the
-runs in progress, the final fold, the deadline) is the procedure's. Here: the connections, a
-run id that makes the calls of this process one run (p_run_group), the progress messages
-gathered into a report, reconnecting while a server restarts, stop signals (the runs they cut
-are closed 'failed' with the signal's name), the dry run, the alert webhook.
-"""
+"""`deenroll run`: one CALL of the run's loop per connection (`--workers N`), sharing one run id
+(p_run_group), and what the calls report; runs a stop signal cut are closed 'failed' after."""
 
 from __future__ import annotations
 
@@ -27,7 +21,7 @@ from .. import alerts, database, queries, sqlfiles
 from ..errors import UserError, one_line
 from . import options as run_options
 from .options import RunOptions, Terminated
-from .report import ClientResult, LogObserver, RunReport, alert_payload, fill
+from .report import ClientResult, Observer, RunReport, alert_payload, fill
 from .session import Event, Session
 
 log = logging.getLogger("deenroll.run")
@@ -56,42 +50,39 @@ def _client_error(exc: pg_errors.InvalidParameterValue) -> UserError:
 class Run:
     """One invocation of `deenroll run`: its calls, and what they report, gathered under a lock."""
 
-    def __init__(self, target: database.Target, options: RunOptions, observer: LogObserver) -> None:
+    def __init__(self, target: database.Target, options: RunOptions, observer: Observer) -> None:
         self.target, self.options, self.observer = target, options, observer
         self.group = str(uuid.uuid4())
         self.reconnect_wait = database.env_seconds(RECONNECT_ENV, 60, 0)
         self.lock = threading.Lock()
-        self.results: dict[str, ClientResult] = {}  # by client, in the order they were reported
-        self.by_run: dict[str, ClientResult] = {}  # every run a call opened
-        self.open: dict[str, str] = {}  # client -> its run, opened and not reported yet
+        # by client, in the order they were reported; 'running': a run opened and not reported yet
+        self.results: dict[str, ClientResult] = {}
         self.stop: BaseException | None = None  # a stop signal, or a call's error that ends the run
         self.lost: str | None = None  # why a call could not go on: its database stayed out of reach
-        self.counted = False  # the first call's queue is the run's
+        self.found: int | None = None  # clients in the run's queue
         self.report = RunReport(options, datetime.now(timezone.utc))
 
     def on_event(self, session: Session, event: Event) -> None:
         """A progress message of the procedure, from any connection."""
-        kind = event["event"]
+        kind, client_id = event["event"], str(event.get("client_id"))
         with self.lock:
-            if kind == "queue" and not self.counted:
-                self.counted = True
-                self.observer.clients_found(int(event["clients"]))
+            result = self.results.get(client_id)
+            if kind == "queue" and self.found is None:  # the first call's queue is the run's
+                self.found = int(event["clients"])
+                self.observer.clients_found(self.found)
             elif kind == "started":
-                client_id = str(event["client_id"])
                 result = self.results.setdefault(client_id, ClientResult(client_id))
-                result.run_id = self.open[client_id] = str(event["run_id"])
-                self.by_run[result.run_id] = result
+                result.run_id = str(event["run_id"])
                 self.observer.client_started(client_id)
-            elif kind == "batch" and self.by_run.get(event["run_id"], ClientResult("", status="")).status == "running":
-                result = self.by_run[event["run_id"]]  # progress only: a result, once reported, is its row's
-                result.batches += 1
-                for key in ("completed", "opted_out"):
-                    setattr(result, key, getattr(result, key) + int(event[key]))
-                    result.leads_de_enrolled += int(event[key])
+            elif kind == "batch" and result and result.status == "running" and result.run_id == event["run_id"]:
+                done = int(event["completed"]) + int(event["opted_out"])  # progress: the row's counts win
+                result.batches, result.leads_de_enrolled = result.batches + 1, result.leads_de_enrolled + done
+                result.completed += int(event["completed"])
+                result.opted_out += int(event["opted_out"])
                 result.newly_held += int(event["held"])
-                self.observer.batch_done(result, int(event["completed"]) + int(event["opted_out"]))
+                self.observer.batch_done(result, done)
             elif kind == "retry":
-                log.warning("client %s: batch lost a lock race (%s), retrying", event["client_id"], event["error"])
+                log.warning("client %s: batch lost a lock race (%s), retrying", client_id, event["error"])
             elif kind == "client":
                 self._reported(event["result"], session.notices)
                 session.notices = []
@@ -104,7 +95,6 @@ class Run:
             result.error = notices[-1]  # the NOTICE names the run that holds the client's lease
         else:
             result.warnings.extend(notices)
-        self.open.pop(result.client_id, None)
         self.observer.client_done(result)
 
     def call(self, session: Session) -> None:
@@ -134,9 +124,6 @@ class Run:
                                 one_line(exc))
                     warned = True
         with self.lock:
-            for client in summary["clients"]:  # each reported already, unless a message went missing
-                if self.results.get(str(client["client_id"]), ClientResult("")).status == "running":
-                    self._reported(client, [])
             self.report.deltas_folded += int(summary["deltas_folded"] or 0)
             self.report.fold_error = self.report.fold_error or summary["fold_error"]
 
@@ -167,25 +154,27 @@ class Run:
 
     def close_open_runs(self, session: Session) -> None:
         """Runs a call opened and could not report (a stop, a lost database): closed 'failed', truthfully."""
+        cut = {r.run_id: r for r in self.results.values() if r.status == "running"}
         stop = self.stop
         message = (self.lost or "its call ended without reporting it" if stop is None
                    else "terminated (SIGTERM) before finishing" if isinstance(stop, Terminated)
                    else "interrupted (SIGINT) before finishing" if isinstance(stop, KeyboardInterrupt)
                    else f"{type(stop).__name__}: {one_line(stop)}")
-        for client_id, run_id in list(self.open.items()):
-            result = self.results[client_id]
+        for result in cut.values():
             result.status, result.error = "failed", message
-            for attempt in (1, 2):  # a stop's cancel request may land on the first one
-                try:
-                    fill(result, queries.rows(session.conn, "run_close_failed", run_id=run_id, message=message)[0])
-                    break
-                except (psycopg.Error, UserError, IndexError) as exc:  # IndexError: the row is gone
-                    session.close(unless_idle=True)
-                    if attempt == 2 or not isinstance(exc, pg_errors.QueryCanceled):
+        for attempt in (1, 2) if cut else ():  # a stop's cancel request may land on the first one
+            try:
+                for row in queries.rows(session.conn, "run_close_failed", run_ids=list(cut), message=message):
+                    fill(cut[row["run_id"]], row)
+                break
+            except (psycopg.Error, UserError) as exc:
+                session.close(unless_idle=True)
+                if attempt == 2 or not isinstance(exc, pg_errors.QueryCanceled):
+                    for result in cut.values():
                         result.error = f"{message}; the run row could not be closed either: {one_line(exc)}"
-                        break
+                    break
+        for result in cut.values():
             result.status = "failed"
-            del self.open[client_id]
             self.observer.client_done(result)
 
     def dry_run(self, conn: psycopg.Connection) -> None:
@@ -238,6 +227,6 @@ class Run:
         return report
 
 
-def run(target: database.Target, options: RunOptions, observer: LogObserver | None = None) -> RunReport:
+def run(target: database.Target, options: RunOptions, observer: Observer | None = None) -> RunReport:
     """Run (or dry-run) the de-enrollment for every client with work, or the one asked for."""
-    return Run(target, options, observer or LogObserver()).execute()
+    return Run(target, options, observer or Observer()).execute()

@@ -1,15 +1,9 @@
-"""The options of a run: what the user gave, checked before anything is written.
-
-The bounds of the batch size, the runtime budget and the lease live in the database
-(deenroll.de_enrollment_run_options); check() asks it and words its refusal as the option
-the user typed. What only a client knows stays here: a UUID's syntax, the integer range of
-a parameter, how many threads a process may start, and the defaults --help shows (the
-run's procedure declares the same defaults; a test checks that they agree).
-"""
+"""The options of a run, and the database's bounds of them (deenroll.de_enrollment_run_options):
+its refusal is worded as the option the user typed. The defaults are the run procedure's own (a
+test checks that they agree); `deenroll run` checks the rest before it connects."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 import psycopg
@@ -17,9 +11,7 @@ import psycopg
 from .. import queries
 from ..errors import UserError
 
-INT_MAX = 2**31 - 1  # the parameters are PostgreSQL integers
-MAX_WORKERS = 64
-BATCH_SIZE = 100  # defaults shown by --help; the procedure's own are the same
+BATCH_SIZE = 100
 MAX_RUNTIME_MS = 240000
 LEASE_MS = 30000
 
@@ -29,45 +21,17 @@ _OPTION_OF = {"batch size": "--batch-size", "max runtime": "--max-runtime", "lea
 
 class Terminated(KeyboardInterrupt):
     """Raised by the SIGTERM handler of `deenroll run` (a scheduler's timeout): the run stops, recorded.
-
-    A KeyboardInterrupt, so that psycopg cancels the statement in flight as it does on Ctrl-C.
-    """
+    A KeyboardInterrupt, so that psycopg cancels the statement in flight as it does on Ctrl-C."""
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    client_id: str | None
-    batch_size: int
-    max_runtime_ms: int
+    client_id: str | None  # a UUID
+    batch_size: int = BATCH_SIZE
+    max_runtime_ms: int = MAX_RUNTIME_MS
     dry_run: bool = False
     workers: int = 1
     lease_ms: int = LEASE_MS
-
-
-def validate(
-    client_id: str | None,
-    batch_size: int,
-    max_runtime_ms: int,
-    dry_run: bool = False,
-    workers: int = 1,
-    lease_ms: int = LEASE_MS,
-) -> RunOptions:
-    """What can be checked before connecting; check() asks the database for the rest."""
-    cid: str | None = None
-    if client_id is not None:
-        try:
-            cid = str(uuid.UUID(client_id.strip()))
-        except ValueError:
-            raise UserError(f"--client-id: {client_id!r} is not a UUID") from None
-    if batch_size > INT_MAX:
-        raise UserError(f"--batch-size must be at most {INT_MAX}, got {batch_size}")
-    if max_runtime_ms > INT_MAX:
-        raise UserError(f"--max-runtime must be at most {INT_MAX} milliseconds, got {max_runtime_ms}")
-    if not 1 <= workers <= MAX_WORKERS:
-        raise UserError(f"--workers must be between 1 and {MAX_WORKERS}, got {workers}")
-    if lease_ms > INT_MAX:
-        raise UserError(f"--lease must be at most {INT_MAX} milliseconds, got {lease_ms}")
-    return RunOptions(cid, batch_size, max_runtime_ms, dry_run, workers, lease_ms)
 
 
 def check(conn: psycopg.Connection, options: RunOptions) -> None:

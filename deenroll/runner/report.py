@@ -1,17 +1,13 @@
-"""What a run did, client by client, and the words and documents it is reported in."""
+"""What a run did, client by client, as --json and the alert document show it."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from .. import alerts
 from .options import RunOptions
-
-log = logging.getLogger("deenroll.run")
 
 
 _COUNTS = ("leads_evaluated", "leads_de_enrolled", "completed", "opted_out", "batches")
@@ -67,66 +63,24 @@ class RunReport:
                 **{k: sum(getattr(c, k) for c in self.clients) for k in (*_COUNTS, "leads_held")}}
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "dry_run": self.options.dry_run,
-            "batch_size": self.options.batch_size,
-            "max_runtime_ms": self.options.max_runtime_ms,
-            "started_at": self.started_at.isoformat(timespec="milliseconds"),
-            "duration_ms": self.duration_ms,
-            "clients": [c.to_json() for c in self.clients],
-            "totals": self.totals(),
-            "deltas_folded": self.deltas_folded,
-            "fold_error": self.fold_error,
-            "exit_code": self.exit_code,
-            "alert": self.alert.to_json(),
-        }
+        o = self.options
+        return {"dry_run": o.dry_run, "batch_size": o.batch_size, "max_runtime_ms": o.max_runtime_ms,
+                "started_at": self.started_at.isoformat(timespec="milliseconds"), "duration_ms": self.duration_ms,
+                "clients": [c.to_json() for c in self.clients], "totals": self.totals(),
+                "deltas_folded": self.deltas_folded, "fold_error": self.fold_error, "exit_code": self.exit_code,
+                "alert": self.alert.to_json()}
 
 
-class LogObserver:
-    """What the run reports as it goes, as plain log lines on the `deenroll.run` logger (the
-    terminal's progress display is a subclass, in cli_run)."""
+class Observer:
+    """What a run reports as it goes (`deenroll run` logs it and draws its progress): nothing here."""
 
-    def clients_found(self, count: int) -> None:
-        log.info("%d client(s) to process", count)
+    def clients_found(self, count: int) -> None: ...
 
-    def client_started(self, client_id: str) -> None:
-        log.debug("client %s: starting", client_id)
+    def client_started(self, client_id: str) -> None: ...
 
-    def batch_done(self, result: ClientResult, size: int) -> None:
-        log.debug("client %s: batch %d de-enrolled %d (run total %d)", result.client_id, result.batches, size,
-                  result.leads_de_enrolled)
+    def batch_done(self, result: ClientResult, size: int) -> None: ...
 
-    def client_done(self, result: ClientResult) -> None:
-        for warning in result.warnings:
-            log.warning("client %s: %s", result.client_id, warning)
-        level = {"failed": logging.ERROR, "partial": logging.WARNING, "skipped": logging.WARNING}.get(result.status, 20)
-        log.log(level, "client %s: %s", result.client_id, describe_client(result))
-
-
-def describe_client(r: ClientResult) -> str:
-    """One human line for a client's outcome."""
-    if r.status == "skipped":
-        return f"skipped: {r.error}"
-    if r.status == "dry_run":
-        text = f"would de-enroll {r.completed + r.opted_out} (completed {r.completed}, opted out {r.opted_out})"
-    else:
-        text = (
-            f"{r.status}: de-enrolled {r.leads_de_enrolled} (completed {r.completed}, "
-            f"opted out {r.opted_out}) in {r.batches} batch{'es' if r.batches != 1 else ''}, {r.duration_ms} ms"
-        )
-    if r.held:
-        text += f"; {describe_held(r.held)}"
-    if r.invalid_campaigns:
-        text += f"; {len(r.invalid_campaigns)} campaign(s) with invalid messages"
-    if r.error and r.status not in ("dry_run", "success"):  # a success's details only repeat the held leads
-        text += f"; {r.error}"
-    return text
-
-
-def describe_held(held: dict[str, int]) -> str:
-    """'held 3 (check_violation 2, refused_by_trigger 1)'."""
-    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(held.items()))
-    return f"held {sum(held.values())} ({reasons})"
+    def client_done(self, result: ClientResult) -> None: ...
 
 
 def fill(result: ClientResult, summary: dict[str, Any]) -> None:
@@ -141,21 +95,3 @@ def fill(result: ClientResult, summary: dict[str, Any]) -> None:
 def alert_payload(report: RunReport) -> dict[str, Any]:
     """The run's results as the database builds its alert from them (alerts.run_document)."""
     return {"clients": [c.to_json() for c in report.clients], "fold_error": report.fold_error}
-
-
-def summary_lines(report: RunReport) -> Iterable[str]:
-    """The short human summary printed on stdout."""
-    for c in report.clients:
-        yield f"{c.client_id}  {describe_client(c)}"
-    t = report.totals()
-    if report.options.dry_run:
-        yield (
-            f"dry run: {t['clients']} client(s), would de-enroll {t['completed'] + t['opted_out']} "
-            f"(completed {t['completed']}, opted out {t['opted_out']}), held {t['leads_held']}; nothing was changed"
-        )
-    else:
-        yield (
-            f"{t['clients']} client(s): {t['success']} success, {t['partial']} partial, {t['failed']} failed, "
-            f"{t['skipped']} skipped; de-enrolled {t['leads_de_enrolled']} (completed {t['completed']}, "
-            f"opted out {t['opted_out']}), held {t['leads_held']} in {report.duration_ms} ms; exit {report.exit_code}"
-        )
