@@ -88,12 +88,30 @@ def _unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
+def _keep_roles(server: Server) -> None:
+    """Our roles belong to the server: a rollback below 0023 drops them when no other database
+    uses them and nobody is a member. On a server the xdist workers share, that drop races with
+    the other worker's migrate (its GRANTs name a role that is gone). A member of them, made
+    once per server, keeps them for every worker."""
+    with server.admin() as conn:
+        for attempt in range(5):
+            try:
+                if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = 'deenroll_test_keep'").fetchone():
+                    conn.execute("CREATE ROLE deenroll_test_keep NOLOGIN")
+                conn.execute("GRANT deenroll_runner, deenroll_analyst TO deenroll_test_keep")
+                return
+            except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation, psycopg.errors.InternalError):
+                continue  # the other worker did the same at the same moment
+
+
 @pytest.fixture(scope="session")
 def migrated_template(pg_server: Server) -> Iterator[str]:
     """A database with every migration, function and view applied; cloned per test."""
     name = _unique("deenroll_tpl")
     url = pg_server.create_db(name)
     migrate(Target(url, "test"))
+    if pg_server.kind == "given":
+        _keep_roles(pg_server)
     yield name
     pg_server.drop_db(name)
 
