@@ -22,7 +22,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -49,13 +49,7 @@ class AlertResult:
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "attempted": self.attempted,
-            "delivered": self.delivered,
-            "target": self.target,
-            "http_status": self.http_status,
-            "error": self.error,
-        }
+        return asdict(self)
 
     def describe(self) -> str:
         """One line for stderr."""
@@ -68,20 +62,17 @@ class AlertResult:
 
 def webhook_url() -> str | None:
     """The configured webhook, or None when DE_ENROLLMENT_ALERT_WEBHOOK is unset or empty."""
-    url = os.environ.get(WEBHOOK_ENV, "").strip()
-    return url or None
+    return os.environ.get(WEBHOOK_ENV, "").strip() or None
 
 
 def alert_timeout() -> float:
     """DE_ENROLLMENT_ALERT_TIMEOUT: seconds one POST may take in all (default 10). ValueError when invalid."""
     raw = os.environ.get(TIMEOUT_ENV, "").strip()
-    if not raw:
-        return DEFAULT_TIMEOUT
     try:
-        value = float(raw)
+        value = float(raw) if raw else DEFAULT_TIMEOUT
     except ValueError:
         value = math.nan
-    if not math.isfinite(value) or value <= 0:
+    if not 0 < value < math.inf:
         raise ValueError(f"{TIMEOUT_ENV} must be a number of seconds greater than 0, not {raw[:20]!r}")
     return value
 
@@ -93,8 +84,7 @@ def check_url(url: str) -> tuple[str, str | None]:
     """
     try:
         parts = urllib.parse.urlsplit(url)
-        port = parts.port
-        host = parts.hostname
+        port, host = parts.port, parts.hostname
     except ValueError:
         return _INVALID_TARGET, f"{WEBHOOK_ENV} is not a valid URL (bad host or port)"
     if parts.scheme.lower() not in ("http", "https"):
@@ -117,9 +107,8 @@ def _secrets_of(url: str) -> list[str]:
 
 def _safe_reason(exc: BaseException, url: str) -> str:
     """The failure in one line, without any piece of the URL that may be a secret."""
-    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
-        inner = exc.reason
-        exc = inner if isinstance(inner, BaseException) else exc
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        exc = exc.reason  # what urllib wraps: refused, timed out, name not found...
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return "timed out"
     text = one_line(exc) if str(exc).strip() else ""
@@ -139,24 +128,21 @@ _OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 def _post(url: str, body: bytes, deadline: float) -> tuple[int | None, str | None]:
-    """(HTTP status, problem) of one POST; runs in a worker thread."""
+    """(HTTP status, problem) of one POST, the problem None when the status is 2xx; runs in a worker thread."""
     headers = {"Content-Type": "application/json", "User-Agent": f"deenroll/{__version__}"}
     parts = urllib.parse.urlsplit(url)
     if parts.username is not None or parts.password is not None:
         # user:password@ in the URL means HTTP Basic authentication; urllib would take it for the host
-        user = urllib.parse.unquote(parts.username or "")
-        password = urllib.parse.unquote(parts.password or "")
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        credentials = urllib.parse.unquote(f"{parts.username or ''}:{parts.password or ''}").encode()
+        headers["Authorization"] = f"Basic {base64.b64encode(credentials).decode()}"
         url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
     request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
         with _OPENER.open(request, timeout=deadline) as response:
-            return response.status, None
+            return response.status, None  # the opener raises HTTPError for any other status
     except urllib.error.HTTPError as exc:
         exc.close()
-        if 300 <= exc.code < 400:
-            return exc.code, f"HTTP {exc.code} redirect (not followed)"
-        return exc.code, f"HTTP {exc.code}"
+        return exc.code, f"HTTP {exc.code}" + (" redirect (not followed)" if 300 <= exc.code < 400 else "")
     except Exception as exc:  # noqa: BLE001 - every failure becomes "not delivered"
         return None, _safe_reason(exc, url)
 
@@ -209,13 +195,12 @@ def post_alert(
     if not url:
         return AlertResult(attempted=False)
     target, problem = check_url(url)
+    try:
+        timeout = alert_timeout() if timeout is None else timeout
+    except ValueError as exc:
+        problem = problem or str(exc)
     if problem:
         return AlertResult(True, False, target, None, problem)
-    if timeout is None:
-        try:
-            timeout = alert_timeout()
-        except ValueError as exc:
-            return AlertResult(True, False, target, None, str(exc))
     try:
         built = document()
     except Exception as exc:  # noqa: BLE001 - a database that cannot build it: reported, not raised
@@ -225,17 +210,13 @@ def post_alert(
     if built is None:
         return AlertResult(attempted=False)
     body = json.dumps(built, default=str).encode()
-    outcome: list[tuple[int | None, str | None]] = []
+    # Until the POST ends, a server that keeps the connection busy (e.g. trickles its answer):
+    # given up on at the deadline. The daemon thread ends with the socket's own timeout or the process.
+    outcome: list[tuple[int | None, str | None]] = [(None, f"timed out after {timeout:g} s")]
     worker = threading.Thread(
         target=lambda: outcome.append(_post(url, body, timeout)), name="deenroll-alert", daemon=True
     )
     worker.start()
     worker.join(timeout)
-    if not outcome:
-        # The server keeps the connection busy (e.g. trickles its answer): give up on it.
-        # The daemon thread ends with the socket's own timeout or with the process.
-        return AlertResult(True, False, target, None, f"timed out after {timeout:g} s")
-    status, problem = outcome[0]
-    if problem is None and status is not None and 200 <= status < 300:
-        return AlertResult(True, True, target, status, None)
-    return AlertResult(True, False, target, status, problem or f"HTTP {status}")
+    status, problem = outcome[-1]
+    return AlertResult(True, problem is None, target, status, problem)
