@@ -31,20 +31,13 @@ def remember_secret(value: str) -> None:
     _secrets.add(value)
 
 
-def _known_secrets() -> list[str]:
-    found = set(_secrets)
-    if os.environ.get("PGPASSWORD"):
-        found.add(os.environ["PGPASSWORD"])
-    # PGPASSWORD may hold bytes that are not UTF-8 (surrogates in os.environ): quote them as bytes.
-    variants = {
-        v for s in found for v in (s, quote(s, safe="", errors="surrogateescape"), quote(s, errors="surrogateescape"))
-    }
-    return sorted((s for s in variants if len(s) >= _MIN_SECRET), key=len, reverse=True)
-
-
 def redact(text: str) -> str:
-    """`text` with every password this process knows of (its connection strings, PGPASSWORD) as ***."""
-    for secret in _known_secrets():
+    """`text` with every password this process knows of (its connection strings, PGPASSWORD) as ***,
+    as written and percent-encoded, the longest first."""
+    known = {*_secrets, os.environ.get("PGPASSWORD", "")}
+    # PGPASSWORD may hold bytes that are not UTF-8 (surrogates in os.environ): quote them as bytes.
+    encoded = {quote(s, safe=safe, errors="surrogateescape") for s in known for safe in ("", "/")}
+    for secret in sorted({s for s in known | encoded if len(s) >= _MIN_SECRET}, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
 

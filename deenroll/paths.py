@@ -7,12 +7,10 @@ _PACKAGE = Path(__file__).resolve().parent
 
 def sql_root() -> Path:
     """The directory holding migrations/, rollback/, functions/ and views/."""
-    installed = _PACKAGE / "sql"
-    if (installed / "migrations").is_dir():
-        return installed
-    checkout = _PACKAGE.parent
-    if (checkout / "migrations").is_dir():
-        return checkout
+    installed, checkout = _PACKAGE / "sql", _PACKAGE.parent
+    for root in (installed, checkout):
+        if (root / "migrations").is_dir():
+            return root
     raise RuntimeError(f"deenroll: SQL files not found under {installed} or {checkout}")
 
 

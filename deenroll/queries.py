@@ -3,8 +3,8 @@
 Every statement lives in a named-query file of this package: queries.sql (the operations
 commands) and queries_<part>.sql (one per part: queries_run.sql for the runner, ...). A
 file holds blocks that each start with a `-- name: <name>` line; the text up to the next
-such line is the statement. A name is defined once across all the files. Parameters are always passed as a dict, so psycopg
-formats every statement the same way (a literal % is written %%).
+such line is the statement. A name is defined once across all the files. Parameters are always
+passed as a dict, so psycopg formats every statement the same way (a literal % is written %%).
 """
 
 from __future__ import annotations
@@ -22,30 +22,17 @@ from .errors import UserError
 _HEADER = re.compile(r"^-- name: *(\w+) *$", re.M)
 
 
-def parse(text: str) -> dict[str, str]:
-    """{name: statement} of a named-queries text; the text before the first name is ignored."""
-    parts = _HEADER.split(text)
-    found: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2]):
-        if name in found:
-            raise ValueError(f"query {name!r} is defined twice")
-        found[name] = body.strip()
-    return found
-
-
 @cache
 def all_queries() -> dict[str, str]:
+    """{name: statement} of every named-query file; the text before a file's first name is ignored."""
     found: dict[str, str] = {}
-    files = sorted(
-        (f for f in resources.files(__package__).iterdir() if f.name == "queries.sql"
-         or (f.name.startswith("queries_") and f.name.endswith(".sql"))),
-        key=lambda f: f.name,
-    )
-    for f in files:
-        for name, statement in parse(f.read_text(encoding="utf-8")).items():
+    files = [f for f in resources.files(__package__).iterdir() if re.fullmatch(r"queries(_.*)?\.sql", f.name)]
+    for f in sorted(files, key=lambda f: f.name):
+        parts = _HEADER.split(f.read_text(encoding="utf-8"))
+        for name, body in zip(parts[1::2], parts[2::2]):
             if name in found:
                 raise ValueError(f"query {name!r} is defined twice ({f.name})")
-            found[name] = statement
+            found[name] = body.strip()
     return found
 
 
@@ -79,5 +66,4 @@ def require_relation(conn: psycopg.Connection, name: str) -> None:
 def require_function(conn: psycopg.Connection, signature: str) -> None:
     """One clear error when a function of ours is missing (the database was not migrated)."""
     if not value(conn, "function_exists", signature=signature if "." in signature else f"public.{signature}"):
-        name = signature.split("(", 1)[0]
-        raise UserError(f"{name}() does not exist in this database: run `deenroll migrate` first")
+        raise UserError(f"{signature.split('(', 1)[0]}() does not exist in this database: run `deenroll migrate` first")
