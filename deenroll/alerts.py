@@ -210,8 +210,8 @@ def post_alert(
     if built is None:
         return AlertResult(attempted=False)
     body = json.dumps(built, default=str).encode()
-    # Until the POST ends, a server that keeps the connection busy (e.g. trickles its answer):
-    # given up on at the deadline. The daemon thread ends with the socket's own timeout or the process.
+    # The POST runs in a daemon thread: a server that keeps it busy (e.g. trickles its answer) is given
+    # up on at the deadline. The thread ends with its socket's own timeout or with the process.
     outcome: list[tuple[int | None, str | None]] = [(None, f"timed out after {timeout:g} s")]
     worker = threading.Thread(
         target=lambda: outcome.append(_post(url, body, timeout)), name="deenroll-alert", daemon=True

