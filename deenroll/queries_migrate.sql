@@ -32,12 +32,12 @@ SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.usename::text, ''),
  WHERE a.pid = ANY (pg_catalog.pg_blocking_pids(%(pid)s))
  ORDER BY a.pid;
 
--- name: migrate_invalid_index
--- The INVALID index a failed concurrent build left under this name, and the statement that drops it.
-SELECT i.indexrelid::regclass::text,
-       pg_catalog.format('DROP INDEX CONCURRENTLY IF EXISTS %%s', i.indexrelid::regclass)
+-- name: migrate_invalid_indexes
+-- The statements that drop the INVALID indexes failed concurrent builds left under these names.
+SELECT pg_catalog.format('DROP INDEX CONCURRENTLY IF EXISTS %%s', i.indexrelid::regclass)
   FROM pg_catalog.pg_index AS i
- WHERE i.indexrelid = pg_catalog.to_regclass(%(name)s) AND NOT i.indisvalid;
+ WHERE i.indexrelid = ANY (ARRAY(SELECT pg_catalog.to_regclass(n) FROM pg_catalog.unnest(%(names)s::text[]) AS n))
+   AND NOT i.indisvalid;
 
 
 -- ---------------------------------------------------------------- yoyo's record
@@ -101,40 +101,37 @@ SELECT p.proname || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) 
 -- pg_get_functiondef print names relative to the path in force).
 SET LOCAL search_path = pg_catalog, pg_temp;
 
--- name: migrate_view_hash
--- md5 of a view's definition as the database holds it; no row when it is absent.
-SELECT pg_catalog.md5(pg_catalog.pg_get_viewdef(c.oid)) FROM pg_catalog.pg_class c
- WHERE c.relname = %(name)s AND c.relkind IN ('v', 'm') AND c.relnamespace = pg_catalog.to_regnamespace(%(schema)s);
+-- name: migrate_catalog_hashes
+-- md5 of each definition as the database holds it (a view's text, every overload of a function's),
+-- by name; no row for one that is absent.
+SELECT d.name, pg_catalog.md5(pg_catalog.string_agg(o.def, ';' ORDER BY o.sig))
+  FROM ROWS FROM (pg_catalog.unnest(%(names)s::text[]), pg_catalog.unnest(%(kinds)s::text[]),
+                  pg_catalog.unnest(%(schemas)s::text[])) AS d(name, kind, schema)
+  CROSS JOIN LATERAL (
+        SELECT pg_catalog.pg_get_viewdef(c.oid), ''::text FROM pg_catalog.pg_class c
+         WHERE d.kind = 'view' AND c.relname = d.name AND c.relkind IN ('v', 'm')
+           AND c.relnamespace = pg_catalog.to_regnamespace(d.schema)
+        UNION ALL
+        SELECT pg_catalog.pg_get_functiondef(p.oid), p.oid::regprocedure::text FROM pg_catalog.pg_proc p
+         WHERE d.kind = 'function' AND p.proname = d.name
+           AND p.pronamespace = pg_catalog.to_regnamespace(d.schema)) AS o(def, sig)
+ GROUP BY d.name;
 
--- name: migrate_function_hash
--- md5 of every overload of a function as the database holds them; no row when there is none.
-SELECT pg_catalog.md5(pg_catalog.string_agg(pg_catalog.pg_get_functiondef(p.oid), ';'
-                                            ORDER BY p.oid::regprocedure::text))
-  FROM pg_catalog.pg_proc p
- WHERE p.proname = %(name)s AND p.pronamespace = pg_catalog.to_regnamespace(%(schema)s)
-HAVING count(*) > 0;
-
--- name: migrate_view_objects
--- The views named so in a schema: (catalog, oid, qualified name).
+-- name: migrate_objects
+-- The views (kind view) or functions named so in a schema: (catalog, oid, qualified name or signature).
 SELECT 'pg_catalog.pg_class', c.oid, pg_catalog.format('%%I.%%I', n.nspname, c.relname)
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relname = %(name)s AND c.relkind IN ('v', 'm') AND n.nspname = %(schema)s;
-
--- name: migrate_function_objects
--- The functions named so in a schema: (catalog, oid, signature).
+ WHERE %(kind)s = 'view' AND c.relname = %(name)s AND c.relkind IN ('v', 'm') AND n.nspname = %(schema)s
+UNION ALL
 SELECT 'pg_catalog.pg_proc', p.oid, p.oid::regprocedure::text
   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
- WHERE p.proname = %(name)s AND n.nspname = %(schema)s
- ORDER BY p.oid;
-
--- name: migrate_schema_oid
--- A schema's oid.
-SELECT %(schema)s::regnamespace::oid;
+ WHERE %(kind)s = 'function' AND p.proname = %(name)s AND n.nspname = %(schema)s
+ ORDER BY 2;
 
 -- name: migrate_dependents
 -- Every object that depends on one (views through their rewrite rule, functions through a
--- view's row type too), transitively; what DROP ... CASCADE would take with it:
--- (catalog, oid, description, name, schema oid).
+-- view's row type too), transitively; what DROP ... CASCADE would take with it: (description,
+-- name, whether it is one of our views or functions: named in the lists, in our schema).
 WITH RECURSIVE dep(classid, objid) AS (
     SELECT %(classid)s::regclass::oid, %(objid)s::oid
   UNION
@@ -151,8 +148,9 @@ WITH RECURSIVE dep(classid, objid) AS (
       LEFT JOIN pg_catalog.pg_rewrite AS r ON d.classid = 'pg_catalog.pg_rewrite'::regclass AND r.oid = d.objid
      WHERE NOT (d.classid = 'pg_catalog.pg_rewrite'::regclass AND r.ev_class = dep.objid)
 )
-SELECT dep.classid::regclass::text, dep.objid, pg_catalog.pg_describe_object(dep.classid, dep.objid, 0),
-       coalesce(c.relname, p.proname), coalesce(c.relnamespace, p.pronamespace)
+SELECT pg_catalog.pg_describe_object(dep.classid, dep.objid, 0), coalesce(c.relname, p.proname),
+       coalesce(coalesce(c.relnamespace, p.pronamespace) = %(schema)s::regnamespace
+                AND (c.relname = ANY (%(views)s::text[]) OR p.proname = ANY (%(functions)s::text[])), false)
   FROM dep
   LEFT JOIN pg_catalog.pg_class AS c ON dep.classid = 'pg_catalog.pg_class'::regclass AND c.oid = dep.objid
   LEFT JOIN pg_catalog.pg_proc AS p ON dep.classid = 'pg_catalog.pg_proc'::regclass AND p.oid = dep.objid
@@ -213,9 +211,9 @@ VALUES (%(name)s, %(kind)s, %(file_sha256)s, %(catalog_md5)s)
 -- Record what the database holds for a definition after the statements that followed it.
 UPDATE public._deenroll_definitions SET catalog_md5 = %(catalog_md5)s WHERE name = %(name)s;
 
--- name: migrate_forget_definition
--- Forget a definition (its object is gone).
-DELETE FROM public._deenroll_definitions WHERE name = %(name)s;
+-- name: migrate_forget_definitions
+-- Forget these definitions (their objects are gone).
+DELETE FROM public._deenroll_definitions WHERE name = ANY (%(names)s::text[]);
 
 
 -- ---------------------------------------------------------------- uninstall
@@ -249,25 +247,44 @@ SELECT pg_catalog.format('DROP ROLE %%I', %(role)s::text);
 -- The transaction only reads.
 SET TRANSACTION READ ONLY;
 
--- name: migrate_platform_columns
--- The columns of the platform's leads and campaigns, with their types.
-SELECT table_name, column_name, data_type FROM information_schema.columns
- WHERE table_schema = %(schema)s AND table_name IN ('leads', 'campaigns');
-
--- name: migrate_count_rows
--- The statement that counts a table's rows; no row when there is no such table.
-SELECT pg_catalog.format('SELECT count(*) FROM %%I.%%I', %(schema)s::text, %(table)s::text)
- WHERE pg_catalog.to_regclass(pg_catalog.format('%%I.%%I', %(schema)s::text, %(table)s::text)) IS NOT NULL;
-
--- name: migrate_enrollment_routines
--- The names of the routines of a schema that concern de-enrollment.
-SELECT routine_name FROM information_schema.routines
- WHERE routine_schema = %(schema)s AND routine_name LIKE '%%de_enrollment%%';
-
--- name: migrate_relation_kind
--- The kind of a relation of a schema (v for a view); no row when there is none.
-SELECT relkind FROM pg_catalog.pg_class
- WHERE relname = %(name)s AND relnamespace = %(schema)s::regnamespace;
+-- name: migrate_sop_checks
+-- The operating procedure's checks after migrating, in its order: (item, passed, detail) for each
+-- new column with the type it must have, and each table (its rows counted), function and view
+-- that must exist.
+SELECT item, passed, detail FROM (
+    SELECT e.n, 'column ' || e.tbl || '.' || e.name, c.data_type IS NOT DISTINCT FROM e.typ,
+           coalesce(c.data_type::text, 'missing')
+      FROM (VALUES (1, 'campaigns', 'active_leads_count', 'integer'),
+                   (2, 'campaigns', 'auto_discovered', 'boolean'),
+                   (3, 'campaigns', 'booked_count', 'integer'),
+                   (4, 'campaigns', 'completed_leads_count', 'integer'),
+                   (5, 'campaigns', 'deactivated_at', 'timestamp with time zone'),
+                   (6, 'campaigns', 'is_active', 'boolean'),
+                   (7, 'campaigns', 'last_enrollment_at', 'timestamp with time zone'),
+                   (8, 'campaigns', 'opted_out_count', 'integer'),
+                   (9, 'leads', 'campaign_history', 'jsonb'),
+                   (10, 'leads', 'completed_at', 'timestamp with time zone')) AS e(n, tbl, name, typ)
+      LEFT JOIN information_schema.columns AS c
+        ON c.table_schema = %(schema)s AND c.table_name = e.tbl AND c.column_name = e.name
+    UNION ALL
+    -- a table's rows counted by a statement written for it, run through query_to_xml
+    SELECT 10 + e.n, 'table ' || e.name, r.rel IS NOT NULL,
+           CASE WHEN r.rel IS NULL THEN 'missing' ELSE (pg_catalog.xpath('/row/n/text()', pg_catalog.query_to_xml(
+               pg_catalog.format('SELECT count(*) AS n FROM %%s', r.rel), false, true, '')))[1]::text || ' rows' END
+      FROM (VALUES (1, 'de_enrollment_runs'), (2, 'de_enrollment_lead_log')) AS e(n, name)
+     CROSS JOIN LATERAL (SELECT pg_catalog.to_regclass(pg_catalog.format('%%I.%%I', %(schema)s::text, e.name))) AS r(rel)
+    UNION ALL
+    SELECT 20 + e.n, 'function ' || e.name, f.found, CASE WHEN f.found THEN 'present' ELSE 'missing' END
+      FROM (VALUES (1, 'get_leads_for_de_enrollment'), (2, 'process_de_enrollment_batch')) AS e(n, name)
+     CROSS JOIN LATERAL (SELECT EXISTS (SELECT FROM information_schema.routines AS p
+                                         WHERE p.routine_schema = %(schema)s AND p.routine_name = e.name)) AS f(found)
+    UNION ALL
+    SELECT 30, 'view ' || v.name, v.found, CASE WHEN v.found THEN 'present' ELSE 'missing' END
+      FROM (SELECT 'de_enrollment_health', EXISTS (SELECT FROM pg_catalog.pg_class AS c
+                                                   WHERE c.relname = 'de_enrollment_health' AND c.relkind = 'v'
+                                                     AND c.relnamespace = %(schema)s::regnamespace)) AS v(name, found)
+) AS checks(n, item, passed, detail)
+ORDER BY n;
 
 -- name: migrate_rls_check_exists
 -- Whether the check of row-level security is in this database yet.

@@ -9,7 +9,6 @@ non-transactional one re-runs safely."""
 
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -23,9 +22,9 @@ from ..errors import UserError, one_line
 from ..sqlfiles import SCHEMA, definitions
 from .adoption import check_prerequisites, recognise
 from .definitions import DEFINITIONS_TABLE, RefusedDrop, apply_definitions, forget_missing_definitions
-from .execute import RETRIED_SQLSTATES, LockWatch, MigrationError, run_written
+from .execute import LockWatch, MigrationError, retry_lock_waits, run_written
 from .files import BASELINE, resolve_target
-from .yoyo_bridge import MIGRATION_TABLE, applied_stems, backend, locked, our_migrations, recorded_migrations
+from .yoyo_bridge import MIGRATION_TABLE, backend, locked, our_migrations, recorded_migrations
 
 # yoyo's own tables (its defaults) and ours: what `uninstall` drops besides the migrations.
 BOOKKEEPING_TABLES = (MIGRATION_TABLE, "_yoyo_log", "_yoyo_version", "yoyo_lock", DEFINITIONS_TABLE)
@@ -51,16 +50,11 @@ def _one_line_errors() -> Iterator[None]:
     except RefusedDrop as exc:
         raise UserError(str(exc)) from None
     except (psycopg.Error, yoyo_exceptions.BadMigration) as exc:
-        raise _sql_error(exc) from None
-
-
-def _sql_error(exc: BaseException) -> UserError:
-    cause = exc
-    while cause.__cause__ is not None and not isinstance(cause, psycopg.Error):
-        cause = cause.__cause__
-    if isinstance(cause, psycopg.Error) and cause.diag.message_primary:
-        return UserError(one_line(cause, details=True))
-    return UserError(one_line(exc))
+        cause: BaseException = exc  # yoyo wraps the database's error: say the database's words
+        while cause.__cause__ is not None and not isinstance(cause, psycopg.Error):
+            cause = cause.__cause__
+        said = cause if isinstance(cause, psycopg.Error) and cause.diag.message_primary else exc
+        raise UserError(one_line(said, details=True)) from None
 
 
 def migrate(target: Target, to: str | None = None, lock_timeout: float = 60.0) -> MigrateResult:
@@ -82,35 +76,19 @@ def migrate(target: Target, to: str | None = None, lock_timeout: float = 60.0) -
         migrations = our_migrations(watch)
         with locked(yoyo, lock_timeout):
             if look and not first_time:
-                by_hand = recognise(target, set(applied_stems(yoyo, migrations)), result.notes, watch)
-            for m in yoyo.to_apply(migrations):
-                if m.id in by_hand:
-                    yoyo.mark_one(m)
-                    result.applied_by_hand.append(m.id)
-            pending = yoyo.to_apply(migrations)
-            if stop_at:
-                pending = pending.filter(lambda m: m.id <= stop_at)
-            for m in pending:
-                _retrying_lock_waits(lambda: yoyo.apply_one(m))
+                by_hand = recognise(target, set(recorded_migrations(yoyo.connection) or ()), result.notes, watch)
+            for m in yoyo.to_apply(migrations).filter(lambda m: m.id in by_hand):
+                yoyo.mark_one(m)
+                result.applied_by_hand.append(m.id)
+            # A migration that gives up waiting for a lock is run again: a transactional one left
+            # nothing behind (yoyo rolled it back); a non-transactional one is written to be re-run.
+            for m in yoyo.to_apply(migrations).filter(lambda m: stop_at is None or m.id <= stop_at):
+                retry_lock_waits(lambda: yoyo.apply_one(m), 5)
                 result.applied.append(m.id)
-            applied = set(applied_stems(yoyo, migrations))
+            applied = set(recorded_migrations(yoyo.connection) or ())
         with locked(yoyo, lock_timeout):
             result.definitions = apply_definitions(target, applied)
     return result
-
-
-def _retrying_lock_waits(action: Callable[[], None], attempts: int = 5, first_pause: float = 0.5) -> None:
-    """Run one migration or rollback; when a statement of it gives up waiting for a lock, run it
-    again after a pause that doubles each time. A transactional migration left nothing behind
-    (yoyo rolled it back); a non-transactional one is written to be re-run."""
-    for attempt in range(1, attempts + 1):
-        try:
-            action()
-            return
-        except MigrationError as exc:
-            if exc.cause.sqlstate not in RETRIED_SQLSTATES or attempt == attempts:
-                raise
-            time.sleep(first_pause * 2 ** (attempt - 1))
 
 
 @contextmanager
@@ -157,7 +135,7 @@ def _rollback(target: Target, stop_at: str, lock_timeout: float) -> list[str]:
         migrations = our_migrations(watch)
         with locked(yoyo, lock_timeout):
             for m in yoyo.to_rollback(migrations).filter(lambda m: m.id > stop_at):
-                _retrying_lock_waits(lambda: yoyo.rollback_one(m))
+                retry_lock_waits(lambda: yoyo.rollback_one(m), 5)
                 rolled.append(m.id)
     with connect(target) as conn:
         forget_missing_definitions(conn)

@@ -5,15 +5,13 @@ must be, and never dropping anything someone else built on ours."""
 from __future__ import annotations
 
 import re
-import time
 
 import psycopg
 
 from .. import queries
 from ..database import Target, connect
-from ..errors import UserError
 from ..sqlfiles import SCHEMA, Definition, definitions
-from .execute import RETRIED_SQLSTATES, LockWatch, MigrationError, run_file, run_written
+from .execute import LockWatch, MigrationError, retry_lock_waits, run_file, run_written
 
 DEFINITIONS_TABLE = "_deenroll_definitions"
 
@@ -25,12 +23,15 @@ class RefusedDrop(Exception):
     """An object of ours cannot be dropped: something that is not ours depends on it."""
 
 
+def catalog_hashes(conn: psycopg.Connection, defs: list[Definition]) -> dict[str, str]:
+    """md5 of each object's definition as the database holds it (read under the pinned search
+    path), by name; the absent ones left out."""
+    names, kinds, schemas = [d.name for d in defs], [d.kind for d in defs], [d.home() for d in defs]
+    return dict(queries.run(conn, "migrate_catalog_hashes", names=names, kinds=kinds, schemas=schemas).fetchall())
+
+
 def catalog_hash(conn: psycopg.Connection, d: Definition) -> str | None:
-    """md5 of the object's definition as the database holds it (read under the pinned search
-    path); None when absent."""
-    query = "migrate_view_hash" if d.kind == "view" else "migrate_function_hash"
-    row = queries.one(conn, query, name=d.name, schema=d.home())
-    return row[0] if row else None
+    return catalog_hashes(conn, [d]).get(d.name)
 
 
 def pin_search_path(conn: psycopg.Connection) -> None:
@@ -51,8 +52,7 @@ def recorded(conn: psycopg.Connection) -> dict[str, tuple[str, str]]:
 
 def objects_of(conn: psycopg.Connection, d: Definition) -> list[CatalogObject]:
     """The database's objects named like `d`."""
-    query = "migrate_view_objects" if d.kind == "view" else "migrate_function_objects"
-    return [(c, int(o), s) for c, o, s in queries.run(conn, query, name=d.name, schema=d.home()).fetchall()]
+    return queries.run(conn, "migrate_objects", kind=d.kind, name=d.name, schema=d.home()).fetchall()
 
 
 def drop_ours(conn: psycopg.Connection, d: Definition, obj: CatalogObject, why: str = "") -> list[str]:
@@ -63,15 +63,11 @@ def drop_ours(conn: psycopg.Connection, d: Definition, obj: CatalogObject, why: 
     is_view = catalog == "pg_catalog.pg_class"
     if is_view:
         run_written(conn, "migrate_lock_view", oid=oid)
-    ours = {(x.kind, x.name) for x in definitions()}
-    schema_oid = queries.value(conn, "migrate_schema_oid", schema=SCHEMA)
-    foreign, mine = [], []
-    for cls, _, described, name, nsp in queries.run(conn, "migrate_dependents", classid=catalog, objid=oid).fetchall():
-        kind = {"pg_class": "view", "pg_proc": "function"}.get(cls.split(".")[-1])
-        if kind and nsp == schema_oid and (kind, name) in ours:
-            mine.append(name)
-        else:
-            foreign.append(described)
+    views, functions = ([x.name for x in definitions() if x.kind == k] for k in ("view", "function"))
+    rows = queries.run(
+        conn, "migrate_dependents", classid=catalog, objid=oid, schema=SCHEMA, views=views, functions=functions
+    ).fetchall()
+    foreign = [described for described, _, ours in rows if not ours]
     if foreign:
         reason = why or f"{d.path.parent.name}/{d.path.name} changes it in a way that needs it dropped and created again"
         raise RefusedDrop(
@@ -79,7 +75,7 @@ def drop_ours(conn: psycopg.Connection, d: Definition, obj: CatalogObject, why: 
             f"{', '.join(sorted(set(foreign)))}; drop or change them first (they would be lost), then try again"
         )
     run_written(conn, "migrate_drop_view" if is_view else "migrate_drop_routine", oid=oid)
-    return mine
+    return [name for _, name, ours in rows if ours]
 
 
 def _or_replace(sql: str) -> str:
@@ -115,16 +111,7 @@ def apply_definitions(target: Target, applied: set[str], attempts: int = 4) -> l
     """(Re)create every function and view whose file changed, was dropped or was edited by hand,
     all in one short transaction; a lock wait that gives up after lock_timeout, or a deadlock
     with a run's batch, rolls the whole back and it is retried."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return _apply_definitions_once(target, applied)
-        except MigrationError as exc:
-            if exc.cause.sqlstate not in RETRIED_SQLSTATES or attempt == attempts:
-                raise UserError(exc.message()) from None
-            time.sleep(min(2.0, 0.25 * 2**attempt))
-        except RefusedDrop as exc:
-            raise UserError(str(exc)) from None
-    raise AssertionError("unreachable")
+    return retry_lock_waits(lambda: _apply_definitions_once(target, applied), attempts)
 
 
 def _apply_definitions_once(target: Target, applied: set[str]) -> list[str]:
@@ -137,10 +124,9 @@ def _apply_definitions_once(target: Target, applied: set[str]) -> list[str]:
         changed = _apply_changed(conn, todo, seen, watch)
         _close_and_grant(conn, [d for d in todo if d.name in changed])
         # What ran after a file may have altered its object (owner, settings): record the final state.
-        for d in todo:
-            final = catalog_hash(conn, d)
-            if d.name in seen and final is not None and seen[d.name][1] != final:
-                queries.run(conn, "migrate_record_catalog_hash", catalog_md5=final, name=d.name)
+        for name, final in catalog_hashes(conn, todo).items():
+            if name in seen and seen[name][1] != final:
+                queries.run(conn, "migrate_record_catalog_hash", catalog_md5=final, name=name)
         conn.commit()
     return changed
 
@@ -162,7 +148,8 @@ def _apply_changed(
             seen[d.name] = (d.sha256, new_hash)
             if d.name not in changed:
                 changed.append(d.name)
-        gone = [d for d in todo if catalog_hash(conn, d) is None]
+        present = catalog_hashes(conn, todo)
+        gone = [d for d in todo if d.name not in present]
         for d in gone:
             seen.pop(d.name, None)
         if not gone:
@@ -185,8 +172,6 @@ def _close_and_grant(conn: psycopg.Connection, changed: list[Definition]) -> Non
 def forget_missing_definitions(conn: psycopg.Connection) -> None:
     """Drop from the record the definitions whose object is gone (after a rollback)."""
     pin_search_path(conn)
-    if not recorded(conn):
-        return
-    for d in definitions():
-        if catalog_hash(conn, d) is None:
-            queries.run(conn, "migrate_forget_definition", name=d.name)
+    if recorded(conn):
+        present = catalog_hashes(conn, definitions())
+        queries.run(conn, "migrate_forget_definitions", names=[d.name for d in definitions() if d.name not in present])

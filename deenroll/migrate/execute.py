@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import psycopg
 import sqlparse
@@ -15,19 +17,15 @@ from .. import queries
 from ..database import Target, connect
 from ..errors import UserError, flatten, one_line
 
-# A statement that gave up waiting for a lock (lock_timeout) or was chosen as a deadlock victim.
-RETRIED_SQLSTATES = ("55P03", "40P01")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Statement:
     start: int  # the file's line where the text sent begins (leading comments included), 1-based
     line: int  # the file's line of its first line of code
+    first_line: str  # that line's text
     sql: str
-
-    @property
-    def first_line(self) -> str:
-        return next((l.strip() for l in self.sql.splitlines() if l.strip() and not l.strip().startswith("--")), "")
 
 
 def statements(text: str) -> list[Statement]:
@@ -40,9 +38,10 @@ def statements(text: str) -> list[Statement]:
         code = sqlparse.format(chunk, strip_comments=True).strip()
         if not code or code == ";":
             continue
-        lines_before = text.count("\n", 0, max(at, 0))
-        leading = next((i for i, l in enumerate(chunk.splitlines()) if l.strip() and not l.strip().startswith("--")), 0)
-        out.append(Statement(lines_before + 1, lines_before + leading + 1, chunk))
+        start = text.count("\n", 0, max(at, 0)) + 1
+        lines = [(i, l.strip()) for i, l in enumerate(chunk.splitlines()) if l.strip() and not l.strip().startswith("--")]
+        leading, first = lines[0] if lines else (0, "")
+        out.append(Statement(start, start + leading, first, chunk))
     return out
 
 
@@ -50,17 +49,13 @@ class LockWatch:
     """Remembers who blocks a session while it waits for a lock, seen from a second connection."""
 
     def __init__(self, target: Target) -> None:
-        self._target = target
-        self._pid: int | None = None
-        self._blockers: list[str] = []
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._target, self._pid, self._blockers = target, None, []
+        self._stop, self._conn = threading.Event(), None
 
     def __enter__(self) -> "LockWatch":
         try:
             self._conn = connect(self._target, autocommit=True, app="deenroll migrate (lock watch)")
         except UserError:
-            self._conn = None
             return self
         self._thread = threading.Thread(target=self._loop, name="deenroll-lock-watch", daemon=True)
         self._thread.start()
@@ -68,25 +63,22 @@ class LockWatch:
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
         if self._conn is not None:
+            self._thread.join(timeout=5)
             self._conn.close()
 
     def watch(self, pid: int) -> None:
-        self._pid = pid
-        self._blockers = []
+        self._pid, self._blockers = pid, []
 
     def blockers(self) -> list[str]:
         return list(self._blockers)
 
     def _loop(self) -> None:
         while not self._stop.wait(0.1):
-            pid = self._pid
-            if pid is None or self._conn is None:
+            if self._pid is None:
                 continue
             try:
-                rows = queries.run(self._conn, "migrate_lock_blockers", pid=pid).fetchall()
+                rows = queries.run(self._conn, "migrate_lock_blockers", pid=self._pid).fetchall()
             except psycopg.Error:
                 return
             if rows:
@@ -94,14 +86,10 @@ class LockWatch:
 
 
 def _describe_blocker(pid: int, app: str, user: str, state: str, xact, query_start, query: str) -> str:
-    said = " ".join(query.split())
+    times = ""
     if xact and query_start:
-        return (
-            f"pid {pid} (application_name {app!r}, user {user!r}, state {state!r}, "
-            f"transaction started {xact:%Y-%m-%d %H:%M:%S%z}, query started {query_start:%Y-%m-%d %H:%M:%S%z}, "
-            f"query {said!r})"
-        )
-    return f"pid {pid} (application_name {app!r}, user {user!r}, state {state!r}, query {said!r})"
+        times = f"transaction started {xact:%Y-%m-%d %H:%M:%S%z}, query started {query_start:%Y-%m-%d %H:%M:%S%z}, "
+    return f"pid {pid} (application_name {app!r}, user {user!r}, state {state!r}, {times}query {' '.join(query.split())!r})"
 
 
 class MigrationError(Exception):
@@ -130,6 +118,19 @@ class MigrationError(Exception):
             else:
                 text += "; what it finished stays and every statement can be re-run: run it again when that transaction has ended"
         return text
+
+
+def retry_lock_waits(action: Callable[[], T], attempts: int) -> T:
+    """`action`, run again after a pause that doubles each time (from 0.5 s) while a statement of it
+    gives up waiting for a lock (lock_timeout) or is chosen as a deadlock's victim."""
+    for attempt in range(1, attempts):
+        try:
+            return action()
+        except MigrationError as exc:
+            if exc.cause.sqlstate not in ("55P03", "40P01"):
+                raise
+        time.sleep(0.5 * 2 ** (attempt - 1))
+    return action()
 
 
 def run_written(conn: psycopg.Connection, name: str, /, **params: object) -> psycopg.Cursor | None:
@@ -162,19 +163,9 @@ _CONCURRENT_BUILD = re.compile(
 )
 
 
-def drop_invalid_indexes(conn: psycopg.Connection, text: str) -> list[str]:
+def drop_invalid_indexes(conn: psycopg.Connection, text: str) -> None:
     """Drop (concurrently) every INVALID index that a failed concurrent build of an index the file
-    creates left under its name, so that the file builds it again; returns their names.
-    `conn` is in autocommit mode."""
-    dropped = []
-    for stmt in statements(text):
-        code = sqlparse.format(stmt.sql, strip_comments=True)
-        match = _CONCURRENT_BUILD.search(code)
-        if match is None:
-            continue
-        row = queries.one(conn, "migrate_invalid_index", name=match.group(1))
-        if row is not None:
-            name, drop = row
-            conn.execute(drop)
-            dropped.append(name)
-    return dropped
+    creates left under its name, so that the file builds it again. `conn` is in autocommit mode."""
+    builds = (_CONCURRENT_BUILD.search(sqlparse.format(s.sql, strip_comments=True)) for s in statements(text))
+    for (drop,) in queries.run(conn, "migrate_invalid_indexes", names=[m.group(1) for m in builds if m]).fetchall():
+        conn.execute(drop)

@@ -27,48 +27,26 @@ from .files import MigrationFile, is_transactional, migration_files
 
 MIGRATION_TABLE = "_yoyo_migration"
 
-Step = Callable[[psycopg.Connection], None]
 
-
-class Backend(PostgresqlPsycopgBackend):
-    """yoyo's psycopg 3 backend, connecting with our resolved conninfo."""
-
-    conninfo = ""
-
-    def connect(self, dburi):  # noqa: ARG002 - yoyo's signature
-        return psycopg.connect(self.conninfo, autocommit=True, application_name="deenroll migrate")
-
-
-def _forward(m: MigrationFile, watch: LockWatch) -> Step:
-    """The migration file, run statement by statement in yoyo's transaction, or outside any
-    (autocommit) for a non-transactional file, after dropping what failed builds left."""
+def _step(m: MigrationFile, watch: LockWatch, back: bool) -> Callable[[psycopg.Connection], None]:
+    """Forward, the migration file run statement by statement in yoyo's transaction, or outside any
+    (autocommit) for a non-transactional file after dropping what failed builds left. Back, first
+    the functions and views whose `-- requires:` names this migration (and ours built on them),
+    newest first, then the rollback file the same way. Trigger functions are the rollback file's:
+    it restores their earlier body or drops them once their triggers are gone."""
+    path, label = (m.rollback_path, f"rollback of {m.stem}") if back else (m.apply_path, f"migration {m.stem}")
 
     def step(conn: psycopg.Connection) -> None:
-        text = m.apply_path.read_text()
-        if not is_transactional(text):
+        text = path.read_text()
+        if back:  # outside yoyo's transaction (a non-transactional migration) the drops get their own
+            with nullcontext() if m.transactional else conn.transaction():
+                for d in reversed(definitions()):
+                    if d.requires == m.stem and not d.fires_on_trigger:
+                        for obj in objects_of(conn, d):
+                            drop_ours(conn, d, obj, why=f"rolling back {m.stem} drops it")
+        if not m.transactional:
             drop_invalid_indexes(conn, text)
-        run_file(conn, m.apply_path, f"migration {m.stem}", text, watch)
-
-    return step
-
-
-def _back(m: MigrationFile, watch: LockWatch) -> Step:
-    """First the functions and views whose `-- requires:` names this migration (and ours built
-    on them), newest first, then the rollback file; one transaction. Trigger functions are the
-    rollback file's: it restores their earlier body or drops them once their triggers are gone."""
-
-    def step(conn: psycopg.Connection) -> None:
-        text = m.rollback_path.read_text()
-        transactional = is_transactional(text)
-        # Outside yoyo's transaction (a non-transactional migration) the drops get their own.
-        with nullcontext() if transactional else conn.transaction():
-            for d in reversed(definitions()):
-                if d.requires == m.stem and not d.fires_on_trigger:
-                    for obj in objects_of(conn, d):
-                        drop_ours(conn, d, obj, why=f"rolling back {m.stem} drops it")
-        if not transactional:
-            drop_invalid_indexes(conn, text)
-        run_file(conn, m.rollback_path, f"rollback of {m.stem}", text, watch)
+        run_file(conn, path, label, text, watch)
 
     return step
 
@@ -81,7 +59,7 @@ class _BuiltMigration(Migration):
         self._previous = previous
         self.use_transactions = m.transactional
         collector = StepCollector(migration=self)
-        collector.add_step(_forward(m, watch), _back(m, watch))
+        collector.add_step(_step(m, watch, back=False), _step(m, watch, back=True))
         self.steps = collector.create_steps(self.use_transactions)  # loaded: yoyo reads no file
 
     @property
@@ -89,24 +67,17 @@ class _BuiltMigration(Migration):
         return {self._previous} if self._previous is not None else set()
 
 
-def _checked(m: MigrationFile) -> MigrationFile:
-    """A migration file with its rollback, both run in a transaction or neither."""
-    if not m.rollback_path.exists():
-        raise RuntimeError(f"{m.apply_path.name} has no rollback/{m.apply_path.name}")
-    if is_transactional(m.rollback_path.read_text()) != m.transactional:
-        raise RuntimeError(
-            f"{m.apply_path.name} and rollback/{m.apply_path.name} must both begin with "
-            "'-- transactional: false', or neither"
-        )
-    return m
-
-
 @contextmanager
-def backend(target: Target) -> Iterator[Backend]:
-    """A yoyo backend on the target, its tables created if missing."""
+def backend(target: Target) -> Iterator[PostgresqlPsycopgBackend]:
+    """A yoyo backend on the target (yoyo's psycopg 3 backend, connecting with our resolved
+    conninfo), its tables created if missing."""
     connect(target, autocommit=True).close()  # fail early, with our one-line message
-    backend_cls = type("DeenrollBackend", (Backend,), {"conninfo": target.dsn})
-    opened = backend_cls(parse_uri("postgresql+psycopg://deenroll/deenroll"), MIGRATION_TABLE)
+
+    class Backend(PostgresqlPsycopgBackend):
+        def connect(self, dburi):  # noqa: ARG002 - yoyo's signature
+            return psycopg.connect(target.dsn, autocommit=True, application_name="deenroll migrate")
+
+    opened = Backend(parse_uri("postgresql+psycopg://deenroll/deenroll"), MIGRATION_TABLE)
     opened.init_database()
     try:
         yield opened
@@ -115,16 +86,23 @@ def backend(target: Target) -> Iterator[Backend]:
 
 
 def our_migrations(watch: LockWatch) -> MigrationList:
-    """Our migrations for yoyo, each depending on the one before; their steps report their
-    session to `watch`."""
+    """Our migrations for yoyo, each depending on the one before, each with its rollback (both
+    run in a transaction or neither); their steps report their session to `watch`."""
     built: list[Migration] = []
     for m in migration_files():
-        built.append(_BuiltMigration(_checked(m), built[-1] if built else None, watch))
+        if not m.rollback_path.exists():
+            raise RuntimeError(f"{m.apply_path.name} has no rollback/{m.apply_path.name}")
+        if is_transactional(m.rollback_path.read_text()) != m.transactional:
+            raise RuntimeError(
+                f"{m.apply_path.name} and rollback/{m.apply_path.name} must both begin with "
+                "'-- transactional: false', or neither"
+            )
+        built.append(_BuiltMigration(m, built[-1] if built else None, watch))
     return MigrationList(built)
 
 
 @contextmanager
-def locked(backend: Backend, timeout: float) -> Iterator[None]:
+def locked(backend: PostgresqlPsycopgBackend, timeout: float) -> Iterator[None]:
     """yoyo's migration lock, waited for up to `timeout` seconds."""
     try:
         with backend.lock(timeout=timeout):
@@ -134,11 +112,6 @@ def locked(backend: Backend, timeout: float) -> Iterator[None]:
             f"another migrate or rollback holds the migration lock ({exc}); "
             "if no such process is running, run `deenroll migrate --break-lock`"
         ) from None
-
-
-def applied_stems(backend: Backend, migrations: MigrationList) -> list[str]:
-    applied = set(backend.get_applied_migration_hashes())
-    return [m.id for m in migrations if m.hash in applied]
 
 
 def recorded_migrations(conn: psycopg.Connection) -> dict[str, object] | None:
