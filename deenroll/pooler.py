@@ -1,20 +1,16 @@
 """Whether a connection reaches PostgreSQL through a transaction-mode pooler.
 
-`run` and the scheduler's other commands keep nothing in a server session beyond a
-transaction, so they work through any pooler. A command that needs its server session
-for longer (migrate: its lock watch names the sessions blocking its own backend, and its
-non-transactional steps set lock_timeout for several statements) calls `require_session`
-first and stops with one line when the connection goes through a transaction-mode
-pooler (PgBouncer with pool_mode=transaction, Supabase's pooler on port 6543).
-
-How it is told apart, with nothing but ordinary queries:
-  direct       the backend pid the server announced at login (BackendKeyData) is the pid
-               of the session answering queries; a pooler announces a key of its own.
-  transaction  a second connection, opened while the first is between transactions, gets
-               the first one's server session, or the first connection's next transaction
-               runs on another server session: sessions are handed out per transaction.
-  session      otherwise: the first connection keeps its server session (PgBouncer with
-               pool_mode=session, Supabase's pooler on port 5432).
+`run` and the scheduler's commands keep nothing in a server session beyond a transaction, so
+they work through any pooler. migrate, rollback and uninstall need their session for longer
+(the lock watch names who blocks their own backend; non-transactional steps set lock_timeout
+for several statements): they call `require_session` first, which stops with one line behind a
+transaction-mode pooler (PgBouncer with pool_mode=transaction, Supabase's pooler on port 6543).
+Told apart with ordinary queries:
+  direct       the backend pid announced at login (BackendKeyData) answers the queries; a
+               pooler announces a key of its own.
+  transaction  a second connection, opened while the first is between transactions, gets the
+               first one's server session, or the first one's next transaction runs on another.
+  session      otherwise (PgBouncer with pool_mode=session, Supabase's pooler on port 5432).
 """
 
 from __future__ import annotations

@@ -169,11 +169,11 @@ SELECT pg_catalog.format('DROP VIEW %%s CASCADE', %(oid)s::oid::regclass);
 SELECT pg_catalog.format('DROP ROUTINE %%s CASCADE', %(oid)s::oid::regprocedure);
 
 -- name: migrate_close_to_public
--- The statements that close every overload of a function to PUBLIC (before the privileges
--- function exists, which does it afterwards).
+-- The statements that close every overload of these functions (names in their schemas) to PUBLIC
+-- (before the privileges function exists, which does it afterwards).
 SELECT pg_catalog.format('REVOKE ALL ON ROUTINE %%s FROM PUBLIC', p.oid::regprocedure)
-  FROM pg_catalog.pg_proc p
- WHERE p.proname = %(name)s AND p.pronamespace = pg_catalog.to_regnamespace(%(schema)s);
+  FROM ROWS FROM (pg_catalog.unnest(%(names)s::text[]), pg_catalog.unnest(%(schemas)s::text[])) AS d(name, schema)
+  JOIN pg_catalog.pg_proc p ON p.proname = d.name AND p.pronamespace = pg_catalog.to_regnamespace(d.schema);
 
 -- name: migrate_privileges_function_exists
 -- Whether the one list of grants is in this database yet.
@@ -248,12 +248,12 @@ SELECT pg_catalog.format('DROP ROLE %%I', %(role)s::text);
 SET TRANSACTION READ ONLY;
 
 -- name: migrate_sop_checks
--- The operating procedure's checks after migrating, in its order: (item, passed, detail) for each
--- new column with the type it must have, and each table (its rows counted), function and view
--- that must exist.
-SELECT item, passed, detail FROM (
+-- The operating procedure's checks after migrating, in its order: (item, passed, detail, the
+-- statement that counts a table's rows) for each new column with the type it must have, and each
+-- table (its rows counted), function and view that must exist.
+SELECT item, passed, detail, count_rows FROM (
     SELECT e.n, 'column ' || e.tbl || '.' || e.name, c.data_type IS NOT DISTINCT FROM e.typ,
-           coalesce(c.data_type::text, 'missing')
+           coalesce(c.data_type::text, 'missing'), NULL
       FROM (VALUES (1, 'campaigns', 'active_leads_count', 'integer'),
                    (2, 'campaigns', 'auto_discovered', 'boolean'),
                    (3, 'campaigns', 'booked_count', 'integer'),
@@ -267,23 +267,21 @@ SELECT item, passed, detail FROM (
       LEFT JOIN information_schema.columns AS c
         ON c.table_schema = %(schema)s AND c.table_name = e.tbl AND c.column_name = e.name
     UNION ALL
-    -- a table's rows counted by a statement written for it, run through query_to_xml
-    SELECT 10 + e.n, 'table ' || e.name, r.rel IS NOT NULL,
-           CASE WHEN r.rel IS NULL THEN 'missing' ELSE (pg_catalog.xpath('/row/n/text()', pg_catalog.query_to_xml(
-               pg_catalog.format('SELECT count(*) AS n FROM %%s', r.rel), false, true, '')))[1]::text || ' rows' END
+    SELECT 10 + e.n, 'table ' || e.name, r.rel IS NOT NULL, 'missing',
+           CASE WHEN r.rel IS NOT NULL THEN pg_catalog.format('SELECT count(*) FROM %%s', r.rel) END
       FROM (VALUES (1, 'de_enrollment_runs'), (2, 'de_enrollment_lead_log')) AS e(n, name)
      CROSS JOIN LATERAL (SELECT pg_catalog.to_regclass(pg_catalog.format('%%I.%%I', %(schema)s::text, e.name))) AS r(rel)
     UNION ALL
-    SELECT 20 + e.n, 'function ' || e.name, f.found, CASE WHEN f.found THEN 'present' ELSE 'missing' END
+    SELECT 20 + e.n, 'function ' || e.name, f.found, CASE WHEN f.found THEN 'present' ELSE 'missing' END, NULL
       FROM (VALUES (1, 'get_leads_for_de_enrollment'), (2, 'process_de_enrollment_batch')) AS e(n, name)
      CROSS JOIN LATERAL (SELECT EXISTS (SELECT FROM information_schema.routines AS p
                                          WHERE p.routine_schema = %(schema)s AND p.routine_name = e.name)) AS f(found)
     UNION ALL
-    SELECT 30, 'view ' || v.name, v.found, CASE WHEN v.found THEN 'present' ELSE 'missing' END
+    SELECT 30, 'view ' || v.name, v.found, CASE WHEN v.found THEN 'present' ELSE 'missing' END, NULL
       FROM (SELECT 'de_enrollment_health', EXISTS (SELECT FROM pg_catalog.pg_class AS c
                                                    WHERE c.relname = 'de_enrollment_health' AND c.relkind = 'v'
                                                      AND c.relnamespace = %(schema)s::regnamespace)) AS v(name, found)
-) AS checks(n, item, passed, detail)
+) AS checks(n, item, passed, detail, count_rows)
 ORDER BY n;
 
 -- name: migrate_rls_check_exists

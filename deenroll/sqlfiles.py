@@ -30,8 +30,8 @@ class Definition:
     requires: str
     after: tuple[str, ...]
     sql: str
-    schema: str = SCHEMA  # the schema its CREATE names: ours, or deenroll for what the SOP does not name
-    routine: str = "FUNCTION"  # what its CREATE makes: FUNCTION, PROCEDURE or VIEW
+    schema: str  # the schema its CREATE names: ours, or deenroll for what the SOP does not name
+    routine: str  # what its CREATE makes: FUNCTION, PROCEDURE or VIEW
 
     @property
     def sha256(self) -> str:
@@ -47,10 +47,6 @@ class Definition:
         """A trigger function: the migration that made its trigger also restores or drops it on
         rollback (triggers still use it while the rollback runs), so nothing drops it beforehand."""
         return _TRIGGER.search(self.sql) is not None
-
-    def home(self, current: str = SCHEMA) -> str:
-        """The schema it lives in: `current` for a file written for our schema, else its own."""
-        return current if self.schema == SCHEMA else self.schema
 
 
 _TRIGGER = re.compile(r"^RETURNS\s+trigger\b", re.M | re.I)
@@ -77,19 +73,16 @@ def _read(kind: str, path: Path) -> Definition:
     create = _CREATE.search(sql)
     if create is None or create.group(3) != path.stem:
         raise RuntimeError(f"{path}: needs a 'CREATE FUNCTION|PROCEDURE|VIEW <schema>.{path.stem}'")
-    return Definition(
-        path.stem, kind, path, headers["requires"][0], tuple(headers["after"]), sql,
-        schema=create.group(2), routine=create.group(1).upper(),
-    )
+    schema, routine = create.group(2), create.group(1).upper()
+    return Definition(path.stem, kind, path, headers["requires"][0], tuple(headers["after"]), sql, schema, routine)
 
 
 def _dependency_order(defs: dict[str, Definition]) -> list[Definition]:
     """Functions before views, names in order, and each after what its `after:` names."""
-    ordered: list[Definition] = []
-    done: set[str] = set()
+    ordered: dict[str, Definition] = {}  # in creation order
 
     def visit(d: Definition, trail: tuple[str, ...]) -> None:
-        if d.name in done:
+        if d.name in ordered:
             return
         if d.name in trail:
             raise RuntimeError(f"definition cycle: {' -> '.join(trail + (d.name,))}")
@@ -97,9 +90,8 @@ def _dependency_order(defs: dict[str, Definition]) -> list[Definition]:
             if dep not in defs:
                 raise RuntimeError(f"{d.path}: '-- after: {dep}' names no function or view file")
             visit(defs[dep], trail + (d.name,))
-        done.add(d.name)
-        ordered.append(d)
+        ordered[d.name] = d
 
     for d in sorted(defs.values(), key=lambda d: (d.kind != "function", d.name)):
         visit(d, ())
-    return ordered
+    return list(ordered.values())

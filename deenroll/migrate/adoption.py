@@ -38,10 +38,8 @@ def check_prerequisites(target: Target) -> None:
                 # runs under yoyo's lock and decides.
                 return
             if exc.cause.sqlstate == "42703" and diag.message_primary:
-                raise UserError(
-                    f"cannot install here: {flatten(diag.message_primary)}"
-                    + (f"; {flatten(diag.message_hint)}" if diag.message_hint else "")
-                ) from None
+                hint = f"; {flatten(diag.message_hint)}" if diag.message_hint else ""
+                raise UserError(f"cannot install here: {flatten(diag.message_primary)}{hint}") from None
             raise UserError(exc.message()) from None
         finally:
             conn.rollback()
@@ -59,36 +57,32 @@ def _schema_objects(conn: psycopg.Connection, schema: str) -> set[tuple[str, str
 
 def _probeable(text: str, schemas: set[str]) -> bool:
     """A migration that names no schema can be tried in a scratch schema without touching the real one."""
-    if re.search(r"\bCREATE\s+SCHEMA\b", text, re.I):
-        return False
-    return not any(re.search(r'(?<![\w."])"?' + re.escape(s) + r'"?\s*\.\s*[\w"]', text) for s in schemas)
+    named = (re.search(r'(?<![\w."])"?' + re.escape(s) + r'"?\s*\.\s*[\w"]', text) for s in schemas)
+    return not re.search(r"\bCREATE\s+SCHEMA\b", text, re.I) and not any(named)
 
 
-def _footprints(
-    target: Target, watch: LockWatch | None
-) -> tuple[dict[str, Footprint], set[tuple[str, str, str]]] | str:
+def _footprints(target: Target, watch: LockWatch | None) -> tuple[dict[str, Footprint], set[tuple[str, str, str]]]:
     """What each migration after the baseline creates, learnt on empty tables in a scratch schema
-    (rolled back), and what our schema holds; a reason when the probe cannot run.
-    The probe stops at the first migration that names a schema (it could reach outside the
-    scratch schema) or fails there."""
+    (rolled back), and what our schema holds. The probe stops at the first migration that names
+    a schema (it could reach outside the scratch schema) or fails there."""
     files = migration_files()
-    at_baseline = [m.stem for m in files].index(BASELINE)
+    after = [m.stem for m in files].index(BASELINE) + 1
     probe = f"deenroll_probe_{uuid.uuid4().hex[:12]}"
     found: dict[str, Footprint] = {}
     with connect(target, app="deenroll migrate (probe)") as conn:
         try:
             queries.run(conn, "migrate_probe_lock_wait")
-            schemas = {r[0] for r in queries.run(conn, "migrate_schemas").fetchall()}
+            schemas = {r[0] for r in queries.run(conn, "migrate_schemas").fetchall()} | {probe}
             real = _schema_objects(conn, SCHEMA)
             run_written(conn, "migrate_create_schema", schema=probe)
             queries.run(conn, "migrate_search_path_to", schema=probe)
-            run_file(conn, files[at_baseline].apply_path, "probe", watch=watch)
+            run_file(conn, files[after - 1].apply_path, "probe", watch=watch)
             before = _schema_objects(conn, probe)
-            for m in files[at_baseline + 1 :]:
+            for m in files[after:]:
                 text = m.apply_path.read_text()
                 if not is_transactional(text):
                     continue  # cannot run in the probe's transaction; re-runnable, so migrate just runs it
-                if not _probeable(text, schemas | {probe}):
+                if not _probeable(text, schemas):
                     break
                 try:
                     with conn.transaction():
@@ -97,12 +91,7 @@ def _footprints(
                 except MigrationError:
                     break
                 now = _schema_objects(conn, probe)
-                found[m.stem] = frozenset(now - before)
-                before = now
-        except psycopg.Error as exc:
-            return one_line(exc)
-        except MigrationError as exc:
-            return exc.message()
+                found[m.stem], before = frozenset(now - before), now
         finally:
             conn.rollback()
     return found, real
@@ -121,11 +110,12 @@ def recognise(target: Target, applied: set[str], notes: list[str], watch: LockWa
     A migration recorded as applied none of whose objects is left was rolled back by
     hand: refused too, with the command that records that.
     """
-    probed = _footprints(target, watch)
-    if isinstance(probed, str):
-        notes.append(f"could not look for migrations applied by hand: {probed}")
+    try:
+        footprints, real = _footprints(target, watch)
+    except (psycopg.Error, MigrationError) as exc:
+        said = exc.message() if isinstance(exc, MigrationError) else one_line(exc)
+        notes.append(f"could not look for migrations applied by hand: {said}")
         return []
-    footprints, real = probed
     stems = [m.stem for m in migration_files()]
     found: list[str] = []
     for stem, fp in footprints.items():

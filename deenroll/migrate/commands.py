@@ -21,8 +21,8 @@ from ..database import Target, connect
 from ..errors import UserError, one_line
 from ..sqlfiles import SCHEMA, definitions
 from .adoption import check_prerequisites, recognise
-from .definitions import DEFINITIONS_TABLE, RefusedDrop, apply_definitions, forget_missing_definitions
-from .execute import LockWatch, MigrationError, retry_lock_waits, run_written
+from .definitions import DEFINITIONS_TABLE, apply_definitions, forget_missing_definitions
+from .execute import LockWatch, retry_lock_waits, run_written
 from .files import BASELINE, resolve_target
 from .yoyo_bridge import MIGRATION_TABLE, backend, locked, our_migrations, recorded_migrations
 
@@ -42,13 +42,9 @@ class MigrateResult:
 
 @contextmanager
 def _one_line_errors() -> Iterator[None]:
-    """Failures of migration steps become one-line UserErrors."""
+    """Database errors of migration steps become one-line UserErrors."""
     try:
         yield
-    except MigrationError as exc:
-        raise UserError(exc.message()) from None
-    except RefusedDrop as exc:
-        raise UserError(str(exc)) from None
     except (psycopg.Error, yoyo_exceptions.BadMigration) as exc:
         cause: BaseException = exc  # yoyo wraps the database's error: say the database's words
         while cause.__cause__ is not None and not isinstance(cause, psycopg.Error):
@@ -80,8 +76,6 @@ def migrate(target: Target, to: str | None = None, lock_timeout: float = 60.0) -
             for m in yoyo.to_apply(migrations).filter(lambda m: m.id in by_hand):
                 yoyo.mark_one(m)
                 result.applied_by_hand.append(m.id)
-            # A migration that gives up waiting for a lock is run again: a transactional one left
-            # nothing behind (yoyo rolled it back); a non-transactional one is written to be re-run.
             for m in yoyo.to_apply(migrations).filter(lambda m: stop_at is None or m.id <= stop_at):
                 retry_lock_waits(lambda: yoyo.apply_one(m), 5)
                 result.applied.append(m.id)
@@ -112,19 +106,15 @@ def _jobs_follow(target: Target, doing: str, calls_dropped: Callable[[dict], boo
                 removed.extend(done["removed"])
 
 
-def _dropped_functions(target: Target, stop_at: str) -> set[str]:
-    """schema.name of every function a rollback to stop_at drops (those requiring a later migration)."""
-    with connect(target, autocommit=True) as conn:
-        applied = set(recorded_migrations(conn) or {})
-    return {f"{d.schema}.{d.name}" for d in definitions() if d.requires in applied and d.requires > stop_at}
-
-
 def rollback(target: Target, to: str, lock_timeout: float = 60.0, removed_jobs: list[dict] | None = None) -> list[str]:
     """Roll back every migration after `to`, newest first. Our pg_cron jobs whose command calls a
     function it drops are removed afterwards (listed in removed_jobs when given); where the login
     may not remove one, nothing is rolled back."""
     stop_at = resolve_target(to)
-    dropped = _dropped_functions(target, stop_at)
+    with connect(target, autocommit=True) as conn:
+        applied = set(recorded_migrations(conn) or ())
+    # schema.name of every function it drops (those requiring a later migration)
+    dropped = {f"{d.schema}.{d.name}" for d in definitions() if d.requires in applied and d.requires > stop_at}
     with _jobs_follow(target, f"rollback --to {stop_at}", lambda j: bool(set(j["calls"]) & dropped), removed_jobs):
         return _rollback(target, stop_at, lock_timeout)
 
@@ -165,32 +155,28 @@ def uninstall(target: Target, lock_timeout: float = 60.0) -> UninstallResult:
     The platform's campaigns and leads stay, with every row."""
     result = UninstallResult()
     with _jobs_follow(target, "uninstall", None, result.removed_jobs):
-        _uninstall(target, lock_timeout, result)
-    return result
-
-
-def _uninstall(target: Target, lock_timeout: float, result: UninstallResult) -> None:
-    with connect(target, autocommit=True) as conn:
-        never = recorded_migrations(conn) is None
-        roles_before = [r[0] for r in queries.run(conn, "migrate_marked_roles", mark=ROLE_MARK).fetchall()]
-    if not never:
-        result.rolled_back = _rollback(target, BASELINE, lock_timeout)
-    with connect(target) as conn:
-        queries.run(conn, "migrate_uninstall_lock_wait")
-        for table in BOOKKEEPING_TABLES:
-            if run_written(conn, "migrate_drop_table", schema=SCHEMA, table=table) is not None:
-                result.dropped_tables.append(table)
-        for name, has_members in queries.run(conn, "migrate_marked_roles_with_members", mark=ROLE_MARK).fetchall():
-            if has_members:
-                result.kept_roles.append(f"{name}: other roles are members of it")
-                continue
-            try:
-                with conn.transaction():
-                    run_written(conn, "migrate_drop_role", role=name)
-            except psycopg.errors.DependentObjectsStillExist:
-                result.kept_roles.append(f"{name}: another database still grants it privileges")
-            except psycopg.errors.InsufficientPrivilege:
-                result.kept_roles.append(f"{name}: this login may not drop roles")
-        conn.commit()
-        left = {r[0] for r in queries.run(conn, "migrate_marked_roles", mark=ROLE_MARK).fetchall()}
+        with connect(target, autocommit=True) as conn:
+            never = recorded_migrations(conn) is None
+            roles_before = [r[0] for r in queries.run(conn, "migrate_marked_roles", mark=ROLE_MARK).fetchall()]
+        if not never:
+            result.rolled_back = _rollback(target, BASELINE, lock_timeout)
+        with connect(target) as conn:
+            queries.run(conn, "migrate_uninstall_lock_wait")
+            for table in BOOKKEEPING_TABLES:
+                if run_written(conn, "migrate_drop_table", schema=SCHEMA, table=table) is not None:
+                    result.dropped_tables.append(table)
+            for name, has_members in queries.run(conn, "migrate_marked_roles_with_members", mark=ROLE_MARK).fetchall():
+                if has_members:
+                    result.kept_roles.append(f"{name}: other roles are members of it")
+                    continue
+                try:
+                    with conn.transaction():
+                        run_written(conn, "migrate_drop_role", role=name)
+                except psycopg.errors.DependentObjectsStillExist:
+                    result.kept_roles.append(f"{name}: another database still grants it privileges")
+                except psycopg.errors.InsufficientPrivilege:
+                    result.kept_roles.append(f"{name}: this login may not drop roles")
+            conn.commit()
+            left = {r[0] for r in queries.run(conn, "migrate_marked_roles", mark=ROLE_MARK).fetchall()}
         result.dropped_roles = [r for r in roles_before if r not in left]
+    return result

@@ -10,6 +10,7 @@ import psycopg
 
 from .. import queries
 from ..database import Target, connect
+from ..errors import UserError
 from ..sqlfiles import SCHEMA, Definition, definitions
 from .execute import LockWatch, MigrationError, retry_lock_waits, run_file, run_written
 
@@ -19,14 +20,10 @@ DEFINITIONS_TABLE = "_deenroll_definitions"
 CatalogObject = tuple[str, int, str]
 
 
-class RefusedDrop(Exception):
-    """An object of ours cannot be dropped: something that is not ours depends on it."""
-
-
 def catalog_hashes(conn: psycopg.Connection, defs: list[Definition]) -> dict[str, str]:
     """md5 of each object's definition as the database holds it (read under the pinned search
     path), by name; the absent ones left out."""
-    names, kinds, schemas = [d.name for d in defs], [d.kind for d in defs], [d.home() for d in defs]
+    names, kinds, schemas = [d.name for d in defs], [d.kind for d in defs], [d.schema for d in defs]
     return dict(queries.run(conn, "migrate_catalog_hashes", names=names, kinds=kinds, schemas=schemas).fetchall())
 
 
@@ -46,13 +43,12 @@ def recorded(conn: psycopg.Connection) -> dict[str, tuple[str, str]]:
     """name -> (hash of its file, hash of its catalog text) as migrate last left them."""
     if not queries.value(conn, "migrate_definitions_record_exists"):
         return {}
-    rows = queries.run(conn, "migrate_definitions_record").fetchall()
-    return {name: (sha, md5) for name, sha, md5 in rows}
+    return {name: (sha, md5) for name, sha, md5 in queries.run(conn, "migrate_definitions_record").fetchall()}
 
 
 def objects_of(conn: psycopg.Connection, d: Definition) -> list[CatalogObject]:
     """The database's objects named like `d`."""
-    return queries.run(conn, "migrate_objects", kind=d.kind, name=d.name, schema=d.home()).fetchall()
+    return queries.run(conn, "migrate_objects", kind=d.kind, name=d.name, schema=d.schema).fetchall()
 
 
 def drop_ours(conn: psycopg.Connection, d: Definition, obj: CatalogObject, why: str = "") -> list[str]:
@@ -70,7 +66,7 @@ def drop_ours(conn: psycopg.Connection, d: Definition, obj: CatalogObject, why: 
     foreign = [described for described, _, ours in rows if not ours]
     if foreign:
         reason = why or f"{d.path.parent.name}/{d.path.name} changes it in a way that needs it dropped and created again"
-        raise RefusedDrop(
+        raise UserError(
             f"cannot drop {ident} ({reason}): objects that are not deenroll's functions or views depend on it: "
             f"{', '.join(sorted(set(foreign)))}; drop or change them first (they would be lost), then try again"
         )
@@ -164,9 +160,9 @@ def _close_and_grant(conn: psycopg.Connection, changed: list[Definition]) -> Non
     if queries.value(conn, "migrate_privileges_function_exists"):
         queries.run(conn, "apply_privileges")
         return
-    for d in changed:
-        for (revoke,) in queries.run(conn, "migrate_close_to_public", name=d.name, schema=d.home()).fetchall():
-            conn.execute(revoke)
+    names, schemas = [d.name for d in changed], [d.schema for d in changed]
+    for (revoke,) in queries.run(conn, "migrate_close_to_public", names=names, schemas=schemas).fetchall():
+        conn.execute(revoke)
 
 
 def forget_missing_definitions(conn: psycopg.Connection) -> None:

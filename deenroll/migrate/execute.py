@@ -39,18 +39,20 @@ def statements(text: str) -> list[Statement]:
         if not code or code == ";":
             continue
         start = text.count("\n", 0, max(at, 0)) + 1
-        lines = [(i, l.strip()) for i, l in enumerate(chunk.splitlines()) if l.strip() and not l.strip().startswith("--")]
-        leading, first = lines[0] if lines else (0, "")
+        numbered = [(i, l.strip()) for i, l in enumerate(chunk.splitlines()) if l.strip()[:2] not in ("", "--")]
+        leading, first = numbered[0] if numbered else (0, "")
         out.append(Statement(start, start + leading, first, chunk))
     return out
 
 
 class LockWatch:
-    """Remembers who blocks a session while it waits for a lock, seen from a second connection."""
+    """Remembers who blocks the session `pid` while it waits for a lock (`blockers`), seen from a
+    second connection."""
 
     def __init__(self, target: Target) -> None:
-        self._target, self._pid, self._blockers = target, None, []
-        self._stop, self._conn = threading.Event(), None
+        self._target, self._stop, self._conn = target, threading.Event(), None
+        self.pid: int | None = None
+        self.blockers: list[str] = []
 
     def __enter__(self) -> "LockWatch":
         try:
@@ -67,33 +69,28 @@ class LockWatch:
             self._thread.join(timeout=5)
             self._conn.close()
 
-    def watch(self, pid: int) -> None:
-        self._pid, self._blockers = pid, []
-
-    def blockers(self) -> list[str]:
-        return list(self._blockers)
-
     def _loop(self) -> None:
         while not self._stop.wait(0.1):
-            if self._pid is None:
+            if self.pid is None:
                 continue
             try:
-                rows = queries.run(self._conn, "migrate_lock_blockers", pid=self._pid).fetchall()
+                rows = queries.run(self._conn, "migrate_lock_blockers", pid=self.pid).fetchall()
             except psycopg.Error:
                 return
             if rows:
-                self._blockers = [_describe_blocker(*row) for row in rows]
+                self.blockers = [_describe_blocker(*row) for row in rows]
 
 
 def _describe_blocker(pid: int, app: str, user: str, state: str, xact, query_start, query: str) -> str:
-    times = ""
+    said = f"pid {pid} (application_name {app!r}, user {user!r}, state {state!r}, "
     if xact and query_start:
-        times = f"transaction started {xact:%Y-%m-%d %H:%M:%S%z}, query started {query_start:%Y-%m-%d %H:%M:%S%z}, "
-    return f"pid {pid} (application_name {app!r}, user {user!r}, state {state!r}, {times}query {' '.join(query.split())!r})"
+        said += f"transaction started {xact:%Y-%m-%d %H:%M:%S%z}, query started {query_start:%Y-%m-%d %H:%M:%S%z}, "
+    return said + f"query {' '.join(query.split())!r})"
 
 
-class MigrationError(Exception):
-    """A statement of a SQL file failed: where, what, and who held the lock it waited for."""
+class MigrationError(UserError):
+    """A statement of a SQL file failed: where, what, and who held the lock it waited for (its text
+    is the one line to show)."""
 
     def __init__(
         self, label: str, path: Path, stmt: Statement, cause: psycopg.Error, blockers: list[str], transactional: bool = True
@@ -113,10 +110,9 @@ class MigrationError(Exception):
         if self.cause.sqlstate == "55P03":
             if self.blockers:
                 text += f"; the lock is held by {'; '.join(self.blockers)}"
-            if self.transactional:
-                text += "; nothing of it took effect: run it again when that transaction has ended"
-            else:
-                text += "; what it finished stays and every statement can be re-run: run it again when that transaction has ended"
+            done = ("nothing of it took effect" if self.transactional
+                    else "what it finished stays and every statement can be re-run")
+            text += f"; {done}: run it again when that transaction has ended"
         return text
 
 
@@ -146,14 +142,13 @@ def run_file(
     """Execute a SQL file statement by statement on `conn`; a failure raises MigrationError.
     `watch`, when given, follows `conn`'s session and names who blocked a lock wait."""
     if watch is not None:
-        watch.watch(conn.info.backend_pid)
+        watch.pid, watch.blockers = conn.info.backend_pid, []
     in_transaction = not conn.autocommit or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
     for stmt in statements(text if text is not None else path.read_text()):
         try:
             conn.execute(stmt.sql)
         except psycopg.Error as exc:
-            blockers = watch.blockers() if watch is not None else []
-            raise MigrationError(label, path, stmt, exc, blockers, in_transaction) from None
+            raise MigrationError(label, path, stmt, exc, watch.blockers if watch else [], in_transaction) from None
 
 
 # CREATE INDEX CONCURRENTLY IF NOT EXISTS <name>: the statements whose failed build leaves an INVALID index.

@@ -34,11 +34,8 @@ def is_transactional(text: str) -> bool:
 
 
 def migration_files() -> list[MigrationFile]:
-    out = []
-    for path in sorted(paths.sql_dir("migrations").glob("*.sql")):
-        rollback = paths.sql_dir("rollback") / path.name
-        out.append(MigrationFile(path.stem, path, rollback))
-    return out
+    rollback = paths.sql_dir("rollback")
+    return [MigrationFile(p.stem, p, rollback / p.name) for p in sorted(paths.sql_dir("migrations").glob("*.sql"))]
 
 
 def resolve_target(value: str) -> str:

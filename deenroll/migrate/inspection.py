@@ -56,7 +56,10 @@ def status(target: Target) -> Status:
 def verify(target: Target) -> list[tuple[str, bool, str]]:
     """The SOP's post-migration checks (Step 2.2): (item, passed, detail) for each."""
     with connect(target) as conn:
-        checks: list[tuple[str, bool, str]] = queries.run(conn, "migrate_sop_checks", schema=SCHEMA).fetchall()
+        checks = [
+            (item, ok, f"{conn.execute(count).fetchone()[0]} rows" if count else detail)
+            for item, ok, detail, count in queries.run(conn, "migrate_sop_checks", schema=SCHEMA).fetchall()
+        ]
         # The engine runs as the owner of its functions: row-level security it cannot see
         # through would make runs silently miss leads.
         if queries.value(conn, "migrate_rls_check_exists"):
