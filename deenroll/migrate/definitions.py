@@ -111,45 +111,37 @@ def apply_definitions(target: Target, applied: set[str], attempts: int = 4) -> l
 
 
 def _apply_definitions_once(target: Target, applied: set[str]) -> list[str]:
+    """Apply each definition whose file or catalog text differs from the record (`seen`, kept up
+    to date here); the names applied."""
+    changed: list[str] = []
     with LockWatch(target) as watch, connect(target) as conn:
         pin_search_path(conn)
         queries.run(conn, "migrate_definitions_lock_wait")
         queries.run(conn, "migrate_create_definitions_record")
         todo = [d for d in definitions() if d.requires in applied]
         seen = recorded(conn)
-        changed = _apply_changed(conn, todo, seen, watch)
+        for _pass in range(3):  # a drop may take our dependents with it: they come back next pass
+            for d in todo:
+                current = catalog_hash(conn, d)
+                if current is not None and seen.get(d.name) == (d.sha256, current):
+                    continue
+                _apply_one(conn, d, watch)
+                seen[d.name] = (d.sha256, catalog_hash(conn, d))
+                queries.run(conn, "migrate_record_definition", name=d.name, kind=d.kind, file_sha256=d.sha256,
+                            catalog_md5=seen[d.name][1])
+                if d.name not in changed:
+                    changed.append(d.name)
+            gone = {d.name for d in todo} - catalog_hashes(conn, todo).keys()
+            for name in gone:
+                seen.pop(name, None)
+            if not gone:
+                break
         _close_and_grant(conn, [d for d in todo if d.name in changed])
         # What ran after a file may have altered its object (owner, settings): record the final state.
         for name, final in catalog_hashes(conn, todo).items():
             if name in seen and seen[name][1] != final:
                 queries.run(conn, "migrate_record_catalog_hash", catalog_md5=final, name=name)
         conn.commit()
-    return changed
-
-
-def _apply_changed(
-    conn: psycopg.Connection, todo: list[Definition], seen: dict[str, tuple[str, str]], watch: LockWatch
-) -> list[str]:
-    """Apply each definition whose file or catalog text differs from `seen` (the record, kept up to
-    date here); the names applied."""
-    changed: list[str] = []
-    for _pass in range(3):  # a drop may take our dependents with it: they come back next pass
-        for d in todo:
-            current = catalog_hash(conn, d)
-            if current is not None and seen.get(d.name) == (d.sha256, current):
-                continue
-            _apply_one(conn, d, watch)
-            new_hash = catalog_hash(conn, d)
-            queries.run(conn, "migrate_record_definition", name=d.name, kind=d.kind, file_sha256=d.sha256, catalog_md5=new_hash)
-            seen[d.name] = (d.sha256, new_hash)
-            if d.name not in changed:
-                changed.append(d.name)
-        present = catalog_hashes(conn, todo)
-        gone = [d for d in todo if d.name not in present]
-        for d in gone:
-            seen.pop(d.name, None)
-        if not gone:
-            break
     return changed
 
 
