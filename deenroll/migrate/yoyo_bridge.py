@@ -29,11 +29,9 @@ MIGRATION_TABLE = "_yoyo_migration"
 
 
 def _step(m: MigrationFile, watch: LockWatch, back: bool) -> Callable[[psycopg.Connection], None]:
-    """Forward, the migration file run statement by statement in yoyo's transaction, or outside any
-    (autocommit) for a non-transactional file after dropping what failed builds left. Back, first
-    the functions and views whose `-- requires:` names this migration (and ours built on them),
-    newest first, then the rollback file the same way. Trigger functions are the rollback file's:
-    it restores their earlier body or drops them once their triggers are gone."""
+    """The step forward or `back`, as the module says; the functions and views dropped first go
+    newest first, with ours built on them. Trigger functions are the rollback file's: it restores
+    their earlier body or drops them once their triggers are gone."""
     path, label = (m.rollback_path, f"rollback of {m.stem}") if back else (m.apply_path, f"migration {m.stem}")
 
     def step(conn: psycopg.Connection) -> None:
