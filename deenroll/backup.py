@@ -16,7 +16,6 @@ restore: the SOP's Step 4 in one transaction: the columns it names that both the
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
 
@@ -32,7 +31,6 @@ RESTORED_COLUMNS = {
     "leads": ("is_active", "completed_at", "campaign_history"),
     "campaigns": ("is_active", "active_leads_count", "completed_leads_count", "opted_out_count", "booked_count"),
 }
-_NAME = re.compile(r"^(leads|campaigns)_backup_(\d{8})$")
 
 
 def parse_date(value: str | None) -> str:
@@ -65,15 +63,8 @@ def _count(conn: psycopg.Connection, name: str) -> int:
     return conn.execute(_statement("backup_row_count", table=sql.Identifier(name))).fetchone()[0]
 
 
-@dataclass
-class BackupTable:
-    table: str
-    backup: str
-    rows: int
-
-
-def create(conn: psycopg.Connection, day: str) -> list[BackupTable]:
-    """Both backup tables, counts verified, or nothing at all. Commits."""
+def create(conn: psycopg.Connection, day: str) -> list[dict[str, Any]]:
+    """Both backup tables ({table, backup, rows} each), counts verified, or nothing at all. Commits."""
     for table in TABLES:
         if not _exists(conn, table):
             raise UserError(f"table {table} does not exist in this database")
@@ -84,7 +75,7 @@ def create(conn: psycopg.Connection, day: str) -> list[BackupTable]:
         )
     conn.rollback()
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    made: list[BackupTable] = []
+    made = []
     try:
         with conn.transaction():
             for table in TABLES:
@@ -95,7 +86,7 @@ def create(conn: psycopg.Connection, day: str) -> list[BackupTable]:
                     raise UserError(f"backup {name} has {backup_rows} rows, {table} has {source_rows}: nothing kept")
                 comment = sql.Literal(f"deenroll backup create: copy of {table}, {source_rows} rows")
                 conn.execute(_statement("backup_comment", backup=sql.Identifier(name), comment=comment))
-                made.append(BackupTable(table, name, backup_rows))
+                made.append({"table": table, "backup": name, "rows": backup_rows})
             # The copies hold personal data and got whatever default privileges hand out
             # (on Supabase: everything, to the API roles): closed like every table of ours.
             if queries.value(conn, "function_exists", signature="public.deenroll_apply_privileges()"):
@@ -108,66 +99,36 @@ def create(conn: psycopg.Connection, day: str) -> list[BackupTable]:
 
 
 def list_backups(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """Every backup date, with each table's exact row count and size (None when missing)."""
-    rows = queries.run(conn, "backup_tables").fetchall()
-    by_day: dict[str, dict[str, Any]] = {}
-    for name, size in rows:
-        m = _NAME.match(name)
-        if not m:
-            continue
-        table, day = m.groups()
-        entry = by_day.setdefault(day, {"date": day, "complete": False, **{t: None for t in TABLES}})
-        entry[table] = {"table": name, "rows": _count(conn, name), "bytes": size}
-    for entry in by_day.values():
-        entry["complete"] = all(entry[t] is not None for t in TABLES)
-    return [by_day[d] for d in sorted(by_day, reverse=True)]
+    """Every backup date, newest first, with each table's exact row count and size (None when missing)."""
+    found = queries.rows(conn, "backup_list")
+    for entry in (b[t] for b in found for t in TABLES if b[t]):
+        entry["rows"] = _count(conn, entry["table"])
+    return found
 
 
-def _common_columns(conn: psycopg.Connection, table: str, backup: str) -> list[str]:
-    wanted = list(RESTORED_COLUMNS[table])
-    rows = queries.run(conn, "common_columns", table=table, wanted=wanted, backup=backup).fetchall()
-    present = {r[0] for r in rows}
-    return [c for c in wanted if c in present]
+def restore(conn: psycopg.Connection, day: str, lock_timeout_s: int = 10) -> dict[str, Any]:
+    """The SOP's Step 4, in one transaction, verified; commits, or changes nothing.
 
-
-@dataclass
-class RestoredTable:
-    table: str
-    backup: str
-    columns: list[str]
-    backup_rows: int
-    matched: int  # backup rows whose id is in the live table
-    changed: int  # live rows the restore changed
-    missing: int  # backup rows whose id is no longer in the live table
-
-
-@dataclass
-class RestoreResult:
-    tables: list[RestoredTable]
-    recounted: list[dict[str, Any]] | None  # campaigns whose counters the recount changed; None: no counters
-
-    def to_json(self) -> dict[str, Any]:
-        return {"tables": [asdict(t) for t in self.tables], "recounted": self.recounted}
-
-
-def restore(conn: psycopg.Connection, day: str, lock_timeout_s: int = 10) -> RestoreResult:
-    """The SOP's Step 4, in one transaction, verified; commits, or changes nothing."""
+    Per table: the columns restored, the backup's rows, those whose id is in the live table (matched)
+    and those no longer there (missing), the live rows changed; then the campaigns whose counters
+    the recount changed (None: no counters to recount).
+    """
     for table in TABLES:
         name = table_name(table, day)
         if not _exists(conn, name):
             raise UserError(f"no backup {day}: table {name} does not exist (see `deenroll backup list`)")
     conn.rollback()
-    tables: list[RestoredTable] = []
+    tables: list[dict[str, Any]] = []
     recounted: list[dict[str, Any]] | None = None
     with conn.transaction():
         queries.run(conn, "backup_lock_timeout", timeout=f"{lock_timeout_s}s")
         queries.run(conn, "lock_platform_tables")
         for table in TABLES:
             backup = table_name(table, day)
-            cols = _common_columns(conn, table, backup)
+            wanted = list(RESTORED_COLUMNS[table])
+            cols = [r[0] for r in queries.run(conn, "common_columns", table=table, wanted=wanted, backup=backup)]
             names = {"table": sql.Identifier(table), "backup": sql.Identifier(backup)}
-            backup_rows = _count(conn, backup)
-            matched = conn.execute(_statement("backup_rows_matched", **names)).fetchone()[0]
+            backup_rows, matched = conn.execute(_statement("backup_rows_matched", **names)).fetchone()
             changed = 0
             if cols:
                 columns = {
@@ -179,7 +140,8 @@ def restore(conn: psycopg.Connection, day: str, lock_timeout_s: int = 10) -> Res
                 left = conn.execute(_statement("backup_rows_different", **names, **columns)).fetchone()[0]
                 if left:
                     raise UserError(f"restore of {table} from {backup} left {left} rows different; nothing changed")
-            tables.append(RestoredTable(table, backup, cols, backup_rows, matched, changed, backup_rows - matched))
+            tables.append({"table": table, "backup": backup, "columns": cols, "backup_rows": backup_rows,
+                           "matched": matched, "changed": changed, "missing": backup_rows - matched})
         if queries.value(conn, "function_exists", signature="recalculate_campaign_stats(uuid)"):
             recounted = queries.rows(conn, "recalculate", client_id=None)
-    return RestoreResult(tables, recounted)
+    return {"tables": tables, "recounted": recounted}

@@ -13,7 +13,7 @@ import click
 import psycopg
 
 from . import __version__, cli_ops, cli_run, cli_schedule, database, pooler, schedule_status
-from .cli_common import Context, json_option, pass_ctx, print_json
+from .cli_common import Context, json_option, pass_ctx, print_json, report
 from .errors import UserError, one_line
 from .migrate import commands, files, inspection
 
@@ -50,31 +50,16 @@ def migrate(obj: Context, to: str | None, lock_wait: float, break_lock: bool, as
     if break_lock:
         commands.break_lock(obj.target)
         click.echo("migration lock removed", err=True)
-        if as_json:
-            print_json(obj, {"lock_removed": True, "exit_code": 0})
-        return 0
+        return report(obj, as_json, {"lock_removed": True})
     pooler.require_session(obj.target, "migrate")
-    result = commands.migrate(obj.target, to=to, lock_timeout=lock_wait)
-    if as_json:
-        print_json(obj, {
-            "applied": result.applied,
-            "applied_by_hand": result.applied_by_hand,
-            "installed": result.definitions,
-            "notes": result.notes,
-            "exit_code": 0,
-        })
-        return 0
-    for note in result.notes:
+    r = commands.migrate(obj.target, to=to, lock_timeout=lock_wait)
+    for note in [] if as_json else r.notes:
         click.echo(f"deenroll: note: {note}", err=True)
-    for stem in result.applied_by_hand:
-        click.echo(f"recognised {stem} applied by hand")
-    for stem in result.applied:
-        click.echo(f"applied   {stem}")
-    for name in result.definitions:
-        click.echo(f"installed {name}")
-    if not result.applied and not result.definitions and not result.applied_by_hand:
-        click.echo("nothing to do: every migration is applied and every function and view is current")
-    return 0
+    lines = [*(f"recognised {stem} applied by hand" for stem in r.applied_by_hand),
+             *(f"applied   {stem}" for stem in r.applied), *(f"installed {name}" for name in r.definitions)]
+    doc = {"applied": r.applied, "applied_by_hand": r.applied_by_hand, "installed": r.definitions, "notes": r.notes}
+    return report(obj, as_json, doc, lines or [
+        "nothing to do: every migration is applied and every function and view is current"])
 
 
 @cli.command()
@@ -88,16 +73,11 @@ def rollback(obj: Context, to: str, lock_wait: float, as_json: bool) -> int:
     pooler.require_session(obj.target, "rollback")
     jobs: list[dict[str, Any]] = []
     rolled = commands.rollback(obj.target, to, lock_timeout=lock_wait, removed_jobs=jobs)
-    if as_json:
-        print_json(obj, {"rolled_back": rolled, "kept": files.resolve_target(to), "removed_jobs": jobs,
-                         "exit_code": 0})
-        return 0
-    for stem in rolled:
-        click.echo(f"rolled back {stem}")
-    _removed_jobs(jobs)
+    kept = files.resolve_target(to)
+    lines = [*(f"rolled back {stem}" for stem in rolled), *_removed_jobs(jobs)]
     if not rolled:
-        click.echo(f"nothing to do: no migration after {files.resolve_target(to)} is applied")
-    return 0
+        lines.append(f"nothing to do: no migration after {kept} is applied")
+    return report(obj, as_json, {"rolled_back": rolled, "kept": kept, "removed_jobs": jobs}, lines)
 
 
 @cli.command()
@@ -108,27 +88,19 @@ def status(obj: Context, as_json: bool) -> int:
     pg_cron runs deenroll's jobs (`deenroll schedule`)."""
     st = inspection.status(obj.target)
     in_db = schedule_status.summary(obj.target)
-    if as_json:
-        print_json(obj, {
-            "migrations": [
-                {"name": stem, "applied": state.startswith("applied"), "state": state} for stem, state in st.migrations
-            ],
-            "definitions": [{"name": name, "kind": kind, "state": state} for name, kind, state in st.definitions],
-            "never_migrated": st.never_migrated,
-            "in_database_schedule": in_db,
-            "exit_code": 0,
-        })
-        return 0
-    if st.never_migrated:
-        click.echo("deenroll has never migrated this database: nothing of it is installed (`deenroll migrate` installs it)")
-    click.echo("migrations:")
-    for stem, state in st.migrations:
-        click.echo(f"  {stem:<45} {state}")
-    click.echo("functions and views:")
-    for name, kind, state in st.definitions:
-        click.echo(f"  {kind:<8} {name:<37} {state}")
-    click.echo(f"in-database schedule (pg_cron): {schedule_status.summary_line(in_db)}")
-    return 0
+    never = "deenroll has never migrated this database: nothing of it is installed (`deenroll migrate` installs it)"
+    lines = [never] if st.never_migrated else []
+    lines += ["migrations:", *(f"  {stem:<45} {state}" for stem, state in st.migrations)]
+    lines += ["functions and views:", *(f"  {kind:<8} {name:<37} {state}" for name, kind, state in st.definitions)]
+    lines.append(f"in-database schedule (pg_cron): {schedule_status.summary_line(in_db)}")
+    return report(obj, as_json, {
+        "migrations": [
+            {"name": stem, "applied": state.startswith("applied"), "state": state} for stem, state in st.migrations
+        ],
+        "definitions": [{"name": name, "kind": kind, "state": state} for name, kind, state in st.definitions],
+        "never_migrated": st.never_migrated,
+        "in_database_schedule": in_db,
+    }, lines)
 
 
 @cli.command()
@@ -146,29 +118,19 @@ def uninstall(obj: Context, yes: bool, lock_wait: float, as_json: bool) -> int:
             "run it again with --yes"
         )
     pooler.require_session(obj.target, "uninstall")
-    result = commands.uninstall(obj.target, lock_timeout=lock_wait)
-    if as_json:
-        print_json(obj, {"rolled_back": result.rolled_back, "dropped_tables": result.dropped_tables,
-                         "dropped_roles": result.dropped_roles, "kept_roles": result.kept_roles,
-                         "removed_jobs": result.removed_jobs, "exit_code": 0})
-        return 0
-    for stem in result.rolled_back:
-        click.echo(f"rolled back {stem}")
-    for table in result.dropped_tables:
-        click.echo(f"dropped table {table}")
-    for role in result.dropped_roles:
-        click.echo(f"dropped role {role}")
-    for kept in result.kept_roles:
-        click.echo(f"kept role {kept}")
-    _removed_jobs(result.removed_jobs)
-    if not (result.rolled_back or result.dropped_tables or result.dropped_roles or result.removed_jobs):
-        click.echo("nothing to do: nothing of deenroll is installed in this database")
-    return 0
+    r = commands.uninstall(obj.target, lock_timeout=lock_wait)
+    lines = [*(f"rolled back {stem}" for stem in r.rolled_back), *(f"dropped table {t}" for t in r.dropped_tables),
+             *(f"dropped role {role}" for role in r.dropped_roles), *(f"kept role {kept}" for kept in r.kept_roles),
+             *_removed_jobs(r.removed_jobs)]
+    if not (r.rolled_back or r.dropped_tables or r.dropped_roles or r.removed_jobs):
+        lines.append("nothing to do: nothing of deenroll is installed in this database")
+    return report(obj, as_json, {"rolled_back": r.rolled_back, "dropped_tables": r.dropped_tables,
+                                 "dropped_roles": r.dropped_roles, "kept_roles": r.kept_roles,
+                                 "removed_jobs": r.removed_jobs}, lines)
 
 
-def _removed_jobs(jobs: list[dict[str, Any]]) -> None:
-    for j in jobs:
-        click.echo(f"removed pg_cron job {j['name']} (job {j['jobid']}, as {j['username']}, {j['schedule']})")
+def _removed_jobs(jobs: list[dict[str, Any]]) -> list[str]:
+    return [f"removed pg_cron job {j['name']} (job {j['jobid']}, as {j['username']}, {j['schedule']})" for j in jobs]
 
 
 @cli.command()
@@ -178,20 +140,12 @@ def verify(obj: Context, as_json: bool) -> int:
     """The SOP's post-migration checks (Step 2.2), pass/fail per item, and any pg_cron job of
     deenroll's calling a function that does not exist; exit 1 on any fail."""
     checks = inspection.verify(obj.target)
-    failed = sum(1 for _, ok, _ in checks if not ok)
-    code = 1 if failed else 0
-    if as_json:
-        print_json(obj, {
-            "checks": [{"item": item, "passed": ok, "detail": detail} for item, ok, detail in checks],
-            "passed": len(checks) - failed,
-            "failed": failed,
-            "exit_code": code,
-        })
-        return code
-    for item, ok, detail in checks:
-        click.echo(f"{'PASS' if ok else 'FAIL'}  {item:<42} {detail}")
-    click.echo(f"verify: {len(checks) - failed} of {len(checks)} checks passed", err=True)
-    return code
+    passed = sum(1 for _, ok, _ in checks if ok)
+    doc = {"checks": [{"item": item, "passed": ok, "detail": detail} for item, ok, detail in checks],
+           "passed": passed, "failed": len(checks) - passed}
+    lines = [f"{'PASS' if ok else 'FAIL'}  {item:<42} {detail}" for item, ok, detail in checks]
+    note = f"verify: {passed} of {len(checks)} checks passed"
+    return report(obj, as_json, doc, lines, int(passed < len(checks)), note=note)
 
 
 # --------------------------------------------------------------------------- embedded server
@@ -208,11 +162,7 @@ def db() -> None:
 def db_url(obj: Context, as_json: bool) -> int:
     """Print a URL for psql (never with a password)."""
     url = database.psql_url(obj.target)
-    if as_json:
-        print_json(obj, {"url": url, "exit_code": 0})
-    else:
-        click.echo(url)
-    return 0
+    return report(obj, as_json, {"url": url}, [url])
 
 
 @db.command("stop")
@@ -222,13 +172,9 @@ def db_stop(obj: Context, as_json: bool) -> int:
     """Stop the embedded server (its data stays)."""
     stopped = database.stop_embedded()
     pgdata = database.embedded_pgdata()
-    if stopped:
-        click.echo(f"stopped the embedded PostgreSQL in {pgdata}", err=True)
-    else:
-        click.echo("the embedded PostgreSQL is not running", err=True)
-    if as_json:
-        print_json(obj, {"stopped": stopped, "pgdata": str(pgdata), "exit_code": 0})
-    return 0
+    click.echo(f"stopped the embedded PostgreSQL in {pgdata}" if stopped else "the embedded PostgreSQL is not running",
+               err=True)
+    return report(obj, as_json, {"stopped": stopped, "pgdata": str(pgdata)})
 
 
 # --------------------------------------------------------------------------- the other commands

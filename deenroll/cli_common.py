@@ -1,4 +1,5 @@
-"""What every command shares: the database it uses, the --json option and the one JSON printer.
+"""What every command shares: the database it uses, the --json and --client-id options, the one JSON
+printer and the one way a command reports (a JSON document, or lines).
 
 Every JSON document the CLI prints goes through print_json(), which adds the
 "database" object (host, port, dbname, user, source; never a password).
@@ -11,6 +12,7 @@ import os
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
+from collections.abc import Iterable
 from typing import Any
 
 import click
@@ -78,12 +80,28 @@ def print_json(obj: Context, doc: dict[str, Any]) -> None:
     click.echo(json.dumps(full, default=to_jsonable, ensure_ascii=False, indent=2))
 
 
-def parse_uuid(value: str | None, what: str = "client id") -> str | None:
-    if value is None:
-        return None
+def report(obj: Context, as_json: bool, doc: dict[str, Any], lines: Iterable[str] = (), code: int = 0,
+           note: str = "") -> int:
+    """With --json the document and its exit code on stdout; else the lines on stdout, then the note (if any)
+    on stderr. Returns the exit code."""
+    if as_json:
+        print_json(obj, {**doc, "exit_code": code})
+        return code
+    for line in lines:
+        click.echo(line)
+    if note:
+        click.echo(note, err=True)
+    return code
+
+
+def _uuid(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     try:
-        return str(uuid.UUID(value))
+        return None if value is None else str(uuid.UUID(value))
     except ValueError:
         raise UserError(
-            f"malformed {what} {value!r}: expected a UUID like 123e4567-e89b-12d3-a456-426614174000"
+            f"malformed client id {value!r}: expected a UUID like 123e4567-e89b-12d3-a456-426614174000"
         ) from None
+
+
+def client_id_option(help_text: str) -> Any:
+    return click.option("--client-id", metavar="UUID", callback=_uuid, help=help_text)

@@ -13,7 +13,7 @@ import click
 import psycopg
 
 from . import alerts, backup, database, health, maintenance, metrics, stats
-from .cli_common import Context, json_option, parse_uuid, pass_ctx, print_json
+from .cli_common import Context, client_id_option, json_option, pass_ctx, report
 from .errors import UserError
 
 
@@ -42,28 +42,24 @@ def health_check(obj: Context, as_json: bool, prometheus: bool) -> int:
         raise click.UsageError("--json and --prometheus exclude each other")
     alert = alerts.AlertResult(attempted=False)
     with _connect(obj) as conn:
-        report = health.health(conn)
-        if report.status == "error":  # the document comes from the database, on this connection
+        found = health.health(conn)
+        if found.status == "error":  # the document comes from the database, on this connection
             alert = alerts.post_alert(lambda: alerts.health_document(conn, socket.gethostname()))
     if alert.attempted:
         level = "" if alert.delivered else "warning: "
         click.echo(f"deenroll: {level}{alert.describe()}", err=True)
     if prometheus:
-        click.echo(metrics.exposition(report), nl=False)
+        click.echo(metrics.exposition(found), nl=False)
         return 0
-    if as_json:
-        print_json(obj, {**report.to_json(), "exit_code": report.exit_code, "alert": alert.to_json()})
-    else:
-        for line in report.lines():
-            click.echo(line)
-    return report.exit_code
+    doc = {**found.to_json(), "exit_code": found.exit_code, "alert": alert.to_json()}
+    return report(obj, as_json, doc, found.lines(), found.exit_code)
 
 
 # --------------------------------------------------------------------------- stuck
 
 
 @click.command("stuck")
-@click.option("--client-id", metavar="UUID", help="Only this client.")
+@client_id_option("Only this client.")
 @click.option("--limit", type=int, default=50, show_default=True, help="Leads listed (the count is always complete).")
 @json_option
 @pass_ctx
@@ -74,33 +70,11 @@ def stuck(obj: Context, client_id: str | None, limit: int, as_json: bool) -> int
     leads linked to a campaign of another client or of none (view
     de_enrollment_campaign_links) and lists the first few. Exit status 0.
     """
-    cid = parse_uuid(client_id)
     if limit < 0:
         raise UserError(f"--limit must be 0 or more, got {limit}")
     with _connect(obj) as conn:
-        found = health.stuck(conn, limit, cid)
-    if as_json:
-        print_json(obj, {**found, "exit_code": 0})
-        return 0
-    reasons = ", ".join(f"{n} {r}" for r, n in found["by_reason"].items()) or "none"
-    click.echo(f"stuck leads: {found['count']} ({reasons})")
-    for lead in found["leads"]:
-        click.echo(health.stuck_line(lead))
-        if lead["reason"].startswith(health.HELD_PREFIX) and lead["error_message"]:
-            click.echo(f"      error: {lead['error_message']}")
-    if found["count"] > len(found["leads"]):
-        click.echo(f"  ... {found['count'] - len(found['leads'])} more (--limit)")
-    links = found["campaign_links"]
-    if links["count"]:
-        kinds = ", ".join(f"{n} {k}" for k, n in links["by_link"].items())
-        click.echo(f"leads in a campaign of another client or of none: {links['count']} ({kinds})")
-        for link in links["leads"]:
-            click.echo(health.link_line(link))
-        if links["count"] > len(links["leads"]):
-            click.echo(f"  ... {links['count'] - len(links['leads'])} more (view de_enrollment_campaign_links)")
-    for hint in health.stuck_hints(found):
-        click.echo(hint, err=True)
-    return 0
+        found = health.stuck(conn, limit, client_id)
+    return report(obj, as_json, found, health.stuck_lines(found), note=health.stuck_hints(found))
 
 
 # --------------------------------------------------------------------------- stats
@@ -112,23 +86,17 @@ def stats_group() -> None:
 
 
 @stats_group.command("recalculate")
-@click.option("--client-id", metavar="UUID", help="Only this client's campaigns (default: all).")
+@client_id_option("Only this client's campaigns (default: all).")
 @json_option
 @pass_ctx
 def stats_recalculate(obj: Context, client_id: str | None, as_json: bool) -> int:
     """Recount every counter from the leads (recalculate_campaign_stats); list what changed."""
-    cid = parse_uuid(client_id)
-    with _connect(obj) as conn:
-        with conn.transaction():
-            changed = stats.recalculate(conn, cid)
-    if as_json:
-        print_json(obj, {"client_id": cid, "changed": changed, "exit_code": 0})
-        return 0
-    for row in changed:
-        click.echo(stats.recalculated_line(row))
-    scope = f"client {cid}" if cid else "all clients"
-    click.echo(f"{len(changed)} campaign(s) corrected ({scope}); every counter now matches its leads")
-    return 0
+    with _connect(obj) as conn, conn.transaction():
+        changed = stats.recalculate(conn, client_id)
+    scope = f"client {client_id}" if client_id else "all clients"
+    lines = [*map(stats.recalculated_line, changed),
+             f"{len(changed)} campaign(s) corrected ({scope}); every counter now matches its leads"]
+    return report(obj, as_json, {"client_id": client_id, "changed": changed}, lines)
 
 
 @stats_group.command("drift")
@@ -138,17 +106,9 @@ def stats_drift(obj: Context, as_json: bool) -> int:
     """Campaigns whose stored counters differ from their leads (view campaign_stats_drift). Exit 1 if any."""
     with _connect(obj) as conn:
         rows = stats.drift(conn)
-    code = 1 if rows else 0
-    if as_json:
-        print_json(obj, {"campaigns": rows, "count": len(rows), "exit_code": code})
-    else:
-        for row in rows:
-            click.echo(stats.drift_line(row))
-        if rows:
-            click.echo(f"{len(rows)} campaign(s) drifted; `deenroll stats recalculate` corrects them")
-        else:
-            click.echo("no drift: every campaign's counters match its leads")
-    return code
+    total = f"{len(rows)} campaign(s) drifted; `deenroll stats recalculate` corrects them"
+    lines = [*map(stats.drift_line, rows), total if rows else "no drift: every campaign's counters match its leads"]
+    return report(obj, as_json, {"campaigns": rows, "count": len(rows)}, lines, int(bool(rows)))
 
 
 # --------------------------------------------------------------------------- backup
@@ -168,14 +128,8 @@ def backup_create(obj: Context, day: str | None, as_json: bool) -> int:
     d = backup.parse_date(day)
     with _connect(obj) as conn:
         made = backup.create(conn, d)
-    if as_json:
-        tables = [{"table": t.table, "backup": t.backup, "rows": t.rows} for t in made]
-        print_json(obj, {"date": d, "tables": tables, "exit_code": 0})
-        return 0
-    for t in made:
-        click.echo(f"{t.backup}: {t.rows} rows (= {t.table}, verified)")
-    click.echo(f"backup {d} created", err=True)
-    return 0
+    lines = [f"{t['backup']}: {t['rows']} rows (= {t['table']}, verified)" for t in made]
+    return report(obj, as_json, {"date": d, "tables": made}, lines, note=f"backup {d} created")
 
 
 @backup_group.command("list")
@@ -185,18 +139,10 @@ def backup_list(obj: Context, as_json: bool) -> int:
     """Backup dates, newest first, with exact row counts."""
     with _connect(obj) as conn:
         found = backup.list_backups(conn)
-    if as_json:
-        print_json(obj, {"backups": found, "exit_code": 0})
-        return 0
-    if not found:
-        click.echo("no backups (create one with `deenroll backup create`)", err=True)
-    for b in found:
-        parts = []
-        for t in backup.TABLES:
-            parts.append(f"{t} {b[t]['rows']} rows" if b[t] else f"{t} MISSING")
-        flag = "" if b["complete"] else "  (incomplete: cannot be restored)"
-        click.echo(f"{b['date']}  " + ", ".join(parts) + flag)
-    return 0
+    lines = [f"{b['date']}  " + ", ".join(f"{t} {b[t]['rows']} rows" if b[t] else f"{t} MISSING" for t in backup.TABLES)
+             + ("" if b["complete"] else "  (incomplete: cannot be restored)") for b in found]
+    note = "" if found else "no backups (create one with `deenroll backup create`)"
+    return report(obj, as_json, {"backups": found}, lines, note=note)
 
 
 @backup_group.command("restore")
@@ -213,19 +159,15 @@ def backup_restore(obj: Context, day: str, as_json: bool) -> int:
     d = backup.parse_date(day)
     with _connect(obj) as conn:
         result = backup.restore(conn, d)
-    if as_json:
-        print_json(obj, {"date": d, **result.to_json(), "exit_code": 0})
-        return 0
-    for t in result.tables:
-        cols = ", ".join(t.columns) or "no common column"
-        click.echo(
-            f"{t.table} <- {t.backup}: {t.changed} rows changed, {t.matched} of {t.backup_rows} backup rows matched"
-            f" ({t.missing} no longer exist); columns: {cols}; verified"
-        )
-    if result.recounted is not None:
-        click.echo(f"counters recounted from the leads: {len(result.recounted)} campaign(s) differed from the backup's")
-    click.echo(f"restored from backup {d}", err=True)
-    return 0
+    lines = [
+        f"{t['table']} <- {t['backup']}: {t['changed']} rows changed, {t['matched']} of {t['backup_rows']} backup rows"
+        f" matched ({t['missing']} no longer exist); columns: {', '.join(t['columns']) or 'no common column'}; verified"
+        for t in result["tables"]
+    ]
+    if result["recounted"] is not None:
+        lines.append(f"counters recounted from the leads: {len(result['recounted'])} campaign(s) differed from the "
+                     "backup's")
+    return report(obj, as_json, {"date": d, **result}, lines, note=f"restored from backup {d}")
 
 
 # --------------------------------------------------------------------------- maintenance
@@ -239,9 +181,9 @@ def maintenance_group() -> None:
 @maintenance_group.command("cleanup")
 # No default here: what the user does not give, archive_de_enrollment_history's own default decides.
 @click.option("--runs-days", type=int,
-              help=f"Keep runs this many days; archive older.  [default: {maintenance.RETENTION.runs_days}]")
+              help=f"Keep runs this many days; archive older.  [default: {maintenance.RUNS_DAYS}]")
 @click.option("--logs-days", type=int,
-              help=f"Keep lead logs this many days; delete older.  [default: {maintenance.RETENTION.logs_days}]")
+              help=f"Keep lead logs this many days; delete older.  [default: {maintenance.LOGS_DAYS}]")
 @click.option("--dry-run", is_flag=True, help="Count what would be archived and deleted; change nothing.")
 @json_option
 @pass_ctx
@@ -251,21 +193,16 @@ def maintenance_cleanup(obj: Context, runs_days: int | None, logs_days: int | No
     maintenance.check_days(runs_days, logs_days)
     with _connect(obj) as conn:
         r = maintenance.cleanup(conn, runs_days, logs_days, dry_run)
-    if as_json:
-        print_json(obj, {**r.to_json(), "exit_code": 0})
-        return 0
     verb = "would" if dry_run else "did"
-    click.echo(
-        f"{verb} archive {r.runs_archived} run(s) started before {r.runs_cutoff:%Y-%m-%d %H:%M %Z} "
-        f"into de_enrollment_runs_archive{' (created)' if r.archive_created and not dry_run else ''}"
-    )
-    click.echo(
-        f"{verb} delete {r.lead_logs_deleted} lead log(s) processed before {r.logs_cutoff:%Y-%m-%d %H:%M %Z}"
-        f" and {r.lead_logs_of_archived_runs} younger one(s) of the archived runs"
-    )
-    if r.vacuumed:
-        click.echo(f"VACUUM ANALYZE {', '.join(r.vacuumed)}")
-    return 0
+    lines = [
+        f"{verb} archive {r['runs_archived']} run(s) started before {r['runs_cutoff']:%Y-%m-%d %H:%M %Z} "
+        f"into de_enrollment_runs_archive{' (created)' if r['archive_created'] and not dry_run else ''}",
+        f"{verb} delete {r['lead_logs_deleted']} lead log(s) processed before {r['logs_cutoff']:%Y-%m-%d %H:%M %Z}"
+        f" and {r['lead_logs_of_archived_runs']} younger one(s) of the archived runs",
+    ]
+    if r["vacuumed"]:
+        lines.append(f"VACUUM ANALYZE {', '.join(r['vacuumed'])}")
+    return report(obj, as_json, r, lines)
 
 
 # --------------------------------------------------------------------------- demo
@@ -287,12 +224,7 @@ def demo(obj: Context, clients: int, leads: int, seed: str, force: bool, as_json
     """
     from . import demo as demo_mod
 
-    result = demo_mod.run_demo(obj.target, clients=clients, leads=leads, seed=seed, force=force)
-    if result.migrated:
-        click.echo(f"deenroll: migrate: {result.migrated}", err=True)
-    if as_json:
-        print_json(obj, {**result.to_json(), "exit_code": result.exit_code})
-        return result.exit_code
-    for line in result.lines():
-        click.echo(line)
-    return result.exit_code
+    doc, lines, code = demo_mod.run_demo(obj.target, clients=clients, leads=leads, seed=seed, force=force)
+    if doc["migrated"]:
+        click.echo(f"deenroll: migrate: {doc['migrated']}", err=True)
+    return report(obj, as_json, doc, lines, code)

@@ -39,9 +39,6 @@ class HealthReport:
     def exit_code(self) -> int:
         return EXIT_CODES[self.status]
 
-    def errors(self) -> list[dict[str, Any]]:
-        return [c for c in self.clients if c["status"] == "error"]
-
     def to_json(self) -> dict[str, Any]:
         return {
             "status": self.status,
@@ -91,7 +88,6 @@ def health(conn: psycopg.Connection, client_id: str | None = None) -> HealthRepo
 
 
 LINKS_SHOWN = 5  # leads of de_enrollment_campaign_links listed by `stuck` (the count is complete)
-HELD_PREFIX = "held:"
 
 
 def stuck(conn: psycopg.Connection, limit: int, client_id: str | None = None) -> dict[str, Any]:
@@ -105,25 +101,36 @@ def stuck(conn: psycopg.Connection, limit: int, client_id: str | None = None) ->
     return {
         "count": sum(by_reason.values()),
         "by_reason": by_reason,
-        "held": sum(n for r, n in by_reason.items() if r.startswith(HELD_PREFIX)),
+        "held": sum(n for r, n in by_reason.items() if r.startswith("held:")),
         "leads": leads,
         "campaign_links": {"count": sum(by_link.values()), "by_link": by_link, "leads": links},
     }
 
 
-def stuck_line(lead: dict[str, Any]) -> str:
-    return (
-        f"  {lead['lead_id']}  client {lead['client_id']}  campaign {lead['campaign_name']!r}  "
-        f"{lead['reason']}  {lead['messages_received']}/{lead['total_messages']} messages"
-    )
+def stuck_lines(found: dict[str, Any]) -> list[str]:
+    """`stuck`'s report: the count by reason, the first leads (held ones with the database's error), the links."""
+    reasons = ", ".join(f"{n} {r}" for r, n in found["by_reason"].items()) or "none"
+    out = [f"stuck leads: {found['count']} ({reasons})"]
+    for lead in found["leads"]:
+        out.append(f"  {lead['lead_id']}  client {lead['client_id']}  campaign {lead['campaign_name']!r}  "
+                   f"{lead['reason']}  {lead['messages_received']}/{lead['total_messages']} messages")
+        if lead["error_message"]:  # the database's error, held leads only
+            out.append(f"      error: {lead['error_message']}")
+    if found["count"] > len(found["leads"]):
+        out.append(f"  ... {found['count'] - len(found['leads'])} more (--limit)")
+    links = found["campaign_links"]
+    if links["count"]:
+        kinds = ", ".join(f"{n} {k}" for k, n in links["by_link"].items())
+        out.append(f"leads in a campaign of another client or of none: {links['count']} ({kinds})")
+    for link in links["leads"]:
+        owner = "of no client" if link["campaign_client_id"] is None else f"of client {link['campaign_client_id']}"
+        out.append(f"  {link['lead_id']}  client {link['client_id']}  campaign {link['campaign_name']!r} {owner}")
+    if links["count"] > len(links["leads"]):
+        out.append(f"  ... {links['count'] - len(links['leads'])} more (view de_enrollment_campaign_links)")
+    return out
 
 
-def link_line(link: dict[str, Any]) -> str:
-    owner = "of no client" if link["campaign_client_id"] is None else f"of client {link['campaign_client_id']}"
-    return f"  {link['lead_id']}  client {link['client_id']}  campaign {link['campaign_name']!r} {owner}"
-
-
-def stuck_hints(found: dict[str, Any]) -> list[str]:
+def stuck_hints(found: dict[str, Any]) -> str:
     """What the operator can do about what `stuck` found (printed on stderr)."""
     hints = []
     if found["count"] > found["held"]:
@@ -135,4 +142,4 @@ def stuck_hints(found: dict[str, Any]) -> list[str]:
         )
     if found["campaign_links"]["count"]:
         hints.append("leads linked to a campaign of another client or of none are de-enrolled under their own client")
-    return hints
+    return "\n".join(hints)

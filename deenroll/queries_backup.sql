@@ -5,29 +5,38 @@
 -- Plain statements on purpose: a backup is taken before the first migration and
 -- restored after a rollback, when none of our functions exist.
 
--- name: backup_tables
--- Tables of the current schema named like a backup, with their size on disk.
-SELECT c.relname, pg_total_relation_size(c.oid)
-  FROM pg_class AS c
- WHERE c.relnamespace = current_schema()::regnamespace
-   AND c.relkind = 'r'
-   AND c.relname ~ '^(leads|campaigns)_backup_[0-9]{8}$'
- ORDER BY c.relname;
+-- name: backup_list
+-- Every backup date, newest first: each table's name and size on disk (null when missing; its
+-- rows are counted by backup.py, one statement per table), and whether both are there.
+SELECT b.day AS date,
+       count(*) = 2 AS complete,
+       (array_agg(b.entry) FILTER (WHERE b.source = 'leads'))[1] AS leads,
+       (array_agg(b.entry) FILTER (WHERE b.source = 'campaigns'))[1] AS campaigns
+  FROM (SELECT split_part(c.relname, '_backup_', 2) AS day,
+               split_part(c.relname, '_backup_', 1) AS source,
+               json_build_object('table', c.relname, 'rows', NULL, 'bytes', pg_total_relation_size(c.oid)) AS entry
+          FROM pg_class AS c
+         WHERE c.relnamespace = current_schema()::regnamespace
+           AND c.relkind = 'r'
+           AND c.relname ~ '^(leads|campaigns)_backup_[0-9]{8}$') AS b
+ GROUP BY b.day
+ ORDER BY b.day DESC;
 
 -- name: table_in_current_schema
 -- Whether a table of this name exists in the current schema.
 SELECT to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%(name)s)) IS NOT NULL;
 
 -- name: common_columns
--- Which of the wanted columns both a live table and its backup have.
-SELECT a.attname
-  FROM pg_attribute AS a
- WHERE a.attrelid = to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%(table)s))
-   AND a.attnum > 0 AND NOT a.attisdropped
-   AND a.attname = ANY (%(wanted)s)
+-- Which of the wanted columns both a live table and its backup have, in the order wanted.
+SELECT w.name
+  FROM unnest(%(wanted)s::text[]) WITH ORDINALITY AS w(name, ord)
+ WHERE EXISTS (SELECT 1 FROM pg_attribute AS a
+                WHERE a.attrelid = to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%(table)s))
+                  AND a.attname = w.name AND a.attnum > 0 AND NOT a.attisdropped)
    AND EXISTS (SELECT 1 FROM pg_attribute AS b
                 WHERE b.attrelid = to_regclass(quote_ident(current_schema()) || '.' || quote_ident(%(backup)s))
-                  AND b.attname = a.attname AND b.attnum > 0 AND NOT b.attisdropped);
+                  AND b.attname = w.name AND b.attnum > 0 AND NOT b.attisdropped)
+ ORDER BY w.ord;
 
 -- name: apply_privileges
 -- Close new tables of ours to PUBLIC and API roles and re-apply the one list of grants.
@@ -55,8 +64,8 @@ CREATE TABLE {backup} AS SELECT * FROM {table};
 COMMENT ON TABLE {backup} IS {comment};
 
 -- name: backup_rows_matched
--- Backup rows whose id is still in the live table.
-SELECT count(*) FROM {backup} AS b WHERE EXISTS (SELECT 1 FROM {table} AS l WHERE l.id = b.id);
+-- The backup's rows, and those whose id is still in the live table.
+SELECT count(*), count(*) FILTER (WHERE EXISTS (SELECT 1 FROM {table} AS l WHERE l.id = b.id)) FROM {backup} AS b;
 
 -- name: backup_restore_columns
 -- Put the backup's values of the columns back into the live rows that differ.
