@@ -104,4 +104,5 @@ def _uuid(_ctx: click.Context, _param: click.Parameter, value: str | None) -> st
 
 
 def client_id_option(help_text: str) -> Any:
+    """--client-id, checked to be a UUID while the options are parsed."""
     return click.option("--client-id", metavar="UUID", callback=_uuid, help=help_text)
