@@ -16,7 +16,6 @@ from collections.abc import Iterable
 from typing import Any
 
 import click
-import psycopg
 
 from . import database
 from .errors import UserError
@@ -43,10 +42,7 @@ class Context:
             return self._target.describe_json()
         if self.url:
             source = "DATABASE_URL" if self.url == os.environ.get("DATABASE_URL") else "--database-url"
-            try:
-                return database.Target(self.url, source).describe_json()
-            except psycopg.ProgrammingError:  # a malformed URL: nothing of it is shown
-                return {**_UNKNOWN, "source": source}
+            return database.Target(self.url, source).describe_json()  # a malformed URL: nothing of it shown
         if any(os.environ.get(v) for v in database._LIBPQ_VARS):
             return database.Target("", "PG* variables").describe_json()
         try:
