@@ -94,10 +94,12 @@ def stuck(conn: psycopg.Connection, limit: int, client_id: str | None = None) ->
     """Stuck leads (count by reason, the first `limit`) and leads linked to a campaign of another client or none."""
     queries.require_relation(conn, "de_enrollment_stuck_leads")
     queries.require_relation(conn, "de_enrollment_campaign_links")
-    by_reason = {r["reason"]: r["count"] for r in queries.rows(conn, "stuck_by_reason", client_id=client_id)}
-    leads = queries.rows(conn, "stuck_leads", client_id=client_id, limit=limit)
-    by_link = {r["link"]: r["count"] for r in queries.rows(conn, "campaign_links_by_link", client_id=client_id)}
-    links = queries.rows(conn, "campaign_links", client_id=client_id, limit=min(limit, LINKS_SHOWN))
+    with conn.transaction():
+        queries.run(conn, "jit_off_here")
+        by_reason = {r["reason"]: r["count"] for r in queries.rows(conn, "stuck_by_reason", client_id=client_id)}
+        leads = queries.rows(conn, "stuck_leads", client_id=client_id, limit=limit)
+        by_link = {r["link"]: r["count"] for r in queries.rows(conn, "campaign_links_by_link", client_id=client_id)}
+        links = queries.rows(conn, "campaign_links", client_id=client_id, limit=min(limit, LINKS_SHOWN))
     return {
         "count": sum(by_reason.values()),
         "by_reason": by_reason,

@@ -34,6 +34,12 @@ SELECT *
 -- Platform tables whose row-level security hides rows from the role the engine runs as.
 SELECT reason FROM public.de_enrollment_rls_blind_spots();
 
+-- name: jit_off_here
+-- For this transaction only (a transaction-mode pooler hands the session on after it): JIT
+-- (on in PostgreSQL 15 by default) would take longer to compile the stuck-lead views' plans than
+-- they take to run.
+SET LOCAL jit = off;
+
 -- name: stuck_by_reason
 -- How many leads are stuck, per reason (every client, or one).
 SELECT reason, count(*)
