@@ -42,7 +42,7 @@ def check_webhook(where: Where, hook: Webhook, notes: list[str]) -> bool:
     installed for this database and the login may keep it. Refused in one line for the option;
     for the environment variable a note, and the install goes on without it."""
     state = alert_state(where.conn)
-    problem = (state["pg_net_problem"] or queries.value(where.conn, "alert_webhook_rights", what="set") if state
+    problem = ((state["pg_net_problem"] or queries.value(where.conn, "alert_webhook_rights", what="set")) if state
                else f"login {where.login} may not read the alert webhook of database {where.dbname} "
                     "(`deenroll migrate` adds it and grants it to deenroll_runner)")
     if problem is None:

@@ -47,7 +47,7 @@ def _windows(where: Where, runs: list[dict[str, Any]]) -> tuple[dict[int, dict[s
         try:
             found[key] = {r["runid"]: r[key] for r in queries.rows(where.conn, name, **windows)} if started else {}
         except MIGRATED_BEFORE:
-            pass
+            pass  # nothing shown beside the job runs
     return found["made"], found["held"]
 
 
