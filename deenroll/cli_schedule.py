@@ -61,38 +61,37 @@ def schedule_install(obj: Context, every: str, as_role: str | None, alert_webhoo
     webhook = (schedule_alerts.Webhook(alert_webhook.strip(), "--alert-webhook") if alert_webhook is not None
                else schedule_alerts.Webhook(env_url, alerts.WEBHOOK_ENV) if env_url else None)
     result = schedule.install(obj.target, every_schedule, as_role, cron_database, webhook)
-    if as_json:
-        print_json(obj, {**result.to_json(), "exit_code": 0})
+    if as_json:  # the database the jobs run in is the document's "database" (print_json adds it)
+        print_json(obj, {**{k: v for k, v in result.items() if k != "database"}, "exit_code": 0})
         return 0
-    for note in result.notes:
+    for note in result["notes"]:
         click.echo(f"deenroll: note: {note}", err=True)
-    for j in result.replaced:
+    for j in result["replaced"]:
         click.echo(f"replaced {j['name']} of role {j['username']} (job {j['jobid']}, {j['schedule']}): "
                    "one schedule per database", err=True)
-    width = max(len(j["name"]) for j in result.jobs)
-    for j in result.jobs:
+    width = max(len(j["name"]) for j in result["jobs"])
+    for j in result["jobs"]:
         click.echo(f"{j['action']:<9} {j['name']:<{width}}  {j['schedule']:<14} {j['command']}")
-    if result.alerts is not None:
-        a = result.alerts
+    if result["alerts"] is not None:
+        a = result["alerts"]
         if a["set"]:
             click.echo(f"{'set':<9} {'alerts':<{width}}  to {a['webhook']}"
                        + ("" if a["source"] == "--alert-webhook" else f" (from {a['source']})"))
         else:
             click.echo(f"deenroll: {_alerts_line(a)}", err=True)
-    where = (f"database {result.database}" if result.cron_database == result.database
-             else f"database {result.database}, kept in pg_cron's database {result.cron_database}")
-    click.echo(f"the jobs run as role {result.role} in {where}; `deenroll schedule status` shows their runs",
+    db, cron_db = result["database"], result["cron_database"]
+    where = f"database {db}" if cron_db == db else f"database {db}, kept in pg_cron's database {cron_db}"
+    click.echo(f"the jobs run as role {result['role']} in {where}; `deenroll schedule status` shows their runs",
                err=True)
     return 0
 
 
 def _alerts_line(a: dict[str, Any]) -> str:
     """Whether the database sends alerts, in one line (the webhook as scheme://host only)."""
+    if a["webhook"] and a["pg_net_problem"]:
+        return f"alerts from the database: NOT sent to {a['webhook']}: {a['pg_net_problem']}"
     if a["webhook"]:
-        where = a["webhook"]
-        if a["pg_net_problem"]:
-            return f"alerts from the database: NOT sent to {where}: {a['pg_net_problem']}"
-        return f"alerts from the database: on, to {where} (sent by pg_net after each job commits)"
+        return f"alerts from the database: on, to {a['webhook']} (sent by pg_net after each job commits)"
     return "alerts from the database: off (`deenroll schedule install --alert-webhook URL` turns them on)"
 
 
@@ -143,8 +142,7 @@ def schedule_status(obj: Context, runs: int, cron_database: str | None, as_json:
     st = jobs_status(obj.target, runs, cron_database)
     failed = [j["name"] for j in st["jobs"] if j["latest_status"] == "failed"]
     code = 1 if failed or not st["jobs"] else 0
-    if as_json:
-        # the database the jobs run in is the document's "database" (print_json adds it)
+    if as_json:  # as install's
         print_json(obj, {**{k: v for k, v in st.items() if k != "database"}, "exit_code": code})
         return code
     for note in st["notes"]:

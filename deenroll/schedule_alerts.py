@@ -15,9 +15,8 @@ from .errors import UserError
 if TYPE_CHECKING:
     from .schedule import Where
 
-ALERT_FUNCTIONS = ("deenroll.de_enrollment_alert_webhook", "deenroll.de_enrollment_alert_deliveries")
-SET_WEBHOOK_SQL = "SELECT deenroll.set_de_enrollment_alert_webhook('https://...');"
-CLEAR_WEBHOOK_SQL = "SELECT deenroll.clear_de_enrollment_alert_webhook();"
+# What calling a function of ours raises in a database migrated before the release that added it.
+MIGRATED_BEFORE = (psycopg.errors.UndefinedFunction, psycopg.errors.InvalidSchemaName)
 
 
 @dataclass(frozen=True)
@@ -25,33 +24,17 @@ class Webhook:
     """A webhook URL to keep (a secret: only ever shown as scheme://host) and where it came
     from: the option, or the environment variable the runner reads."""
     url: str
-    source: str  # "--alert-webhook" or "DE_ENROLLMENT_ALERT_WEBHOOK"
-
-    @property
-    def explicit(self) -> bool:
-        return self.source == "--alert-webhook"
+    source: str  # "--alert-webhook" (refused in one line) or "DE_ENROLLMENT_ALERT_WEBHOOK" (a note)
 
 
 def alert_state(conn: psycopg.Connection) -> dict[str, Any] | None:
     """The database's webhook as scheme://host (None: none) and what keeps pg_net from sending;
     None where the database predates alerts or the login may not read them."""
-    if queries.rows(conn, "missing_functions", functions=list(ALERT_FUNCTIONS)):
-        return None
     try:
         with conn.transaction():
             return queries.rows(conn, "alert_webhook_state")[0]
-    except psycopg.errors.InsufficientPrivilege:
-        return None  # a login that is not a member of deenroll_runner
-
-
-def _may_not_keep(conn: psycopg.Connection, login: str, what: str, statement: str) -> str | None:
-    """Why this login may not keep or clear the webhook (the owner's functions), or None."""
-    r = queries.rows(conn, "alert_webhook_rights")[0]
-    if r["may_set" if statement == SET_WEBHOOK_SQL else "may_clear"]:
-        return None
-    owner = r["owner"] or "the role that migrated deenroll"
-    return (f"login {login} may not {what} the database's alert webhook: only {owner} (the role that migrated "
-            f"deenroll) or a superuser may; as {owner}, `{statement}`")
+    except (psycopg.errors.InsufficientPrivilege, *MIGRATED_BEFORE):
+        return None  # a login that is not a member of deenroll_runner, or no alerts yet
 
 
 def check_webhook(where: Where, hook: Webhook, notes: list[str]) -> bool:
@@ -59,17 +42,12 @@ def check_webhook(where: Where, hook: Webhook, notes: list[str]) -> bool:
     installed for this database and the login may keep it. Refused in one line for the option;
     for the environment variable a note, and the install goes on without it."""
     state = alert_state(where.conn)
-    problem = None
-    if state is None:
-        problem = (f"login {where.login} may not read the alert webhook of database {where.dbname} "
-                   "(`deenroll migrate` adds it and grants it to deenroll_runner)")
-    elif state["pg_net_problem"]:
-        problem = state["pg_net_problem"]
-    else:
-        problem = _may_not_keep(where.conn, where.login, "set", SET_WEBHOOK_SQL)
+    problem = ((state["pg_net_problem"] or queries.value(where.conn, "alert_webhook_rights", what="set")) if state
+               else f"login {where.login} may not read the alert webhook of database {where.dbname} "
+                    "(`deenroll migrate` adds it and grants it to deenroll_runner)")
     if problem is None:
         return True
-    if hook.explicit:
+    if hook.source == "--alert-webhook":
         raise UserError(f"--alert-webhook: {problem}; nothing changed")
     notes.append(f"{hook.source} is set, but the database's alerts stay as they are: {problem}")
     return False
@@ -84,11 +62,10 @@ def keep_webhook(where: Where, hook: Webhook, notes: list[str]) -> str | None:
             return queries.value(where.conn, "alert_webhook_set", url=hook.url)
     except (psycopg.errors.InvalidParameterValue, psycopg.errors.ObjectNotInPrerequisiteState) as exc:
         message = exc.diag.message_primary or type(exc).__name__
-        if hook.explicit:
+        if hook.source == "--alert-webhook":
             raise UserError(f"--alert-webhook: {message}; nothing changed") from None
         notes.append(f"{hook.source} is not kept for the database's alerts: {message}")
         return None
-
 
 
 def alerts_status(conn: psycopg.Connection, deliveries: int) -> dict[str, Any] | None:
@@ -103,9 +80,7 @@ def alerts_status(conn: psycopg.Connection, deliveries: int) -> dict[str, Any] |
             last = queries.rows(conn, "alert_deliveries", limit=deliveries)
     except psycopg.errors.InsufficientPrivilege:
         last = []
-    return {"on": state["target"] is not None and state["pg_net_problem"] is None, "webhook": state["target"],
-            "timeout_ms": state["timeout_ms"], "set_at": state["set_at"], "pg_net_problem": state["pg_net_problem"],
-            "deliveries": last}
+    return {**state, "deliveries": last}
 
 
 def remove_webhook(target: database.Target) -> dict[str, Any]:
@@ -113,10 +88,9 @@ def remove_webhook(target: database.Target) -> dict[str, Any]:
     scheme://host}. Only its owner may: else one line naming who can, and the statement."""
     with database.connect(target, autocommit=True) as conn:
         state = alert_state(conn)
-        if state is None or state["target"] is None:
+        if state is None or state["webhook"] is None:
             return {"cleared": False, "webhook": None}
-        login = queries.rows(conn, "cron_context")[0]["login"]
-        problem = _may_not_keep(conn, login, "clear", CLEAR_WEBHOOK_SQL)
+        problem = queries.value(conn, "alert_webhook_rights", what="clear")
         if problem:
             raise UserError(problem)
-        return {"cleared": bool(queries.value(conn, "alert_webhook_clear")), "webhook": state["target"]}
+        return {"cleared": bool(queries.value(conn, "alert_webhook_clear")), "webhook": state["webhook"]}

@@ -10,24 +10,21 @@ import psycopg
 
 from . import database, queries
 from .errors import UserError, one_line
-from .schedule import Where, found_jobs, located, unschedule, unschedule_statement
-from .schedule_alerts import alert_state, alerts_status
-
-
-def _pgpass_field(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(":", "\\:")
+from .schedule import Where, found_jobs, located, pick, unschedule, unschedule_statement
+from .schedule_alerts import MIGRATED_BEFORE, alert_state, alerts_status
 
 
 def _not_started_note(where: Where, j: dict[str, Any], message: str) -> str:
     """Why a job run failed before its command ran, and what to do."""
-    head = f"job {j['jobid']} ({j['jobname']}, as {j['username']}) failed before its command ran ({message})"
+    head = f"job {j['jobid']} ({j['name']}, as {j['username']}) failed before its command ran ({message})"
     if message != "connection failed":
         return (f"{head}: pg_cron could not start it; the server's log says why (with "
                 "cron.use_background_workers = on, max_worker_processes must leave room for the jobs)")
     s = queries.rows(where.cron, "cron_connection_settings")[0]
     host = s["host"] or "localhost"
     known = "" if s["host"] else " (cron.host's default; this login may not read the setting)"
-    line = ":".join(_pgpass_field(v) for v in (host, s["port"], j["database"], j["username"])) \
+    line = ":".join(v.replace("\\", "\\\\").replace(":", "\\:")  # a field of .pgpass, escaped
+                    for v in (host, s["port"], j["database"], j["username"])) \
         + f":<password of {j['username']}>"
     return (f"{head}: in its default mode pg_cron connects each job over TCP to cron.host, {host}{known}, as the "
             f"job's role, and this server asks that role for a password. Either give the server's operating-system "
@@ -41,30 +38,17 @@ def _not_started_note(where: Where, j: dict[str, Any], message: str) -> str:
 
 def _windows(where: Where, runs: list[dict[str, Any]]) -> tuple[dict[int, dict[str, Any]], dict[int, dict[str, int]]]:
     """For runs of run jobs that started: the de-enrollment runs each made, and the leads those
-    still hold by reason, keyed by pg_cron's run id."""
+    still hold by reason, keyed by pg_cron's run id (each job run's window: cron_last_runs)."""
     started = [r for r in runs if r["start_time"] is not None]  # a job that could not connect never started
-    # A job run's window lasts until the job's next run starts (or now): pg_cron's end_time may
-    # come before the last run rows of a CALL that ran in a background worker. The server
-    # process that ran the job, recorded in both, tells the runs apart.
-    ends = []
-    for i, r in enumerate(started):
-        newer = [n["start_time"] for n in started[:i] if n["jobid"] == r["jobid"]]
-        ends.append(newer[-1] if newer else None)
-    made: dict[int, dict[str, Any]] = {}
-    held: dict[int, dict[str, int]] = {}
-    if not started:
-        return made, held
-    windows = {"pids": [r["job_pid"] for r in started], "starts": [r["start_time"] for r in started], "ends": ends}
-    present = {"public.count_de_enrollment_runs_in_windows", "public.count_de_enrollment_held_in_windows"} - {
-        r["name"] for r in queries.rows(where.conn, "missing_functions", functions=[
-            "public.count_de_enrollment_runs_in_windows", "public.count_de_enrollment_held_in_windows"])}
-    if "public.count_de_enrollment_runs_in_windows" in present:
-        for row in queries.rows(where.conn, "runs_of_job_runs", **windows):
-            made[started[row.pop("window_index") - 1]["runid"]] = row
-    if "public.count_de_enrollment_held_in_windows" in present:
-        for row in queries.rows(where.conn, "held_of_job_runs", **windows):
-            held.setdefault(started[row["window_index"] - 1]["runid"], {})[row["reason"]] = row["leads"]
-    return made, held
+    windows = {"runids": [r["runid"] for r in started], "pids": [r["job_pid"] for r in started],
+               "starts": [r["start_time"] for r in started], "ends": [r["window_end"] for r in started]}
+    found: dict[str, dict[int, Any]] = {"made": {}, "held": {}}
+    for key, name in (("made", "runs_of_job_runs"), ("held", "held_of_job_runs")):
+        try:
+            found[key] = {r["runid"]: r[key] for r in queries.rows(where.conn, name, **windows)} if started else {}
+        except MIGRATED_BEFORE:
+            pass  # nothing shown beside the job runs
+    return found["made"], found["held"]
 
 
 def status(target: database.Target, runs: int, cron_database: str | None = None) -> dict[str, Any]:
@@ -75,29 +59,24 @@ def status(target: database.Target, runs: int, cron_database: str | None = None)
         last = queries.rows(where.cron, "cron_last_runs", jobids=[j["jobid"] for j in found], limit=max(runs, 1))
         run_jobs = {j["jobid"] for j in found if j["kind"] == "run"}
         made, held = _windows(where, [r for r in last if r["jobid"] in run_jobs and runs > 0])
-        out = []
-        notes = []
+        out, notes = [], []
         for j in found:
             job_runs = [r for r in last if r["jobid"] == j["jobid"]]
             newest = job_runs[0] if job_runs else None
             if newest and newest["failed_before_command"]:
-                notes.append(_not_started_note(where, j, (newest["return_message"] or "").strip()))
+                notes.append(_not_started_note(where, j, (newest["message"] or "").strip()))
             if j["calls_missing"]:
-                notes.append(f"job {j['jobid']} ({j['jobname']}, as {j['username']}) calls "
+                notes.append(f"job {j['jobid']} ({j['name']}, as {j['username']}) calls "
                              f"{', '.join(j['calls_missing'])}, which does not exist in database {where.dbname}: "
                              f"every run fails; `deenroll migrate` installs it, or as {j['username']} "
                              f"`SELECT cron.unschedule({j['jobid']});` removes the job")
-            shown = [
-                {"runid": r["runid"], "start_time": r["start_time"], "end_time": r["end_time"],
-                 "duration_ms": r["duration_ms"], "status": r["status"], "message": r["return_message"],
-                 **({"de_enrollment_runs": made[r["runid"]]} if r["runid"] in made else {}),
-                 **({"held": held.get(r["runid"], {})} if r["runid"] in made else {})}
-                for r in job_runs[:runs]
-            ]
-            out.append({"jobid": j["jobid"], "name": j["jobname"], "kind": j["kind"], "schedule": j["schedule"],
-                        "command": j["command"], "username": j["username"], "active": j["active"],
-                        "calls_missing": j["calls_missing"], "latest_status": newest["status"] if newest else None,
-                        "last_runs": shown})
+            shown = [{**pick(r, "runid", "start_time", "end_time", "duration_ms", "status", "message"),
+                      **({"de_enrollment_runs": made[r["runid"]], "held": held.get(r["runid"], {})}
+                         if r["runid"] in made else {})}
+                     for r in job_runs[:runs]]
+            out.append({**pick(j, "jobid", "name", "kind", "schedule", "command", "username", "active",
+                                "calls_missing"),
+                        "latest_status": newest["status"] if newest else None, "last_runs": shown})
         for kind in ("run", "health", "cleanup"):
             twins = [j for j in found if j["kind"] == kind and j["active"]]
             if len(twins) > 1:
@@ -118,18 +97,16 @@ def remove(target: database.Target, cron_database: str | None = None) -> dict[st
     with located(target, cron_database) as where:
         done: dict[str, Any] = unschedule(where, found_jobs(where))
         state = alert_state(where.conn)
-        return {**done, "alert_webhook": state["target"] if state else None}
+        return {**done, "alert_webhook": state["webhook"] if state else None}
 
 
 def summary(target: database.Target) -> dict[str, Any]:
     """For `deenroll status`: whether an in-database schedule exists; never raises."""
     try:
         with located(target) as where:
-            found = found_jobs(where)
             return {"pg_cron": True, "cron_database": where.cron_database,
-                    "jobs": [{"jobid": j["jobid"], "name": j["jobname"], "kind": j["kind"], "schedule": j["schedule"],
-                              "active": j["active"], "username": j["username"], "calls_missing": j["calls_missing"]}
-                             for j in found]}
+                    "jobs": [pick(j, "jobid", "name", "kind", "schedule", "active", "username", "calls_missing")
+                             for j in found_jobs(where)]}
     except UserError as exc:
         return {"pg_cron": False, "jobs": [], "reason": str(exc)}
     except psycopg.Error as exc:
