@@ -17,6 +17,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -51,6 +52,15 @@ def _dbname(url: str) -> str:
     return conninfo.conninfo_to_dict(url)["dbname"]
 
 
+@contextmanager
+def _cron_acls(conn: psycopg.Connection) -> Iterator[None]:
+    """A transaction that changes the access lists of pg_cron's schema or functions, one test worker
+    at a time: two GRANTs on one object at once fail with 'tuple concurrently updated'."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('deenroll tests: pg_cron access lists'))")
+        yield
+
+
 @pytest.fixture
 def make_login(pg_server: Server, cron_db: str) -> Iterator[Callable[..., str]]:
     """make_login(runner=True, cron_usage=True, other_database=True, read_settings=False) -> role
@@ -66,7 +76,7 @@ def make_login(pg_server: Server, cron_db: str) -> Iterator[Callable[..., str]]:
             conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'"
                          + (f" IN ROLE {', '.join(member_of)}" if member_of else ""))
         made.append(role)
-        with psycopg.connect(pg_server.dsn(cron_db), autocommit=True) as conn:
+        with psycopg.connect(pg_server.dsn(cron_db), autocommit=True) as conn, _cron_acls(conn):
             if cron_usage:
                 conn.execute(f"GRANT USAGE ON SCHEMA cron TO {role}")
             if other_database:
@@ -78,7 +88,8 @@ def make_login(pg_server: Server, cron_db: str) -> Iterator[Callable[..., str]]:
         for role in made:
             conn.execute("DELETE FROM cron.job WHERE username = %s", (role,))
             conn.execute("DELETE FROM cron.job_run_details WHERE username = %s", (role,))
-            conn.execute(f"DROP OWNED BY {role}")
+            with _cron_acls(conn):
+                conn.execute(f"DROP OWNED BY {role}")
     with pg_server.admin() as conn:
         for role in made:
             conn.execute(f"DROP ROLE {role}")
