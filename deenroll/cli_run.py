@@ -55,7 +55,7 @@ def describe_client(r: run_report.ClientResult) -> str:
             f"{r.status}: de-enrolled {r.leads_de_enrolled} (completed {r.completed}, "
             f"opted out {r.opted_out}) in {r.batches} batch{'es' if r.batches != 1 else ''}, {r.duration_ms} ms"
         )
-    if r.held:
+    if r.held and r.status != "partial":  # a partial run's error names them already, in the database's words
         text += f"; {describe_held(r.held)}"
     if r.invalid_campaigns:
         text += f"; {len(r.invalid_campaigns)} campaign(s) with invalid messages"

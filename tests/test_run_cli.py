@@ -256,6 +256,25 @@ def test_a_lead_the_platform_refuses_is_held_and_the_rest_commits(cli, db_url: s
     assert conn.execute("SELECT count(*) FROM de_enrollment_stuck_leads").fetchone()[0] == 0
 
 
+def test_a_partial_client_with_a_held_lead_names_it_once(cli, db_url: str, conn: psycopg.Connection) -> None:
+    ds = build_dataset(conn)
+    add_invalid_campaign(conn, CLIENT_B, ds)  # partial
+    victim = next(iter(ds.expected_for(CLIENT_B)))
+    conn.execute(
+        f"""CREATE FUNCTION zz_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN IF OLD.id = '{victim}' AND NOT NEW.is_active THEN RAISE EXCEPTION 'frozen'; END IF;
+                  RETURN NEW; END $$;
+            CREATE TRIGGER zz_refuse BEFORE UPDATE ON leads FOR EACH ROW EXECUTE FUNCTION zz_refuse();"""
+    )
+    res = cli("run", db=db_url, env={"LOG_LEVEL": "warning"})
+    assert res.code == 1, res.stderr
+    (line,) = [x for x in res.stdout.splitlines() if x.startswith(CLIENT_B)]
+    assert line.startswith(f"{CLIENT_B}  partial: ") and "not a JSON array" in line
+    assert line.count("held 1 (refused_by_trigger 1)") == 1, line
+    (logged,) = [x for x in res.stderr.splitlines() if f"client {CLIENT_B}: partial" in x]
+    assert logged.count("held 1 (refused_by_trigger 1)") == 1, logged
+
+
 def test_alert_on_partial_and_a_webhook_that_is_down(cli, db_url: str, conn: psycopg.Connection, webhook: Webhook) -> None:
     build_dataset(conn)
     add_invalid_campaign(conn, CLIENT_C)
