@@ -102,3 +102,9 @@ def _uuid(_ctx: click.Context, _param: click.Parameter, value: str | None) -> st
 def client_id_option(help_text: str) -> Any:
     """--client-id, checked to be a UUID while the options are parsed."""
     return click.option("--client-id", metavar="UUID", callback=_uuid, help=help_text)
+
+
+def describe_held(held: dict[str, int]) -> str:
+    """'held 3 (check_violation 2, refused_by_trigger 1)'."""
+    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(held.items()))
+    return f"held {sum(held.values())} ({reasons})"

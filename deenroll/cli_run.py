@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from .runner import calls, options as run_options, report as run_report
-from .cli_common import print_json
+from .cli_common import describe_held, print_json
 from .errors import UserError
 
 log = logging.getLogger("deenroll.run")
@@ -62,12 +62,6 @@ def describe_client(r: run_report.ClientResult) -> str:
     if r.error and r.status not in ("dry_run", "success"):  # a success's details only repeat the held leads
         text += f"; {r.error}"
     return text
-
-
-def describe_held(held: dict[str, int]) -> str:
-    """'held 3 (check_violation 2, refused_by_trigger 1)'."""
-    reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(held.items()))
-    return f"held {sum(held.values())} ({reasons})"
 
 
 def summary_lines(report: run_report.RunReport) -> Iterable[str]:

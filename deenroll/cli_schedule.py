@@ -13,9 +13,8 @@ import click
 
 from . import alerts, schedule, schedule_alerts
 from .schedule_status import remove as remove_jobs, status as jobs_status
-from .cli_common import Context, json_option, pass_ctx, print_json
+from .cli_common import Context, describe_held, json_option, pass_ctx, print_json
 from .errors import UserError
-from .cli_run import describe_held
 
 
 cron_database_option = click.option(
