@@ -92,10 +92,10 @@ def report(obj: Context, as_json: bool, doc: dict[str, Any], lines: Iterable[str
 
 def _uuid(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
     try:
-        return None if value is None else str(uuid.UUID(value))
+        return None if value is None else str(uuid.UUID(value.strip()))
     except ValueError:
         raise UserError(
-            f"malformed client id {value!r}: expected a UUID like 123e4567-e89b-12d3-a456-426614174000"
+            f"malformed client id {value!r}: it is not a UUID like 123e4567-e89b-12d3-a456-426614174000"
         ) from None
 
 

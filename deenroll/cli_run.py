@@ -6,7 +6,6 @@ import logging
 import os
 import signal
 import sys
-import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import click
 
 from .runner import calls, options as run_options, report as run_report
-from .cli_common import describe_held, print_json
+from .cli_common import client_id_option, describe_held, print_json
 from .errors import UserError
 
 log = logging.getLogger("deenroll.run")
@@ -84,21 +83,16 @@ def summary_lines(report: run_report.RunReport) -> Iterable[str]:
 
 def validate(client_id: str | None, batch_size: int, max_runtime_ms: int, dry_run: bool = False,
              workers: int = 1, lease_ms: int = run_options.LEASE_MS) -> run_options.RunOptions:
-    """What can be checked before connecting: a UUID's syntax, the integer range of a parameter, how
-    many threads a process may start. The run checks the database's bounds (run_options.check)."""
-    cid: str | None = None
-    if client_id is not None:
-        try:
-            cid = str(uuid.UUID(client_id.strip()))
-        except ValueError:
-            raise UserError(f"--client-id: {client_id!r} is not a UUID") from None
+    """What can be checked before connecting (--client-id is checked as it is parsed): the integer
+    range of a parameter, how many threads a process may start. The run checks the database's
+    bounds (run_options.check)."""
     if not 1 <= workers <= MAX_WORKERS:
         raise UserError(f"--workers must be between 1 and {MAX_WORKERS}, got {workers}")
     for option, value, unit in (("--batch-size", batch_size, ""), ("--max-runtime", max_runtime_ms, " milliseconds"),
                                 ("--lease", lease_ms, " milliseconds")):
         if value > INT_MAX:
             raise UserError(f"{option} must be at most {INT_MAX}{unit}, got {value}")
-    return run_options.RunOptions(cid, batch_size, max_runtime_ms, dry_run, workers, lease_ms)
+    return run_options.RunOptions(client_id, batch_size, max_runtime_ms, dry_run, workers, lease_ms)
 
 
 def _log_level() -> int:
@@ -200,7 +194,7 @@ def _setup_logging(level: int, tty: bool) -> logging.Handler:
 
 
 @click.command("run")
-@click.option("--client-id", metavar="UUID", help="Process only this client (default: every active client).")
+@client_id_option("Process only this client (default: every active client).")
 @click.option(
     "--batch-size",
     type=int,
