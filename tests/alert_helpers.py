@@ -16,7 +16,7 @@ from psycopg import conninfo
 from deenroll import alerts, database
 from deenroll.runner.options import RunOptions
 from deenroll.runner.report import ClientResult, RunReport, alert_payload, fill
-from engine_data import CLIENT_A, CLIENT_B, CLIENT_C, build_dataset
+from engine_data import CLIENT_A, CLIENT_B, CLIENT_C, build_dataset, refuse_lead
 
 HOST = "alert-test-host"
 
@@ -26,14 +26,9 @@ def troubled_dataset(conn: psycopg.Connection) -> None:
     campaigns, so its counters cannot be folded), client C's ends partial (a campaign whose
     messages is not an array) and one lead of client B is held (the platform refuses it)."""
     ds = build_dataset(conn)
-    victim = next(iter(ds.expected_for(CLIENT_B)))
+    refuse_lead(conn, next(iter(ds.expected_for(CLIENT_B))))
     conn.execute(
-        f"""CREATE FUNCTION zz_frozen_lead() RETURNS trigger LANGUAGE plpgsql AS $$
-              BEGIN IF OLD.id = '{victim}' AND NOT NEW.is_active THEN
-                    RAISE EXCEPTION 'lead % is frozen by the platform', OLD.id; END IF;
-                    RETURN NEW; END $$;
-            CREATE TRIGGER zz_frozen_lead BEFORE UPDATE ON leads FOR EACH ROW EXECUTE FUNCTION zz_frozen_lead();
-            CREATE FUNCTION zz_frozen_campaigns() RETURNS trigger LANGUAGE plpgsql AS $$
+        f"""CREATE FUNCTION zz_frozen_campaigns() RETURNS trigger LANGUAGE plpgsql AS $$
               BEGIN RAISE EXCEPTION 'the campaigns of this client are read-only'; END $$;
             CREATE TRIGGER zz_frozen_campaigns BEFORE UPDATE ON campaigns FOR EACH ROW
               WHEN (OLD.client_id = '{CLIENT_A}') EXECUTE FUNCTION zz_frozen_campaigns();"""

@@ -102,6 +102,19 @@ def build_dataset(conn: psycopg.Connection, extra_leads_per_campaign: int = 0) -
     return ds
 
 
+def refuse_lead(conn: psycopg.Connection, lead_id: str) -> None:
+    """The platform's own trigger refuses to let this lead be de-enrolled (a stand-in for any
+    per-lead refusal): the run holds it (refused_by_trigger) and commits the rest. Trigger and
+    function are named zz_refuse."""
+    conn.execute(
+        f"""CREATE FUNCTION zz_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+              BEGIN IF OLD.id = '{lead_id}' AND NOT NEW.is_active THEN
+                    RAISE EXCEPTION 'lead % is frozen by the platform', OLD.id; END IF;
+                    RETURN NEW; END $$;
+            CREATE TRIGGER zz_refuse BEFORE UPDATE ON leads FOR EACH ROW EXECUTE FUNCTION zz_refuse();"""
+    )
+
+
 def recount(conn: psycopg.Connection) -> dict[str, tuple]:
     """The counters (active: active and not opted out; completed; opted out; booked), counted here independently of our SQL."""
     rows = conn.execute(

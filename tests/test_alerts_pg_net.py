@@ -58,8 +58,8 @@ def net_db(pg_server: Server) -> str:
 
 
 def _reset(conn: psycopg.Connection) -> None:
-    conn.execute("DROP TRIGGER IF EXISTS zz_frozen_lead ON leads; DROP TRIGGER IF EXISTS zz_frozen_campaigns ON campaigns;"
-                 " DROP FUNCTION IF EXISTS zz_frozen_lead(); DROP FUNCTION IF EXISTS zz_frozen_campaigns();")
+    conn.execute("DROP TRIGGER IF EXISTS zz_refuse ON leads; DROP TRIGGER IF EXISTS zz_frozen_campaigns ON campaigns;"
+                 " DROP FUNCTION IF EXISTS zz_refuse(); DROP FUNCTION IF EXISTS zz_frozen_campaigns();")
     tables = [r[0] for r in conn.execute(
         "SELECT t::text FROM deenroll.own_tables() AS t WHERE t <> ALL (%s::text[]::regclass[])", (BOOKKEEPING,))]
     conn.execute(f"TRUNCATE public.leads, public.campaigns, {', '.join(tables)} CASCADE")

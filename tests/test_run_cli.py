@@ -17,6 +17,7 @@ from engine_data import (
     CLIENT_D,
     assert_exactly_once,
     build_dataset,
+    refuse_lead,
     de_enrolled,
     recount,
     stored,
@@ -209,14 +210,7 @@ def test_budget_exhaustion_gives_partial_and_the_next_run_finishes(cli, db_url: 
 def test_a_lead_the_platform_refuses_is_held_and_the_rest_commits(cli, db_url: str, conn: psycopg.Connection, webhook: Webhook) -> None:
     ds = build_dataset(conn)
     victim = next(iter(ds.expected_for(CLIENT_B)))
-    # the platform's own trigger refuses to let this lead change (a stand-in for any per-lead refusal)
-    conn.execute(
-        f"""CREATE FUNCTION zz_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN IF OLD.id = '{victim}' AND NOT NEW.is_active THEN
-                  RAISE EXCEPTION 'lead % is frozen by the platform', OLD.id; END IF;
-                  RETURN NEW; END $$;
-            CREATE TRIGGER zz_refuse BEFORE UPDATE ON leads FOR EACH ROW EXECUTE FUNCTION zz_refuse();"""
-    )
+    refuse_lead(conn, victim)
     code, doc, stderr = run_json(cli, db_url, "--batch-size", "2", env={"DE_ENROLLMENT_ALERT_WEBHOOK": webhook.url})
     assert code == 1 and doc["exit_code"] == 1  # attention, not failure
     clients = by_client(doc)
@@ -259,13 +253,7 @@ def test_a_lead_the_platform_refuses_is_held_and_the_rest_commits(cli, db_url: s
 def test_a_partial_client_with_a_held_lead_names_it_once(cli, db_url: str, conn: psycopg.Connection) -> None:
     ds = build_dataset(conn)
     add_invalid_campaign(conn, CLIENT_B, ds)  # partial
-    victim = next(iter(ds.expected_for(CLIENT_B)))
-    conn.execute(
-        f"""CREATE FUNCTION zz_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-            BEGIN IF OLD.id = '{victim}' AND NOT NEW.is_active THEN RAISE EXCEPTION 'frozen'; END IF;
-                  RETURN NEW; END $$;
-            CREATE TRIGGER zz_refuse BEFORE UPDATE ON leads FOR EACH ROW EXECUTE FUNCTION zz_refuse();"""
-    )
+    refuse_lead(conn, next(iter(ds.expected_for(CLIENT_B))))
     res = cli("run", db=db_url, env={"LOG_LEVEL": "warning"})
     assert res.code == 1, res.stderr
     (line,) = [x for x in res.stdout.splitlines() if x.startswith(CLIENT_B)]

@@ -20,6 +20,7 @@ import cron_default_mode as cdm
 from conftest import add_campaign, add_leads, new_id, run_cli
 from deenroll.database import Target
 from deenroll.migrate.commands import migrate
+from engine_data import refuse_lead
 
 SCHEDULER_PASSWORD = "pw-scheduler:with\\colon"  # .pgpass escapes both
 
@@ -77,13 +78,7 @@ def test_a_job_that_cannot_connect_is_told_its_pgpass_line_and_then_runs(supa: c
     with psycopg.connect(supa.url(cdm.OWNER), autocommit=True) as conn:
         camp = add_campaign(conn, client, messages=2)
         finished = add_leads(conn, camp, client, 4, position=2)
-        victim = finished[0]
-        conn.execute(
-            f"""CREATE FUNCTION zz_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
-                BEGIN IF OLD.id = '{victim}' AND NOT NEW.is_active THEN
-                      RAISE EXCEPTION 'lead % is frozen by the platform', OLD.id; END IF;
-                      RETURN NEW; END $$;
-                CREATE TRIGGER zz_refuse BEFORE UPDATE ON leads FOR EACH ROW EXECUTE FUNCTION zz_refuse();""")
+        refuse_lead(conn, finished[0])
     res = run_cli("schedule", "install", "--every", "1 minute", db=sched)
     assert res.code == 0, res.stderr
     with supa.admin() as conn:
